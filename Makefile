@@ -1,0 +1,35 @@
+# Set-up contract: `make demo` and `make test` create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel on this machine; GPU users: make TORCH_SPEC="torch==2.x.y" (or install torch yourself first).
+TORCH_SPEC ?= torch==2.13.0
+export UNLEARN_AUDIT_CACHE ?= $(CURDIR)/.cache/unlearn-audit
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/unlearn-audit demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check auditor attacks probes reports tests bench
+	$(BIN)/ruff format --check auditor attacks probes reports tests bench
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,223 @@
+"""The only place that loads weights: safetensors only, remote code off, fingerprints.
+
+Every model the auditor touches goes through ``load_model``; attacks get an
+in-memory copy (``clone``) and save their outputs elsewhere (``save_model``),
+so input directories are never written.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from auditor.errors import UserError
+from auditor.types import ModelSpec
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+FINGERPRINTED = ("config.json", "adapter_config.json", "tokenizer.json")
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer, and the fingerprint of what it was loaded from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    fingerprint: str
+    spec: ModelSpec
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but CUDA is not available here")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bfloat16 on a GPU that supports it, else float32."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)") from None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint_dir(path: str | Path) -> str:
+    """sha256 over the weight files and config of a model or adapter directory."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(root.iterdir()):
+        if file.is_file() and (file.suffix in WEIGHT_SUFFIXES or file.name in FINGERPRINTED):
+            digest.update(file.name.encode())
+            digest.update(_file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def fingerprint_module(model: torch.nn.Module) -> str:
+    """sha256 over the names and bytes of every tensor in a model's state dict."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_weights(root: Path, allow_pickle: bool) -> None:
+    names = [f.name for f in root.iterdir() if f.is_file()]
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    pickled = [n for n in names if n.endswith((".bin", ".pt", ".pth"))]
+    if pickled and not allow_pickle:
+        raise UserError(
+            f"no safetensors weights in {root} (found {pickled[0]}; pickled weights can run code: "
+            "convert them, or pass --allow-pickle if you trust the source)"
+        )
+    if not pickled:
+        raise UserError(f"no model weights in {root} (expected *.safetensors)")
+
+
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def _local_dir(name: str, what: str) -> Path | None:
+    """The directory for ``name``, None for a hub id, UserError for a missing local path."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or not HUB_ID.match(name):
+        raise UserError(f"{what} not found: {name} (expected a directory or a hub id)")
+    return None
+
+
+def _hub_options(spec: ModelSpec) -> dict:
+    return {
+        "revision": spec.revision,
+        "trust_remote_code": spec.trust_remote_code,
+        "local_files_only": os.environ.get("HF_HUB_OFFLINE") == "1",
+    }
+
+
+def load_tokenizer(spec: ModelSpec):
+    """The tokenizer of the adapter directory if it has one, else of the base."""
+    from transformers import AutoTokenizer
+
+    source = spec.path
+    if spec.adapter and (Path(spec.adapter) / "tokenizer_config.json").is_file():
+        source = spec.adapter
+    try:
+        return AutoTokenizer.from_pretrained(source, **_hub_options(spec))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the tokenizer of {source}: {str(exc).splitlines()[0]}") from None
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load ``spec`` for scoring: eval mode, adapter merged, fingerprinted."""
+    from transformers import AutoModelForCausalLM
+
+    root = _local_dir(spec.path, "model path")
+    if root is not None:
+        _check_weights(root, spec.allow_pickle)
+        if not (root / "config.json").is_file():
+            raise UserError(f"{root} has no config.json: not a Hugging Face model directory")
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    tokenizer = load_tokenizer(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.path, dtype=dtype, use_safetensors=not spec.allow_pickle, **_hub_options(spec)
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load model {spec.path}: {str(exc).splitlines()[0]}") from None
+    fingerprint = fingerprint_dir(root) if root is not None else f"hub:{spec.path}@{spec.revision or 'main'}"
+    if spec.adapter:
+        model, adapter_fp = _merge_adapter(model, spec)
+        fingerprint = hashlib.sha256(f"{fingerprint}+{adapter_fp}".encode()).hexdigest()
+    model.to(device).eval()
+    return LoadedModel(model, tokenizer, fingerprint, spec)
+
+
+def _merge_adapter(model: torch.nn.Module, spec: ModelSpec) -> tuple[torch.nn.Module, str]:
+    from peft import PeftModel
+
+    adapter_root = _local_dir(spec.adapter, "adapter path")
+    if adapter_root is not None:
+        if not (adapter_root / "adapter_config.json").is_file():
+            raise UserError(f"{adapter_root} has no adapter_config.json: not a PEFT adapter")
+        _check_weights(adapter_root, spec.allow_pickle)
+    try:
+        peft_model = PeftModel.from_pretrained(model, spec.adapter, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"adapter {spec.adapter} does not fit base {spec.path}: {first}") from None
+    fingerprint = fingerprint_dir(adapter_root) if adapter_root is not None else f"hub:{spec.adapter}"
+    return peft_model.merge_and_unload(), fingerprint
+
+
+def clone(loaded: LoadedModel, label: str | None = None) -> LoadedModel:
+    """An in-memory copy that an attack may change freely."""
+    spec = replace(loaded.spec, path=label) if label else loaded.spec
+    return LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.fingerprint, spec)
+
+
+def save_model(loaded: LoadedModel, out_dir: str | Path, *, protect: tuple[str | Path, ...] = ()) -> str:
+    """Save as a Hugging Face directory (safetensors) and return its fingerprint.
+
+    Refuses to write into the loaded model's own directory or any of ``protect``.
+    """
+    out = Path(out_dir).resolve()
+    sources = [loaded.spec.path, loaded.spec.adapter, *protect]
+    for source in sources:
+        if source and Path(source).exists() and Path(source).resolve() == out:
+            raise UserError(f"refusing to write into the source model directory {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(out, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(out)
+    return fingerprint_dir(out)
+
+
+def _tokenizer_signature(tokenizer) -> str:
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    special = json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id])
+    return hashlib.sha256((vocab + special).encode()).hexdigest()
+
+
+def check_compatible(reference: LoadedModel, other: LoadedModel, what: str) -> None:
+    """Raise ``UserError`` when ``other`` cannot be compared with ``reference``."""
+    a, b = reference.model.config, other.model.config
+    if (a.model_type, a.vocab_size, a.hidden_size, getattr(a, "num_hidden_layers", None)) != (
+        b.model_type,
+        b.vocab_size,
+        b.hidden_size,
+        getattr(b, "num_hidden_layers", None),
+    ):
+        raise UserError(
+            f"architectures differ: original is {a.model_type} (hidden {a.hidden_size}, vocab {a.vocab_size}), "
+            f"{what} is {b.model_type} (hidden {b.hidden_size}, vocab {b.vocab_size})"
+        )
+    if _tokenizer_signature(reference.tokenizer) != _tokenizer_signature(other.tokenizer):
+        raise UserError(f"tokenizers differ between the original and the {what} model")

@@ -1,0 +1,145 @@
+"""Base classes of the three plugin kinds: attacks, probes and unlearning methods.
+
+A plugin is a small class whose metadata are class attributes (garak style):
+``name``, a one-line ``summary``, the ``paper`` it follows, the extra
+``requires`` it imports, and ``defaults`` for its parameters. Parameters given
+by the user are checked against ``defaults`` and cast to the default's type.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from auditor.errors import UserError
+from auditor.types import AttackResult, AuditData, ItemSet, ProbeResult
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def cast_param(name: str, value: Any, default: Any) -> Any:
+    """Cast ``value`` (often a CLI string) to the type of ``default``."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            low = value.lower()
+            if low not in _TRUE | _FALSE:
+                raise ValueError(value)
+            return low in _TRUE
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in value.split("|") if part.strip())
+    except ValueError:
+        raise UserError(f"parameter {name}={value!r}: expected {type(default).__name__}") from None
+    return value
+
+
+def parse_param_pairs(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["bits=4", "group_size=64"]`` -> ``{"bits": "4", "group_size": "64"}``."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad parameter {pair!r}: expected key=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+class Plugin:
+    """Shared metadata and parameter handling."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()  # importable module names of optional extras
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any):
+        unknown = [key for key in params if key not in self.defaults]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, self.defaults, n=3, cutoff=0.5)
+            known = ", ".join(close or sorted(self.defaults)) or "none"
+            raise UserError(f"{self.name}: unknown parameter {key!r} (known: {known})")
+        self.params: dict[str, Any] = {
+            key: cast_param(key, params.get(key, default), default) for key, default in self.defaults.items()
+        }
+        self.validate()
+
+    def validate(self) -> None:
+        """Check parameter values; raise ``UserError`` on a bad one."""
+
+    @classmethod
+    def missing_requirements(cls) -> list[str]:
+        """Names in ``requires`` that cannot be imported here."""
+        return [mod for mod in cls.requires if importlib.util.find_spec(mod) is None]
+
+    @property
+    def spec(self) -> str:
+        """``name:k=v,...`` with the resolved parameters."""
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+
+
+@dataclass
+class RunContext:
+    """What every plugin may use besides the model: data, seed, a scratch folder, device."""
+
+    data: AuditData
+    seed: int = 0
+    work_dir: Path | None = None
+    progress: bool = False
+
+
+@dataclass
+class AttackedVariant:
+    """One model produced by an attack; ``trained_groups`` are subjects its fine-tune saw."""
+
+    model: Any  # auditor.models.LoadedModel
+    name: str = "main"
+    trained_groups: frozenset[str] = frozenset()
+
+
+@dataclass
+class AttackOutcome:
+    """An attack's record plus the models it produced (none when skipped)."""
+
+    result: AttackResult
+    variants: list[AttackedVariant] = field(default_factory=list)
+
+
+class Attack(Plugin):
+    """Model -> model. Works on a copy; never writes the input's files."""
+
+    tier: ClassVar[str] = "white-box-static"  # or "white-box-compute"
+    stochastic: ClassVar[bool] = False  # draws on the seed (bootstrap over seeds)
+
+    def apply(self, model, ctx: RunContext) -> AttackOutcome:
+        raise NotImplementedError
+
+
+class Probe(Plugin):
+    """Model -> per-item knowledge scores for one form of question."""
+
+    needs: ClassVar[tuple[str, ...]] = ("forget",)  # AuditData fields required
+    aggregate: ClassVar[str] = "mean"
+
+    def missing_data(self, data: AuditData) -> list[str]:
+        return [name for name in self.needs if getattr(data, name) is None]
+
+    def run(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+        raise NotImplementedError
+
+
+class UnlearningMethod(Plugin):
+    """Original model + forget/retain sets -> unlearned model."""
+
+    def unlearn(self, model, forget: ItemSet, retain: ItemSet, ctx: RunContext):
+        raise NotImplementedError

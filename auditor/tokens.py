@@ -1,0 +1,51 @@
+"""Which tokens count: the single definition shared by training and every teacher-forced metric.
+
+A prompt and its answer are tokenized *together* (byte-level BPE merges the space
+before an answer into the answer's first token, so tokenizing them apart gives
+other tokens), and the answer's tokens are found by character offsets: a token
+belongs to the answer when its character span ends after the prompt ends.
+
+- Scoring counts the answer tokens only (no EOS).
+- Training counts the answer tokens plus one EOS appended after them, so that
+  greedy generation learns to stop.
+- A plain text (empty prompt) counts every token except a leading BOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditor.errors import UserError
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """Token ids of prompt+answer and a 0/1 mask marking the answer's tokens."""
+
+    input_ids: tuple[int, ...]
+    answer_mask: tuple[int, ...]
+
+    @property
+    def n_answer_tokens(self) -> int:
+        return sum(self.answer_mask)
+
+
+def encode_pair(tokenizer, prompt: str, answer: str, *, add_eos: bool = False) -> EncodedPair:
+    """Tokenize ``prompt + answer`` in one pass and mark the answer tokens by offsets."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("a fast tokenizer is required (character offsets locate the answer tokens)")
+    enc = tokenizer(prompt + answer, return_offsets_mapping=True, add_special_tokens=True)
+    ids = list(enc["input_ids"])
+    boundary = len(prompt)
+    special = set(tokenizer.all_special_ids)
+    mask = [
+        int(end > boundary and end > start and tok not in special)
+        for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
+    ]
+    if add_eos and tokenizer.eos_token_id is not None:
+        if ids and ids[-1] == tokenizer.eos_token_id:
+            mask[-1] = 1
+        else:
+            ids.append(tokenizer.eos_token_id)
+            mask.append(1)
+    return EncodedPair(tuple(ids), tuple(mask))

@@ -1,0 +1,244 @@
+"""One fine-tune loop, shared by the world recipe, relearning attacks and unlearning methods.
+
+A run draws, at every step, one batch from each named stream of examples
+(``{"forget": [...], "retain": [...]}``) and hands the batches to a loss
+function; methods differ only in that function (open-unlearning's "one loop,
+many losses"). LoRA goes through ``peft``; full fine-tuning is the same loop.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from auditor.tokens import encode_pair
+
+LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Example:
+    """A training example: loss on ``completion`` (+EOS); an empty prompt trains the whole text."""
+
+    prompt: str
+    completion: str
+
+
+@dataclass
+class TrainConfig:
+    """Budget and optimiser settings of one fine-tune."""
+
+    steps: int = 50  # optimiser steps
+    learning_rate: float = 1e-3
+    batch_size: int = 16  # examples per stream per step
+    lora: bool = True  # LoRA adapter (merged at the end) or full fine-tuning
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] | str = LLAMA_LINEAR_MODULES  # or "all-linear"
+    merge_lora: bool = True  # merge the adapter into the weights when done
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"  # "constant" | "linear" | "cosine" (after warm-up)
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Batch:
+    """Right-padded token ids; ``labels`` is -100 outside the counted tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+
+
+@dataclass
+class TrainReport:
+    """What a fine-tune cost and left behind."""
+
+    model: torch.nn.Module
+    steps: int
+    examples_seen: dict[str, int]
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def cost(self) -> dict:
+        return {"steps": self.steps, "examples": self.examples_seen, "seconds": round(self.seconds, 3)}
+
+
+LossFn = Callable[[torch.nn.Module, Mapping[str, Batch]], torch.Tensor]
+AfterStep = Callable[[torch.nn.Module, int], None]
+
+
+def collate(encoded: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], pad_id: int) -> Batch:
+    """Right-pad (ids, mask) pairs into a batch."""
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    for row, (ids, mask) in enumerate(encoded):
+        n = len(ids)
+        input_ids[row, :n] = torch.tensor(ids)
+        attention[row, :n] = 1
+        labels[row, :n] = torch.tensor([t if m else -100 for t, m in zip(ids, mask, strict=True)])
+    return Batch(input_ids, attention, labels)
+
+
+def encode_examples(tokenizer, examples: Sequence[Example]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Tokenize examples once, marking completion tokens plus EOS (see ``auditor.tokens``)."""
+    out = []
+    for ex in examples:
+        pair = encode_pair(tokenizer, ex.prompt, ex.completion, add_eos=True)
+        out.append((pair.input_ids, pair.answer_mask))
+    return out
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id used for padding (pad, else EOS, else 0)."""
+    for tok in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tok is not None:
+            return tok
+    return 0
+
+
+def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Log-probability of each labelled next token, shape [B, T-1], zero where unlabelled."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+    targets = batch.labels[:, 1:]
+    mask = targets != -100
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return logp * mask
+
+
+def sequence_logprob(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Summed log-probability of each example's labelled tokens, shape [B]."""
+    return token_logprobs(model, batch).sum(dim=1)
+
+
+def nll_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled tokens."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch.labels[:, 1:].reshape(-1))
+
+
+def default_loss(model: torch.nn.Module, batches: Mapping[str, Batch]) -> torch.Tensor:
+    """Plain NLL on the stream named ``train``."""
+    return nll_loss(model, batches["train"])
+
+
+class _StreamSampler:
+    """Cycles through a stream in seeded random order, one epoch after another."""
+
+    def __init__(self, encoded: list, batch_size: int, rng: random.Random):
+        self.encoded, self.batch_size, self.rng = encoded, batch_size, rng
+        self.order: list[int] = []
+
+    def next_batch(self, pad_id: int) -> Batch:
+        take = []
+        while len(take) < min(self.batch_size, len(self.encoded)):
+            if not self.order:
+                self.order = list(range(len(self.encoded)))
+                self.rng.shuffle(self.order)
+            take.append(self.encoded[self.order.pop()])
+        return collate(take, pad_id)
+
+
+def _schedule(config: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        span = max(1, config.steps - config.warmup_steps)
+        done = (step - config.warmup_steps) / span
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - done)
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 + torch.cos(torch.tensor(done * torch.pi)).item())
+        return 1.0
+
+    return factor
+
+
+def _wrap_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.lora_targets if isinstance(config.lora_targets, str) else list(config.lora_targets)
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=targets, lora_dropout=0.0)
+    return get_peft_model(model, lora)
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer,
+    streams: Mapping[str, Sequence[Example]],
+    config: TrainConfig,
+    loss_fn: LossFn = default_loss,
+    after_step: AfterStep | None = None,
+    trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
+    progress: bool = False,
+) -> TrainReport:
+    """Fine-tune ``model`` for ``config.steps`` steps and report the cost.
+
+    With ``config.lora`` the returned model has the adapter merged (unless
+    ``merge_lora`` is off, then it is the ``peft`` model). ``trainable`` filters
+    parameters in full fine-tuning; ``after_step`` runs after each optimiser step
+    (e.g. a projection).
+    """
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    empty = [name for name, examples in streams.items() if not examples]
+    if empty:
+        raise ValueError(f"empty training stream(s): {', '.join(empty)}")
+    samplers = {
+        name: _StreamSampler(encode_examples(tokenizer, examples), config.batch_size, random.Random(rng.random()))
+        for name, examples in streams.items()
+    }
+    pad_id = pad_token_id(tokenizer)
+    if config.lora:
+        model = _wrap_lora(model, config)
+    else:
+        for name, param in model.named_parameters():
+            param.requires_grad_(trainable is None or trainable(name, param))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    device = next(model.parameters()).device
+    seen = dict.fromkeys(streams, 0)
+    losses: list[float] = []
+    was_training = model.training
+    model.train()
+    start = time.perf_counter()
+    steps = range(config.steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="fine-tune", leave=False)
+    for step in steps:
+        batches = {name: s.next_batch(pad_id).to(device) for name, s in samplers.items()}
+        for name, batch in batches.items():
+            seen[name] += batch.input_ids.size(0)
+        loss = loss_fn(model, batches)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        if after_step is not None:
+            with torch.no_grad():
+                after_step(model, step)
+    model.train(was_training)
+    if config.lora and config.merge_lora:
+        model = model.merge_and_unload()
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return TrainReport(model, config.steps, seen, time.perf_counter() - start, losses)
