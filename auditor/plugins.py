@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from auditor.errors import UserError
+from auditor.prompts import DEFAULT_FORMAT, PromptFormat
 from auditor.types import AttackResult, AuditData, ItemSet, ProbeResult
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -96,6 +97,7 @@ class RunContext:
     seed: int = 0
     work_dir: Path | None = None
     progress: bool = False
+    prompts: PromptFormat = DEFAULT_FORMAT  # question -> prompt, answer -> completion
 
 
 @dataclass
