@@ -98,6 +98,7 @@ class RunContext:
     work_dir: Path | None = None
     progress: bool = False
     prompts: PromptFormat = DEFAULT_FORMAT  # question -> prompt, answer -> completion
+    reference_lm: Any = None  # ScoringModel of the never-trained reference, for reference-based MIA
 
 
 @dataclass
@@ -140,8 +141,16 @@ class Probe(Plugin):
         raise NotImplementedError
 
 
-class UnlearningMethod(Plugin):
-    """Original model + forget/retain sets -> unlearned model."""
+@dataclass
+class UnlearnOutcome:
+    """The unlearned model (in memory) and what the method did (resolved settings, cost)."""
 
-    def unlearn(self, model, forget: ItemSet, retain: ItemSet, ctx: RunContext):
+    model: Any  # auditor.models.LoadedModel
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class UnlearningMethod(Plugin):
+    """Original model + forget/retain sets -> unlearned model (the input is never changed)."""
+
+    def unlearn(self, model, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> UnlearnOutcome:
         raise NotImplementedError
