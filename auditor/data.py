@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import UserError
-from auditor.types import Item, ItemSet
+from auditor.types import AuditData, Item, ItemSet
 
 LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 STRING_FIELDS = ("question", "answer", "text", "paraphrased_answer", "paraphrased_question", "group", "relation")
@@ -199,3 +199,30 @@ def parse_mapping(text: str | None) -> dict[str, str] | None:
             raise UserError(f"bad field mapping {text!r}: expected ours=theirs,...")
         mapping[ours.strip()] = theirs.strip()
     return mapping
+
+
+def load_audit_data(
+    forget: str,
+    retain: str,
+    *,
+    holdout: str | None = None,
+    multihop: str | None = None,
+    forget_texts: str | None = None,
+    holdout_texts: str | None = None,
+    unrelated: str | None = None,
+    mapping: dict[str, str] | None = None,
+) -> AuditData:
+    """Read every item set of an audit; the mapping applies to the QA files."""
+
+    def optional(source: str | None, name: str, kind: str | None = None) -> ItemSet | None:
+        return load_items(source, name, mapping if kind != "text" else None, kind) if source else None
+
+    return AuditData(
+        forget=load_items(forget, "forget", mapping),
+        retain=load_items(retain, "retain", mapping),
+        holdout=optional(holdout, "holdout"),
+        multihop=optional(multihop, "multihop", "qa"),
+        forget_texts=optional(forget_texts, "forget_texts", "text"),
+        holdout_texts=optional(holdout_texts, "holdout_texts", "text"),
+        unrelated=optional(unrelated, "unrelated", "text"),
+    )

@@ -1,0 +1,93 @@
+"""Pieces shared by the command modules: exit codes, model options, output folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from auditor.errors import UserError
+
+EXIT_PASS, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE, EXIT_RUNTIME = 0, 1, 2, 3, 4
+
+
+def show_progress() -> bool:
+    """Progress bars on a terminal, none under CI or when not a TTY."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def model_options(func):
+    """--device/--dtype/--allow-pickle/--trust-remote-code, shared by commands that load models."""
+    options = [
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            envvar="UNLEARN_AUDIT_DEVICE",
+            help="cpu, cuda, cuda:N or auto.",
+        ),
+        click.option(
+            "--dtype",
+            default="auto",
+            show_default=True,
+            envvar="UNLEARN_AUDIT_DTYPE",
+            help="auto (bf16 on a GPU that has it, else fp32), float32, bfloat16, float16.",
+        ),
+        click.option(
+            "--allow-pickle",
+            is_flag=True,
+            envvar="UNLEARN_AUDIT_ALLOW_PICKLE",
+            help="Load pickled (.bin) weights. Off: safetensors only.",
+        ),
+        click.option(
+            "--trust-remote-code",
+            is_flag=True,
+            envvar="UNLEARN_AUDIT_TRUST_REMOTE_CODE",
+            help="Run model code shipped with a hub model. Off by default.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def spec_of(text: str, options: dict):
+    """A ``ModelSpec`` from a model argument and the shared model options."""
+    from auditor.types import ModelSpec
+
+    return ModelSpec.parse(
+        text,
+        device=options["device"],
+        dtype=options["dtype"],
+        allow_pickle=options["allow_pickle"],
+        trust_remote_code=options["trust_remote_code"],
+    )
+
+
+def set_threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def ensure_new_dir(path: str | Path, protect: tuple = ()) -> Path:
+    """Create an output directory; refuse input model directories and unwritable places."""
+    out = Path(path)
+    for source in protect:
+        if source and Path(source).exists() and Path(source).resolve() == out.resolve():
+            raise UserError(f"refusing to write into the input directory {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    return out

@@ -1,0 +1,231 @@
+"""Commands that run one piece alone: ``score``, ``probe``, ``attack``, ``unlearn``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from auditor.cli_common import echo_json, ensure_new_dir, model_options, set_threads, show_progress, spec_of
+from auditor.errors import UserError
+
+PARAM_HELP = "Plugin parameter key=value (repeatable); see 'unlearn-audit list'."
+
+
+def prompt_options(func):
+    """--prompt-template, shared by everything that turns questions into prompts."""
+    return click.option(
+        "--prompt-template",
+        default="Question: {question}\nAnswer:",
+        show_default=True,
+        envvar="UNLEARN_AUDIT_PROMPT_TEMPLATE",
+        help="How a question becomes a prompt; the answer follows after one space.",
+    )(func)
+
+
+def prompt_format(template: str):
+    from auditor.prompts import PromptFormat
+
+    return PromptFormat(template=template.replace("\\n", "\n"))
+
+
+def qa_knowledge(loaded, items, prompts) -> dict:
+    """Accuracy, ROUGE-L recall and answer probability of a model on a QA item set (the ``qa`` probe)."""
+    from auditor.plugins import RunContext
+    from auditor.registry import PROBES
+    from auditor.scoring import ScoringModel
+    from auditor.types import AuditData
+
+    probe = PROBES.get("qa")()
+    ctx = RunContext(data=AuditData(forget=items, retain=items), prompts=prompts)
+    result = probe.run(ScoringModel(loaded), ctx, loaded.spec.label)
+    scored = [s for s in result.items if s.score is not None]
+
+    def mean(key: str) -> float:
+        return round(sum(float(s.detail[key]) for s in scored) / max(1, len(scored)), 4)
+
+    return {"n": len(scored), "accuracy": mean("correct"), "rouge_l": mean("rouge_l"), "prob": mean("prob")}
+
+
+@click.command("score")
+@click.option("--model", "model_path", required=True, help="Model directory, hub id, or base=...,adapter=....")
+@click.option("--items", "item_files", required=True, multiple=True, type=click.Path(), help="QA file (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@prompt_options
+@model_options
+def score(model_path: str, item_files: tuple[str, ...], as_json: bool, prompt_template: str, **options) -> None:
+    """Print what a model knows of each QA item set: accuracy, ROUGE-L recall, answer probability."""
+    from auditor.data import load_items
+    from auditor.models import load_model
+
+    set_threads()
+    sets = [load_items(path, Path(path).stem) for path in item_files]
+    loaded = load_model(spec_of(model_path, options))
+    prompts = prompt_format(prompt_template)
+    rows = {itemset.source: qa_knowledge(loaded, itemset, prompts) for itemset in sets}
+    if as_json:
+        echo_json({"model": model_path, "fingerprint": loaded.fingerprint, "sets": rows})
+        return
+    click.echo(f"{'items':40s} {'n':>5s} {'accuracy':>9s} {'rouge_l':>8s} {'prob':>6s}")
+    for source, row in rows.items():
+        click.echo(f"{source[-40:]:40s} {row['n']:5d} {row['accuracy']:9.3f} {row['rouge_l']:8.3f} {row['prob']:6.3f}")
+
+
+@click.command("probe")
+@click.argument("name")
+@click.option("--model", "model_path", required=True, help="Model directory, hub id, or base=...,adapter=....")
+@click.option("--items", required=True, type=click.Path(), help="Forget items (QA).")
+@click.option("--retain", type=click.Path(), help="Retain QA (few-shot examples); default: --items.")
+@click.option("--holdout", type=click.Path(), help="Holdout QA (MIA non-members).")
+@click.option("--multihop", type=click.Path(), help="Multi-hop QA about the forget subjects.")
+@click.option("--texts", type=click.Path(), help="Forget texts (verbatim, text MIA).")
+@click.option("--holdout-texts", type=click.Path(), help="Holdout texts (text MIA).")
+@click.option("--reference", help="Reference model for reference-based MIA.")
+@click.option("--param", "params", multiple=True, help=PARAM_HELP)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with every item.")
+@prompt_options
+@model_options
+def probe(name, model_path, items, retain, holdout, multihop, texts, holdout_texts, reference, params, seed,
+          as_json, prompt_template, **options) -> None:  # fmt: skip
+    """Run one probe on one model and print its result."""
+    from auditor.data import load_audit_data
+    from auditor.models import load_model
+    from auditor.plugins import RunContext, parse_param_pairs
+    from auditor.registry import PROBES
+    from auditor.scoring import ScoringModel
+
+    set_threads()
+    instance = PROBES.get(name)(**parse_param_pairs(params))
+    data = load_audit_data(items, retain or items, holdout=holdout, multihop=multihop, forget_texts=texts,
+                           holdout_texts=holdout_texts)  # fmt: skip
+    loaded = load_model(spec_of(model_path, options))
+    reference_lm = ScoringModel(load_model(spec_of(reference, options))) if reference else None
+    ctx = RunContext(data=data, seed=seed, prompts=prompt_format(prompt_template), reference_lm=reference_lm)
+    result = instance.run(ScoringModel(loaded), ctx, model_path)
+    if as_json:
+        from dataclasses import asdict
+
+        echo_json(asdict(result))
+        return
+    scored = sum(1 for s in result.items if s.score is not None)
+    value = "n/a" if result.value is None else f"{result.value:.4f}"
+    click.echo(f"{instance.spec}  model={model_path}")
+    click.echo(f"status={result.status}  {result.metric} ({result.aggregate}) = {value}  items scored={scored}")
+    if result.reason:
+        click.echo(f"reason: {result.reason}")
+    for key, extra in result.extras.items():
+        if not isinstance(extra, dict | list):
+            click.echo(f"{key}: {extra}")
+        elif key == "auc":
+            click.echo("auc: " + ", ".join(f"{k}={v:.3f}" for k, v in extra.items()))
+
+
+@click.command("attack")
+@click.argument("name")
+@click.option("--model", "model_path", required=True, help="Model to attack (never written).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Where the attacked model(s) go.")
+@click.option("--forget", type=click.Path(), help="Forget QA (relearn-forget).")
+@click.option("--retain", type=click.Path(), help="Retain QA (relearn-retain, GPTQ calibration).")
+@click.option("--unrelated", type=click.Path(), help="Unrelated texts (relearn-unrelated).")
+@click.option("--param", "params", multiple=True, help=PARAM_HELP)
+@click.option("--seed", default=0, show_default=True)
+@prompt_options
+@model_options
+def attack(name, model_path, out, forget, retain, unrelated, params, seed, prompt_template, **options) -> None:
+    """Apply one attack to a model and save the result(s) as Hugging Face directories."""
+    from auditor.data import load_audit_data
+    from auditor.models import load_model, save_model
+    from auditor.plugins import RunContext, parse_param_pairs
+    from auditor.registry import ATTACKS
+
+    set_threads()
+    instance = ATTACKS.get(name)(**parse_param_pairs(params))
+    spec = spec_of(model_path, options)
+    out_dir = ensure_new_dir(out, protect=(spec.path, spec.adapter))
+    if not (forget or retain):
+        raise UserError("give --forget and/or --retain (the attack's data; relearning needs them)")
+    data = load_audit_data(forget or retain, retain or forget, unrelated=unrelated)
+    loaded = load_model(spec)
+    ctx = RunContext(data=data, seed=seed, work_dir=out_dir, progress=show_progress(),
+                     prompts=prompt_format(prompt_template))  # fmt: skip
+    outcome = instance.apply(loaded, ctx)
+    saved = {}
+    for variant in outcome.variants:
+        target = out_dir / variant.name if len(outcome.variants) > 1 else out_dir
+        save_model(variant.model, target, protect=(spec.path,))
+        saved[variant.name] = str(target)
+    from dataclasses import asdict
+
+    record = {**asdict(outcome.result), "saved": saved}
+    (out_dir / "attack.json").write_text(json.dumps(record, indent=2, default=str))
+    click.echo(
+        f"{instance.spec}: {outcome.result.status}" + (f" ({outcome.result.reason})" if outcome.result.reason else "")
+    )
+    for variant_name, path in saved.items():
+        click.echo(f"  {variant_name}: {path}")
+
+
+@click.command("unlearn")
+@click.option("--method", required=True, help="Unlearning method (see 'unlearn-audit list methods').")
+@click.option("--model", "model_path", required=True, help="The original model (never written).")
+@click.option("--forget", required=True, type=click.Path(), help="What to remove (QA).")
+@click.option("--retain", required=True, type=click.Path(), help="What to keep (QA).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--param", "params", multiple=True, help=PARAM_HELP)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--lora/--full", default=None, help="LoRA (merged) or full fine-tuning; default: the method's.")
+@prompt_options
+@model_options
+def unlearn(method, model_path, forget, retain, out, params, seed, lora, prompt_template, **options) -> None:
+    """Produce an unlearned model with a bundled method; write it and unlearning.json."""
+    from auditor.data import load_items
+    from auditor.models import load_model, save_model
+    from auditor.plugins import RunContext, parse_param_pairs
+    from auditor.registry import METHODS
+
+    set_threads()
+    cls = METHODS.get(method)
+    values = parse_param_pairs(params)
+    if lora is not None:
+        if "lora" not in cls.defaults:
+            raise UserError(f"{method} has no LoRA/full choice")
+        values["lora"] = str(lora)
+    instance = cls(**values)
+    spec = spec_of(model_path, options)
+    out_dir = ensure_new_dir(out, protect=(spec.path, spec.adapter))
+    forget_set, retain_set = load_items(forget, "forget"), load_items(retain, "retain")
+    loaded = load_model(spec)
+    prompts = prompt_format(prompt_template)
+    ctx = RunContext(data=_data(forget_set, retain_set), seed=seed, progress=show_progress(), prompts=prompts)
+    before = {"forget": qa_knowledge(loaded, forget_set, prompts), "retain": qa_knowledge(loaded, retain_set, prompts)}
+    start = time.perf_counter()
+    outcome = instance.unlearn(loaded, forget_set, retain_set, ctx)
+    seconds = time.perf_counter() - start
+    after = {"forget": qa_knowledge(outcome.model, forget_set, prompts),
+             "retain": qa_knowledge(outcome.model, retain_set, prompts)}  # fmt: skip
+    fingerprint = save_model(outcome.model, out_dir, protect=(spec.path,))
+    record = {
+        "method": method,
+        "params": instance.params,
+        "seed": seed,
+        "source": {"model": model_path, "fingerprint": loaded.fingerprint},
+        "data": {"forget": forget_set.fingerprint, "retain": retain_set.fingerprint},
+        "output_fingerprint": fingerprint,
+        "before": before,
+        "after": after,
+        "wall_seconds": round(seconds, 2),
+        "info": outcome.info,
+    }
+    (out_dir / "unlearning.json").write_text(json.dumps(record, indent=2, default=str))
+    click.echo(f"{method}: forget accuracy {before['forget']['accuracy']:.3f} -> {after['forget']['accuracy']:.3f}, "
+               f"retain {before['retain']['accuracy']:.3f} -> {after['retain']['accuracy']:.3f}, "
+               f"{seconds:.1f} s -> {out_dir}")  # fmt: skip
+
+
+def _data(forget, retain):
+    from auditor.types import AuditData
+
+    return AuditData(forget=forget, retain=retain)
