@@ -1,0 +1,288 @@
+"""Plan -> attacks x probes -> scores, each finished piece checkpointed for ``--resume``.
+
+Every attack runs on the unlearned model and, with the same seed and budget, on
+the reference; every probe runs on the original, the unlearned model, the
+reference and each attacked model. A probe result is stored as soon as it is
+finished, under a key made of everything it depends on (model fingerprints,
+attack, seed, probe, data, prompt format), so a resumed or repeated run
+recomputes nothing that finished, and an interrupted run resumed gives the same
+scores as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from auditor.data import fingerprint_items
+from auditor.models import LoadedModel, check_compatible, load_model
+from auditor.plan import DIRECT_PROBE, Plan, PlannedAttack
+from auditor.plugins import Probe, RunContext
+from auditor.prompts import PromptFormat
+from auditor.registry import PROBES
+from auditor.scoring import RoutedScoringModel, ScoringModel
+from auditor.types import AttackResult, AuditData, ItemScore, ItemSet, ModelSpec, ProbeResult, VariantRecord
+
+NO_ATTACK = "none"
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything an audit depends on besides the data."""
+
+    original: ModelSpec
+    unlearned: ModelSpec
+    reference: ModelSpec | None
+    plan: Plan
+    seed: int = 0
+    prompts: PromptFormat = PromptFormat()
+    cache_dir: Path | None = None  # checkpoints of finished pieces and attacked models
+    collateral_items: int = 200  # retain items sampled for the collateral-damage check
+    progress: bool = False
+
+
+def _dump(result: ProbeResult) -> dict:
+    return asdict(result)
+
+
+def _load(raw: dict) -> ProbeResult:
+    items = tuple(ItemScore(**item) for item in raw.pop("items"))
+    return ProbeResult(items=items, **raw)
+
+
+class PieceStore:
+    """Finished probe results on disk, written atomically, keyed by what they depend on."""
+
+    def __init__(self, root: Path | None):
+        self.root = root / "pieces" if root else None
+        self.computed = 0
+        self.reused = 0
+
+    @staticmethod
+    def key(parts: dict) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def has(self, key: str) -> bool:
+        return self.root is not None and (self.root / f"{key}.json").is_file()
+
+    def get_or_compute(self, key: str, compute: Callable[[], ProbeResult]) -> ProbeResult:
+        if self.has(key):
+            self.reused += 1
+            return _load(json.loads((self.root / f"{key}.json").read_text()))
+        result = compute()
+        self.computed += 1
+        if self.root is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                json.dump(_dump(result), handle, default=str)
+            os.replace(tmp, self.root / f"{key}.json")
+        return result
+
+
+@dataclass
+class AuditScores:
+    """What the orchestrator hands to cell computation and reporting."""
+
+    probe_results: dict[tuple[str, str, int | None, str], ProbeResult]  # (role, attack id, seed, probe)
+    floor_results: dict[tuple[str, str, int | None, str], ProbeResult]  # uncontrolled: scores on holdout items
+    attacks: dict[str, dict[str, list[AttackResult]]]  # attack id -> role -> one result per seed
+    fingerprints: dict[str, str]
+    controlled: bool
+    collateral: dict[str, ProbeResult]  # role -> the direct probe on (a sample of) the retain set
+
+
+def retain_sample(retain: ItemSet, size: int, seed: int) -> ItemSet:
+    """A fixed random sample of the retain set (all of it when small)."""
+    if len(retain) <= size:
+        return retain
+    rng = random.Random(seed)
+    picked = tuple(retain.items[i] for i in sorted(rng.sample(range(len(retain)), size)))
+    return ItemSet(f"{retain.name}-sample", retain.kind, picked, retain.source, fingerprint_items(picked))
+
+
+def floor_data(data: AuditData) -> AuditData | None:
+    """Without a reference, holdout items stand in for the forget items (the floor of a model that never saw them)."""
+    if data.holdout is None:
+        return None
+    return replace(data, forget=data.holdout, forget_texts=data.holdout_texts, multihop=None, holdout=None)
+
+
+class Orchestrator:
+    """Runs a plan on loaded models, checkpointing every finished probe result."""
+
+    def __init__(self, config: AuditConfig, data: AuditData, log: Callable[[str], None] = lambda _: None):
+        self.config, self.data, self.log = config, data, log
+        self.store = PieceStore(config.cache_dir)
+        self.models: dict[str, LoadedModel] = {}
+
+    def load(self) -> None:
+        """Load the three models and check that they can be compared."""
+        self.models["original"] = load_model(self.config.original)
+        self.models["unlearned"] = load_model(self.config.unlearned)
+        check_compatible(self.models["original"], self.models["unlearned"], "unlearned")
+        if self.config.reference is not None:
+            self.models["reference"] = load_model(self.config.reference)
+            check_compatible(self.models["original"], self.models["reference"], "reference")
+
+    def _context(self, seed: int, data: AuditData | None = None) -> RunContext:
+        reference = self.models.get("reference")
+        return RunContext(
+            data=data or self.data,
+            seed=seed,
+            work_dir=self.config.cache_dir,
+            progress=self.config.progress,
+            prompts=self.config.prompts,
+            reference_lm=self._reference_lm if reference is not None else None,
+        )
+
+    def _piece_key(self, fingerprint: str, attack: str, seed: int | None, probe: Probe, data: AuditData) -> str:
+        return self.store.key({
+            "model": fingerprint,
+            "reference": self.models["reference"].fingerprint if "reference" in self.models else None,
+            "attack": attack,
+            "seed": seed,
+            "probe": probe.spec,
+            "data": {name: getattr(data, name).fingerprint for name in data.available()},
+            "prompt": asdict(self.config.prompts),
+        })  # fmt: skip
+
+    def _probe_all(
+        self,
+        label: str,
+        fingerprint: str,
+        attack: str,
+        seed: int | None,
+        data: AuditData,
+        lm_factory: Callable,
+        skip_reason: Callable[[], str | None] = lambda: None,
+    ) -> dict[str, ProbeResult]:
+        """Every probe of the plan on one model (or attacked model), each reused from the store when finished."""
+        holder: dict = {}
+        out = {}
+        for probe in self.config.plan.probes:
+
+            def compute(probe=probe) -> ProbeResult:
+                missing = probe.missing_data(data)
+                reason = skip_reason() or (f"no {', '.join(missing)} data given" if missing else None)
+                if reason:
+                    return ProbeResult(probe.name, label, "", probe.aggregate, None, (), "skipped", reason)
+                if "lm" not in holder:
+                    holder["lm"] = lm_factory()
+                return probe.run(holder["lm"], self._context(self.config.seed if seed is None else seed, data), label)
+
+            key = self._piece_key(fingerprint, attack, seed, probe, data)
+            out[probe.name] = self.store.get_or_compute(key, compute)
+        return out
+
+    def run(self) -> AuditScores:
+        """Run every attack and probe of the plan (loading the models first if needed)."""
+        from auditor.attack_runner import run_attack
+
+        if not self.models:
+            self.load()
+        self._reference_lm = ScoringModel(self.models["reference"]) if "reference" in self.models else None
+        results: dict = {}
+        floors: dict = {}
+        floor = floor_data(self.data) if "reference" not in self.models else None
+        for role, loaded in self.models.items():
+            self.log(f"probing {role}")
+            lm = self._reference_lm if role == "reference" else None
+            factory = (lambda lm=lm: lm) if lm is not None else (lambda loaded=loaded: ScoringModel(loaded))
+            for name, result in self._probe_all(role, loaded.fingerprint, NO_ATTACK, None, self.data, factory).items():
+                results[(role, NO_ATTACK, None, name)] = result
+            if floor is not None and role in ("original", "unlearned"):
+                probed = self._probe_all(role, loaded.fingerprint, NO_ATTACK, None, floor, factory)
+                for name, result in probed.items():
+                    floors[(role, NO_ATTACK, None, name)] = result
+        attacks: dict[str, dict[str, list[AttackResult]]] = {}
+        targets = [r for r in ("unlearned", "reference") if r in self.models]
+        for planned in self.config.plan.attacks:
+            attacks[planned.id] = {role: [] for role in targets}
+            for seed in self.config.plan.seeds_for(planned):
+                for role in targets:
+                    self.log(f"attack {planned.id} (seed {seed}) on {role}")
+                    result = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
+                    attacks[planned.id][role].append(result)
+        fingerprints = {role: m.fingerprint for role, m in self.models.items()}
+        collateral = self._collateral()
+        return AuditScores(results, floors, attacks, fingerprints, "reference" in self.models, collateral)
+
+    def _collateral(self) -> dict[str, ProbeResult]:
+        """The direct probe on a fixed sample of the retain set, for the original and the unlearned model."""
+        sample = retain_sample(self.data.retain, self.config.collateral_items, self.config.seed)
+        data = replace(self.data, forget=sample)
+        probe = PROBES.get(DIRECT_PROBE)()
+        out = {}
+        for role in ("original", "unlearned"):
+            loaded = self.models[role]
+            key = self._piece_key(loaded.fingerprint, "collateral", None, probe, data)
+            out[role] = self.store.get_or_compute(
+                key,
+                lambda loaded=loaded, role=role: probe.run(
+                    ScoringModel(loaded), self._context(self.config.seed, data), role
+                ),
+            )
+        return out
+
+    def _attack_and_probe(self, planned: PlannedAttack, seed: int, role: str, run_attack, results, floors,
+                          floor: AuditData | None) -> AttackResult:  # fmt: skip
+        """Probe the attacked model; the attack itself runs only if some probe result is not stored yet."""
+        loaded = self.models[role]
+        attack_cache = self.config.cache_dir / "attacks" if self.config.cache_dir else None
+        state: dict = {}
+
+        def outcome():
+            if "outcome" not in state:
+                state["outcome"] = run_attack(planned.attack, loaded, self._context(seed), attack_cache)
+            return state["outcome"]
+
+        def routed_lm() -> RoutedScoringModel:
+            return RoutedScoringModel([(ScoringModel(v.model), v.trained_groups) for v in outcome().variants])
+
+        def skip_reason() -> str | None:
+            result = outcome().result
+            return (result.reason or "attack skipped") if result.status == "skipped" else None
+
+        label = f"{role}@{planned.id}"
+        targets = [(self.data, results)] + ([(floor, floors)] if floor is not None and role == "unlearned" else [])
+        for data, out in targets:
+            probed = self._probe_all(label, loaded.fingerprint, planned.attack.spec, seed, data, routed_lm, skip_reason)
+            for name, result in probed.items():
+                out[(role, planned.id, seed, name)] = result
+        if "outcome" in state:
+            self.store_attack_record(planned, seed, loaded.fingerprint, state["outcome"].result)
+            return state["outcome"].result
+        return self.load_attack_record(planned, seed, loaded.fingerprint) or outcome().result
+
+    # Attack records are small; they are stored beside the pieces so a resumed run can report them
+    # without running the attack again.
+    def _record_path(self, planned: PlannedAttack, seed: int, fingerprint: str) -> Path | None:
+        if self.store.root is None:
+            return None
+        key = self.store.key({"attack": planned.attack.spec, "seed": seed, "model": fingerprint})
+        return self.store.root / f"attack-{key}.json"
+
+    def store_attack_record(self, planned: PlannedAttack, seed: int, fingerprint: str, result: AttackResult) -> None:
+        path = self._record_path(planned, seed, fingerprint)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                json.dump(asdict(result), handle, default=str)
+            os.replace(tmp, path)
+
+    def load_attack_record(self, planned: PlannedAttack, seed: int, fingerprint: str) -> AttackResult | None:
+        path = self._record_path(planned, seed, fingerprint)
+        if path is None or not path.is_file():
+            return None
+        raw = json.loads(path.read_text())
+        raw["variants"] = tuple(VariantRecord(v["name"], v["fingerprint"], tuple(v["trained_groups"]))
+                                for v in raw.get("variants", ()))  # fmt: skip
+        return AttackResult(**raw)
