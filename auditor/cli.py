@@ -96,9 +96,10 @@ def main() -> None:
 
 
 def _register_commands() -> None:
+    from auditor.cli_audit import audit, compare, demo, report
     from auditor.cli_tools import attack, probe, score, unlearn
 
-    for command in (score, probe, attack, unlearn):
+    for command in (demo, audit, report, compare, score, probe, attack, unlearn):
         cli.add_command(command)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
@@ -31,24 +30,6 @@ def prompt_format(template: str):
     return PromptFormat(template=template.replace("\\n", "\n"))
 
 
-def qa_knowledge(loaded, items, prompts) -> dict:
-    """Accuracy, ROUGE-L recall and answer probability of a model on a QA item set (the ``qa`` probe)."""
-    from auditor.plugins import RunContext
-    from auditor.registry import PROBES
-    from auditor.scoring import ScoringModel
-    from auditor.types import AuditData
-
-    probe = PROBES.get("qa")()
-    ctx = RunContext(data=AuditData(forget=items, retain=items), prompts=prompts)
-    result = probe.run(ScoringModel(loaded), ctx, loaded.spec.label)
-    scored = [s for s in result.items if s.score is not None]
-
-    def mean(key: str) -> float:
-        return round(sum(float(s.detail[key]) for s in scored) / max(1, len(scored)), 4)
-
-    return {"n": len(scored), "accuracy": mean("correct"), "rouge_l": mean("rouge_l"), "prob": mean("prob")}
-
-
 @click.command("score")
 @click.option("--model", "model_path", required=True, help="Model directory, hub id, or base=...,adapter=....")
 @click.option("--items", "item_files", required=True, multiple=True, type=click.Path(), help="QA file (repeatable).")
@@ -59,6 +40,7 @@ def score(model_path: str, item_files: tuple[str, ...], as_json: bool, prompt_te
     """Print what a model knows of each QA item set: accuracy, ROUGE-L recall, answer probability."""
     from auditor.data import load_items
     from auditor.models import load_model
+    from auditor.unlearn_runner import qa_knowledge
 
     set_threads()
     sets = [load_items(path, Path(path).stem) for path in item_files]
@@ -88,8 +70,22 @@ def score(model_path: str, item_files: tuple[str, ...], as_json: bool, prompt_te
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with every item.")
 @prompt_options
 @model_options
-def probe(name, model_path, items, retain, holdout, multihop, texts, holdout_texts, reference, params, seed,
-          as_json, prompt_template, **options) -> None:  # fmt: skip
+def probe(
+    name,
+    model_path,
+    items,
+    retain,
+    holdout,
+    multihop,
+    texts,
+    holdout_texts,
+    reference,
+    params,
+    seed,
+    as_json,
+    prompt_template,
+    **options,
+) -> None:
     """Run one probe on one model and print its result."""
     from auditor.data import load_audit_data
     from auditor.models import load_model
@@ -99,8 +95,9 @@ def probe(name, model_path, items, retain, holdout, multihop, texts, holdout_tex
 
     set_threads()
     instance = PROBES.get(name)(**parse_param_pairs(params))
-    data = load_audit_data(items, retain or items, holdout=holdout, multihop=multihop, forget_texts=texts,
-                           holdout_texts=holdout_texts)  # fmt: skip
+    data = load_audit_data(
+        items, retain or items, holdout=holdout, multihop=multihop, forget_texts=texts, holdout_texts=holdout_texts
+    )
     loaded = load_model(spec_of(model_path, options))
     reference_lm = ScoringModel(load_model(spec_of(reference, options))) if reference else None
     ctx = RunContext(data=data, seed=seed, prompts=prompt_format(prompt_template), reference_lm=reference_lm)
@@ -149,8 +146,9 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, promp
         raise UserError("give --forget and/or --retain (the attack's data; relearning needs them)")
     data = load_audit_data(forget or retain, retain or forget, unrelated=unrelated)
     loaded = load_model(spec)
-    ctx = RunContext(data=data, seed=seed, work_dir=out_dir, progress=show_progress(),
-                     prompts=prompt_format(prompt_template))  # fmt: skip
+    ctx = RunContext(
+        data=data, seed=seed, work_dir=out_dir, progress=show_progress(), prompts=prompt_format(prompt_template)
+    )
     outcome = instance.apply(loaded, ctx)
     saved = {}
     for variant in outcome.variants:
@@ -182,9 +180,11 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, promp
 def unlearn(method, model_path, forget, retain, out, params, seed, lora, prompt_template, **options) -> None:
     """Produce an unlearned model with a bundled method; write it and unlearning.json."""
     from auditor.data import load_items
-    from auditor.models import load_model, save_model
+    from auditor.models import load_model
     from auditor.plugins import RunContext, parse_param_pairs
     from auditor.registry import METHODS
+    from auditor.types import AuditData
+    from auditor.unlearn_runner import unlearn_to_dir
 
     set_threads()
     cls = METHODS.get(method)
@@ -198,34 +198,12 @@ def unlearn(method, model_path, forget, retain, out, params, seed, lora, prompt_
     out_dir = ensure_new_dir(out, protect=(spec.path, spec.adapter))
     forget_set, retain_set = load_items(forget, "forget"), load_items(retain, "retain")
     loaded = load_model(spec)
-    prompts = prompt_format(prompt_template)
-    ctx = RunContext(data=_data(forget_set, retain_set), seed=seed, progress=show_progress(), prompts=prompts)
-    before = {"forget": qa_knowledge(loaded, forget_set, prompts), "retain": qa_knowledge(loaded, retain_set, prompts)}
-    start = time.perf_counter()
-    outcome = instance.unlearn(loaded, forget_set, retain_set, ctx)
-    seconds = time.perf_counter() - start
-    after = {"forget": qa_knowledge(outcome.model, forget_set, prompts),
-             "retain": qa_knowledge(outcome.model, retain_set, prompts)}  # fmt: skip
-    fingerprint = save_model(outcome.model, out_dir, protect=(spec.path,))
-    record = {
-        "method": method,
-        "params": instance.params,
-        "seed": seed,
-        "source": {"model": model_path, "fingerprint": loaded.fingerprint},
-        "data": {"forget": forget_set.fingerprint, "retain": retain_set.fingerprint},
-        "output_fingerprint": fingerprint,
-        "before": before,
-        "after": after,
-        "wall_seconds": round(seconds, 2),
-        "info": outcome.info,
-    }
-    (out_dir / "unlearning.json").write_text(json.dumps(record, indent=2, default=str))
-    click.echo(f"{method}: forget accuracy {before['forget']['accuracy']:.3f} -> {after['forget']['accuracy']:.3f}, "
-               f"retain {before['retain']['accuracy']:.3f} -> {after['retain']['accuracy']:.3f}, "
-               f"{seconds:.1f} s -> {out_dir}")  # fmt: skip
-
-
-def _data(forget, retain):
-    from auditor.types import AuditData
-
-    return AuditData(forget=forget, retain=retain)
+    data = AuditData(forget=forget_set, retain=retain_set)
+    ctx = RunContext(data=data, seed=seed, progress=show_progress(), prompts=prompt_format(prompt_template))
+    record = unlearn_to_dir(instance, loaded, forget_set, retain_set, out_dir, ctx)
+    before, after = record["before"], record["after"]
+    click.echo(
+        f"{method}: forget accuracy {before['forget']['accuracy']:.3f} -> {after['forget']['accuracy']:.3f}, "
+        f"retain {before['retain']['accuracy']:.3f} -> {after['retain']['accuracy']:.3f}, "
+        f"{record['wall_seconds']:.1f} s -> {out_dir}"
+    )

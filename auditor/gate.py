@@ -52,8 +52,11 @@ class Policy:
         t = self.thresholds
         for o in self.overrides:
             if fnmatch.fnmatchcase(attack, o.attack) and fnmatch.fnmatchcase(probe, o.probe):
-                t = Thresholds(t.not_unlearned, o.hidden if o.hidden is not None else t.hidden,
-                               o.removed if o.removed is not None else t.removed)  # fmt: skip
+                t = Thresholds(
+                    t.not_unlearned,
+                    o.hidden if o.hidden is not None else t.hidden,
+                    o.removed if o.removed is not None else t.removed,
+                )
         return t
 
     def to_dict(self) -> dict:
@@ -117,8 +120,9 @@ def decide(cells: list[Cell], policy: Policy, collateral: float | None) -> Verdi
         hidden = [c for c in usable if c is not direct and c.ci_low > policy.for_cell(c.attack, c.probe).hidden]
         if hidden:
             label, deciding = "HIDDEN", hidden
-            reasons += [_describe(c) + f", lower bound above {policy.for_cell(c.attack, c.probe).hidden}"
-                        for c in hidden]  # fmt: skip
+            reasons += [
+                _describe(c) + f", lower bound above {policy.for_cell(c.attack, c.probe).hidden}" for c in hidden
+            ]
         elif all(c.ci_high < policy.for_cell(c.attack, c.probe).removed for c in usable):
             label = "REMOVED"
             reasons.append(f"all {len(usable)} informative cells have upper bounds below their removal thresholds")

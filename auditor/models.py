@@ -135,8 +135,12 @@ def load_tokenizer(spec: ModelSpec):
         raise UserError(f"cannot load the tokenizer of {source}: {str(exc).splitlines()[0]}") from None
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Load ``spec`` for scoring: eval mode, adapter merged, fingerprinted."""
+def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
+    """Load ``spec`` for scoring: eval mode, adapter merged, fingerprinted.
+
+    ``quantization_config`` (e.g. a ``BitsAndBytesConfig``) loads the weights quantized,
+    placed on the spec's device at load time.
+    """
     from transformers import AutoModelForCausalLM
 
     root = _local_dir(spec.path, "model path")
@@ -148,8 +152,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     dtype = resolve_dtype(spec.dtype, device)
     tokenizer = load_tokenizer(spec)
     try:
+        options = _hub_options(spec)
+        if quantization_config is not None:
+            options.update(quantization_config=quantization_config, device_map=str(device))
         model = AutoModelForCausalLM.from_pretrained(
-            spec.path, dtype=dtype, use_safetensors=not spec.allow_pickle, **_hub_options(spec)
+            spec.path, dtype=dtype, use_safetensors=not spec.allow_pickle, **options
         )
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model {spec.path}: {str(exc).splitlines()[0]}") from None
@@ -157,7 +164,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if spec.adapter:
         model, adapter_fp = _merge_adapter(model, spec)
         fingerprint = hashlib.sha256(f"{fingerprint}+{adapter_fp}".encode()).hexdigest()
-    model.to(device).eval()
+    if quantization_config is None:
+        model.to(device)
+    model.eval()
     return LoadedModel(model, tokenizer, fingerprint, spec)
 
 

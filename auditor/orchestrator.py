@@ -143,15 +143,17 @@ class Orchestrator:
         )
 
     def _piece_key(self, fingerprint: str, attack: str, seed: int | None, probe: Probe, data: AuditData) -> str:
-        return self.store.key({
-            "model": fingerprint,
-            "reference": self.models["reference"].fingerprint if "reference" in self.models else None,
-            "attack": attack,
-            "seed": seed,
-            "probe": probe.spec,
-            "data": {name: getattr(data, name).fingerprint for name in data.available()},
-            "prompt": asdict(self.config.prompts),
-        })  # fmt: skip
+        return self.store.key(
+            {
+                "model": fingerprint,
+                "reference": self.models["reference"].fingerprint if "reference" in self.models else None,
+                "attack": attack,
+                "seed": seed,
+                "probe": probe.spec,
+                "data": {name: getattr(data, name).fingerprint for name in data.available()},
+                "prompt": asdict(self.config.prompts),
+            }
+        )
 
     def _probe_all(
         self,
@@ -231,8 +233,9 @@ class Orchestrator:
             )
         return out
 
-    def _attack_and_probe(self, planned: PlannedAttack, seed: int, role: str, run_attack, results, floors,
-                          floor: AuditData | None) -> AttackResult:  # fmt: skip
+    def _attack_and_probe(
+        self, planned: PlannedAttack, seed: int, role: str, run_attack, results, floors, floor: AuditData | None
+    ) -> AttackResult:
         """Probe the attacked model; the attack itself runs only if some probe result is not stored yet."""
         loaded = self.models[role]
         attack_cache = self.config.cache_dir / "attacks" if self.config.cache_dir else None
@@ -283,6 +286,7 @@ class Orchestrator:
         if path is None or not path.is_file():
             return None
         raw = json.loads(path.read_text())
-        raw["variants"] = tuple(VariantRecord(v["name"], v["fingerprint"], tuple(v["trained_groups"]))
-                                for v in raw.get("variants", ()))  # fmt: skip
+        raw["variants"] = tuple(
+            VariantRecord(v["name"], v["fingerprint"], tuple(v["trained_groups"])) for v in raw.get("variants", ())
+        )
         return AttackResult(**raw)

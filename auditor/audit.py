@@ -1,0 +1,77 @@
+"""One audit from resolved inputs to files: results.json, samples/, report.html, junit.xml, summary.md.
+
+Everything a user can get wrong is checked before the first model is scored,
+and the reports are written only once every piece has finished, so a failed
+run never leaves a half-written report (finished pieces stay in ``cache/`` for
+``--resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor.errors import UserError
+from auditor.gate import Policy
+from auditor.orchestrator import AuditConfig, Orchestrator
+from auditor.results import build_results, write_json_atomic, write_samples
+from auditor.types import AuditData
+
+
+@dataclass(frozen=True)
+class AuditOutputs:
+    results: dict
+    out_dir: Path
+    files: dict[str, Path]
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.results["verdict"]["exit_code"])
+
+
+def read_baseline(path: str | Path | None) -> dict | None:
+    """A previous results.json to compare against."""
+    if path is None:
+        return None
+    try:
+        baseline = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"baseline {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(baseline, dict) or "cells" not in baseline:
+        raise UserError(f"baseline {path} is not an unlearn-audit results.json")
+    return baseline
+
+
+def run_audit(
+    config: AuditConfig,
+    data: AuditData,
+    policy: Policy,
+    out_dir: Path,
+    *,
+    command: str,
+    options: dict,
+    baseline: dict | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+) -> AuditOutputs:
+    """Run the audit and write its outputs into ``out_dir``."""
+    from reports import write_reports
+
+    start = time.perf_counter()
+    if config.cache_dir is not None and not resume and config.cache_dir == out_dir / "cache":
+        shutil.rmtree(config.cache_dir, ignore_errors=True)
+    orchestrator = Orchestrator(config, data, log)
+    orchestrator.load()
+    scores = orchestrator.run()
+    results = build_results(config, data, scores, policy, command, options, baseline, time.perf_counter() - start)
+    write_samples(out_dir, scores)
+    write_json_atomic(out_dir / "results.json", results)
+    files = {"results": out_dir / "results.json", **write_reports(results, out_dir)}
+    log(f"pieces computed {orchestrator.store.computed}, reused {orchestrator.store.reused}")
+    return AuditOutputs(results, out_dir, files)

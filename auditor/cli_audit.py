@@ -1,0 +1,207 @@
+"""The audit commands: ``audit``, ``report``, ``compare``, ``demo``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from auditor.cli_common import ensure_new_dir, model_options, set_threads, show_progress, spec_of
+from auditor.cli_tools import prompt_format, prompt_options
+from auditor.errors import UserError
+
+
+def _load_config_file(ctx: click.Context, _param, path: str | None) -> None:
+    """``--config file.yaml``: keys are option names (dashes or underscores); command line and env win."""
+    if not path:
+        return
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"config {path}: expected a mapping of option names to values")
+    known = {p.name for p in ctx.command.params}
+    defaults = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in known or name == "config":
+            raise UserError(f"config {path}: unknown option {key!r}")
+        defaults[name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def _env(name: str) -> str:
+    return "UNLEARN_AUDIT_" + name.upper().replace("-", "_")
+
+
+def opt(name: str, **kwargs):
+    """An option that also reads ``UNLEARN_AUDIT_<NAME>``."""
+    return click.option(f"--{name}", envvar=_env(name), show_envvar=True, **kwargs)
+
+
+@click.command("audit")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_config_file,
+    is_eager=True,
+    expose_value=False,
+    help="YAML file whose keys are option names.",
+)
+@opt("original", required=True, help="The model before unlearning (directory, hub id, or base=...,adapter=...).")
+@opt("unlearned", required=True, help="The candidate model (same forms).")
+@opt("reference", help="A never-trained control (exact retrain, retain-only or base model). Strongly advised.")
+@opt("forget", required=True, type=click.Path(), help="What had to be removed (QA file).")
+@opt("retain", required=True, type=click.Path(), help="What must survive (QA file).")
+@opt(
+    "holdout",
+    type=click.Path(),
+    help="Same-distribution items no model saw (MIA non-members; floor without a reference).",
+)
+@opt("multihop", type=click.Path(), help="Multi-hop QA about the forget subjects.")
+@opt("forget-texts", type=click.Path(), help="Forget passages (verbatim probe, text MIA).")
+@opt("holdout-texts", type=click.Path(), help="Holdout passages (text MIA).")
+@opt("unrelated", type=click.Path(), help="Text unrelated to the forget set (benign fine-tuning attack).")
+@opt("field-map", help="Field mapping for QA files: question=q,answer=a,...")
+@opt("attack", "attacks", multiple=True, help="NAME[:k=v,...] (repeatable); replaces the preset's attacks.")
+@opt("probe", "probes", multiple=True, help="NAME[:k=v,...] (repeatable); replaces the preset's probes.")
+@opt("preset", type=click.Choice(["quick", "standard", "thorough"]), default="standard", show_default=True)
+@opt("policy", type=click.Path(dir_okay=False), help="Policy YAML: thresholds, overrides, collateral limit, fail_on.")
+@opt("baseline", type=click.Path(dir_okay=False), help="A previous results.json: fail cells whose residual rose.")
+@opt("seed", default=0, show_default=True, type=int)
+@opt("out", default="runs/audit", show_default=True, type=click.Path(file_okay=False))
+@opt("resume", is_flag=True, help="Reuse finished pieces in OUT/cache instead of starting afresh.")
+@prompt_options
+@model_options
+def audit(**kw) -> None:
+    """Audit an unlearned model against the original and a reference; exit code is the gate.
+
+    Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 inconclusive, 4 runtime error.
+    """
+    from auditor.audit import read_baseline, run_audit
+    from auditor.data import load_audit_data, parse_mapping
+    from auditor.gate import load_policy
+    from auditor.orchestrator import AuditConfig
+    from auditor.plan import make_plan
+
+    set_threads()
+    original, unlearned = spec_of(kw["original"], kw), spec_of(kw["unlearned"], kw)
+    reference = spec_of(kw["reference"], kw) if kw["reference"] else None
+    inputs = [s.path for s in (original, unlearned, reference) if s] + [s.adapter for s in (unlearned,) if s.adapter]
+    out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))
+    policy = load_policy(kw["policy"])
+    baseline = read_baseline(kw["baseline"])
+    plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"])
+    data = load_audit_data(
+        kw["forget"],
+        kw["retain"],
+        holdout=kw["holdout"],
+        multihop=kw["multihop"],
+        forget_texts=kw["forget_texts"],
+        holdout_texts=kw["holdout_texts"],
+        unrelated=kw["unrelated"],
+        mapping=parse_mapping(kw["field_map"]),
+    )
+    config = AuditConfig(
+        original,
+        unlearned,
+        reference,
+        plan,
+        seed=kw["seed"],
+        prompts=prompt_format(kw["prompt_template"]),
+        cache_dir=out_dir / "cache",
+        progress=show_progress(),
+    )
+    options = {k: v for k, v in kw.items() if k not in ("allow_pickle", "trust_remote_code") or v}
+    command = "unlearn-audit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    outputs = run_audit(
+        config,
+        data,
+        policy,
+        out_dir,
+        command=command,
+        options=options,
+        baseline=baseline,
+        resume=kw["resume"],
+        log=lambda m: click.echo(m, err=True),
+    )
+    print_verdict(outputs.results, outputs.files)
+    sys.exit(outputs.exit_code)
+
+
+def print_verdict(results: dict, files: dict) -> None:
+    verdict = results["verdict"]
+    gate = "PASS" if verdict["gate_passed"] else "FAIL"
+    click.echo(f"verdict: {verdict['label']}  gate: {gate}  collateral: {results['collateral']['drop']:.1%}")
+    for reason in verdict["reasons"][:8]:
+        click.echo(f"  {reason}")
+    for failure in verdict["failures"]:
+        click.echo(f"  gate: {failure}")
+    if not results["controlled"]:
+        click.echo("  note: no reference model; every cell is uncontrolled (floor from the holdout set)")
+    for name, path in files.items():
+        click.echo(f"{name}: {path}")
+
+
+@click.command("report")
+@click.argument("results_file", type=click.Path(dir_okay=False))
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--junit", "junit_out", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
+@click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False), help="Write the Markdown summary here.")
+def report(results_file: str, html_out: str | None, junit_out: str | None, markdown_out: str | None) -> None:
+    """Re-render reports from a results.json (no torch needed)."""
+    from reports.html import render_html
+    from reports.junit import render_junit
+    from reports.load import load_results
+    from reports.markdown import render_markdown
+
+    results = load_results(results_file)
+    targets = [(html_out, render_html), (junit_out, render_junit), (markdown_out, render_markdown)]
+    if not any(path for path, _ in targets):
+        raise UserError("give at least one of --html, --junit, --markdown")
+    for path, render in targets:
+        if path:
+            Path(path).write_text(render(results), encoding="utf-8")
+            click.echo(f"wrote {path}")
+
+
+@click.command("compare")
+@click.argument("baseline_file", type=click.Path(dir_okay=False))
+@click.argument("results_file", type=click.Path(dir_okay=False))
+@click.option("--policy", type=click.Path(dir_okay=False), help="Policy YAML (regression_tolerance).")
+def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
+    """Compare two results.json files; exit 1 when a cell's residual rose."""
+    from auditor.audit import read_baseline
+    from auditor.gate import compare_to_baseline, load_policy
+
+    baseline, current = read_baseline(baseline_file), read_baseline(results_file)
+    regression = compare_to_baseline(current["cells"], baseline, load_policy(policy))
+    click.echo(f"compared {regression.compared} cells; {len(regression.rose)} rose")
+    for line in regression.rose:
+        click.echo(f"  {line}")
+    sys.exit(1 if regression.rose else 0)
+
+
+@click.command("demo")
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--preset", type=click.Choice(["quick", "standard", "thorough"]), default="standard", show_default=True)
+@click.option("--method", "methods", multiple=True, help="Only these methods (repeatable); default: all.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    envvar="UNLEARN_AUDIT_CACHE",
+    help="World cache root (default: ~/.cache/unlearn-audit).",
+)
+def demo(out: str, preset: str, methods: tuple[str, ...], cache_dir: str | None) -> None:
+    """Build the embedded world, run every bundled unlearning method, audit each, write an index report."""
+    from auditor.demo import run_demo
+
+    set_threads()
+    out_dir = ensure_new_dir(out)
+    index = run_demo(out_dir, preset, methods, cache_dir, log=click.echo)
+    click.echo(f"\nindex report: {index.resolve()}")

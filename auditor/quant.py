@@ -1,0 +1,135 @@
+"""Round-to-nearest (RTN) weight quantization in plain torch: the grid, its bins, the layers it covers.
+
+Shared by the ``quant-rtn`` attack and the ``quant-hide`` unlearning control, so
+both use exactly the same grid.
+
+Grid. Each output row of a weight ``[out, in]`` is cut into groups of
+``group_size`` consecutive input columns (the last group may be shorter;
+``group_size`` <= 0 or >= ``in`` means one group per row, i.e. per output
+channel). Per group:
+
+- symmetric: ``scale = max|w| / (2^(b-1) - 1)``, levels ``q in [-(2^(b-1)-1), 2^(b-1)-1]``,
+  ``w_hat = q * scale``;
+- asymmetric: the range ``[min(w_min, 0), max(w_max, 0)]`` (zero kept representable,
+  as GPTQ's quantizer does), ``scale = range / (2^b - 1)``, an integer zero point
+  ``z = round(-min / scale)``, levels ``q in [0, 2^b - 1]``, ``w_hat = (q - z) * scale``.
+
+Either way ``|w - w_hat| <= scale / 2`` for every weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BIN_MARGIN = 1e-3  # bins are shrunk by this share of a step, so ties and float error never change the level
+
+
+def _padded_groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int, int]:
+    """``weight`` as float32 ``[out, n_groups, g]``, plus ``g`` and the padding added to the last group.
+
+    The last group is padded with copies of its own last column, so its min and max do not change.
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"expected a 2-d weight, got shape {tuple(weight.shape)}")
+    rows, cols = weight.shape
+    g = cols if group_size <= 0 or group_size >= cols else group_size
+    pad = (-cols) % g
+    w = weight.detach().to(torch.float32)
+    if pad:
+        w = torch.cat([w, w[:, -1:].expand(rows, pad)], dim=1)
+    return w.reshape(rows, -1, g), g, pad
+
+
+def _unpad(grouped: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return grouped.reshape(shape[0], -1)[:, : shape[1]]
+
+
+def _grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, int, int, torch.Tensor]:
+    """Per-group ``scale`` and ``zero`` (shape ``[out, n_groups, 1]``), level range, and the range-setting mask."""
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        top = w.abs().amax(dim=-1, keepdim=True)
+        scale = top / qmax
+        zero = torch.zeros_like(scale)
+        setter = w.abs() == top
+        qmin = -qmax
+    else:
+        qmin, qmax = 0, 2**bits - 1
+        low = w.amin(dim=-1, keepdim=True).clamp(max=0.0)
+        high = w.amax(dim=-1, keepdim=True).clamp(min=0.0)
+        scale = (high - low) / qmax
+        setter = (w == low) | (w == high)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero group stays zero
+    if not symmetric:
+        zero = torch.round(-low / scale)
+    return scale, zero, qmin, qmax, setter
+
+
+def _check_bits(bits: int) -> None:
+    if not 2 <= bits <= 16:
+        raise ValueError(f"bits must be in 2..16, got {bits}")
+
+
+def rtn_quantize_dequantize(
+    weight: torch.Tensor, bits: int, group_size: int = 128, symmetric: bool = True
+) -> torch.Tensor:
+    """The RTN quantize-dequantize of ``weight`` (same shape and dtype)."""
+    _check_bits(bits)
+    w, _, _ = _padded_groups(weight, group_size)
+    scale, zero, qmin, qmax, _ = _grid(w, bits, symmetric)
+    levels = torch.clamp(torch.round(w / scale) + zero, qmin, qmax)
+    return _unpad((levels - zero) * scale, weight.shape).to(weight.dtype)
+
+
+def rtn_bin_bounds(
+    weight: torch.Tensor, bits: int, group_size: int = 128, symmetric: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every weight, ``(low, high)``: values in ``[low, high]`` keep the same RTN level and grid.
+
+    The interval is the weight's rounding bin under its group's current scale (and
+    zero point), shrunk by ``BIN_MARGIN`` of a step (but always containing the
+    weight), and cut to the group's range so no weight can change the scale. The
+    weights that set the range (max |w| when symmetric, min and max when
+    asymmetric) fix the grid, so their interval is the single point ``[w, w]``.
+    Replacing any weights by values inside their bounds leaves
+    ``rtn_quantize_dequantize`` unchanged.
+    """
+    _check_bits(bits)
+    w, _, _ = _padded_groups(weight, group_size)
+    scale, zero, qmin, qmax, setter = _grid(w, bits, symmetric)
+    levels = torch.clamp(torch.round(w / scale) + zero, qmin, qmax)
+    centre = levels - zero
+    low = (centre - 0.5 + BIN_MARGIN) * scale
+    high = (centre + 0.5 - BIN_MARGIN) * scale
+    if symmetric:
+        top = w.abs().amax(dim=-1, keepdim=True)
+        range_low, range_high = -top, top
+    else:
+        range_low = w.amin(dim=-1, keepdim=True).clamp(max=0.0)
+        range_high = w.amax(dim=-1, keepdim=True).clamp(min=0.0)
+    low = torch.minimum(torch.maximum(low, range_low), w)
+    high = torch.maximum(torch.minimum(high, range_high), w)
+    low = torch.where(setter, w, low)
+    high = torch.where(setter, w, high)
+    return _unpad(low, weight.shape).to(weight.dtype), _unpad(high, weight.shape).to(weight.dtype)
+
+
+def quantizable_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The ``nn.Linear`` layers RTN quantizes by default: those inside the decoder blocks.
+
+    The decoder blocks are the layers of the model's ``nn.ModuleList``s (``model.layers``
+    in Llama, ``transformer.h`` in GPT-2 style models); every ``nn.Linear`` in them is
+    included (attention and MLP projections). Not included: embeddings, the output
+    head (``lm_head``, tied or not), norms, and any Linear outside the blocks. This is
+    the same set GPTQ quantizes and the usual RTN setting of unlearning papers.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    block_prefixes = [name + "." for name, module in model.named_modules() if isinstance(module, nn.ModuleList)]
+    chosen = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or module is head:
+            continue
+        if any(name.startswith(prefix) for prefix in block_prefixes):
+            chosen.append((name, module))
+    return chosen

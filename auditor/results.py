@@ -1,0 +1,447 @@
+"""Scores -> cells, verdict and the versioned ``results.json`` record (plus per-item samples)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from auditor import __version__
+from auditor.gate import Policy, compare_to_baseline, decide, informative
+from auditor.orchestrator import NO_ATTACK, AuditConfig, AuditScores
+from auditor.plan import DIRECT_PROBE
+from auditor.residual import Scores, estimate_residual, relative_drop
+from auditor.types import AuditData, Cell, ProbeResult
+
+SCHEMA_VERSION = "1.0"
+PACKAGES = ("torch", "transformers", "peft", "datasets", "scikit-learn", "scipy", "bitsandbytes", "gptqmodel")
+MAX_RECOVERED = 40
+
+
+def _scored(result: ProbeResult) -> dict[str, tuple[float, bool | None]]:
+    return {s.item_id: (s.score, s.member) for s in result.items if s.score is not None}
+
+
+def _stack(results: list[ProbeResult], ids: list[str]) -> np.ndarray:
+    return np.asarray([[_scored(r)[i][0] for i in ids] for r in results], dtype=float)
+
+
+def _common_ids(results: list[ProbeResult]) -> list[str]:
+    maps = [_scored(r) for r in results]
+    return [i for i in maps[0] if all(i in m for m in maps[1:])]
+
+
+def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None], seed: int) -> Cell:
+    res, floors = scores.probe_results, scores.floor_results
+    attacked = [res[("unlearned", attack, s, probe)] for s in seeds]
+    original = res[("original", NO_ATTACK, None, probe)]
+    if scores.controlled:
+        reference = res[("reference", NO_ATTACK, None, probe)]
+        reference_attacked = [res[("reference", attack, s, probe)] for s in seeds]
+    else:
+        reference = floors.get(("original", NO_ATTACK, None, probe))
+        reference_attacked = [floors.get(("unlearned", attack, s, probe)) for s in seeds]
+    everything = [original, *attacked] + ([reference, *reference_attacked] if reference else [])
+    skipped = next((r for r in everything if r is not None and r.status == "skipped"), None)
+    aggregate = original.aggregate
+    empty = {"k_original": original.value, "k_unlearned": None, "k_reference": None, "k_reference_attacked": None}
+    if skipped is not None:
+        return Cell(
+            attack,
+            probe,
+            None,
+            None,
+            None,
+            **empty,
+            n_items=0,
+            controlled=scores.controlled,
+            status="skipped",
+            note=skipped.reason,
+        )
+    floor = 0.5 if not scores.controlled and aggregate == "auc" else None
+    if not scores.controlled and floor is None and (reference is None or None in reference_attacked):
+        return Cell(
+            attack,
+            probe,
+            None,
+            None,
+            None,
+            **empty,
+            n_items=0,
+            controlled=False,
+            status="skipped",
+            note="no reference model and no holdout counterpart for this probe",
+        )
+    paired = scores.controlled
+    ids = _common_ids([original, *attacked] + ([reference, *reference_attacked] if paired else []))
+    members = np.asarray([bool(_scored(original)[i][1]) for i in ids]) if aggregate == "auc" else None
+    ref_ids = _common_ids([reference, *reference_attacked]) if not paired and floor is None else []
+    ref_members = None
+    if ref_ids and aggregate == "auc":
+        ref_members = np.asarray([bool(_scored(reference)[i][1]) for i in ref_ids])
+    table = Scores(
+        original=_stack([original], ids)[0],
+        unlearned=_stack(attacked, ids),
+        reference=(_stack([reference], ids if paired else ref_ids)[0] if floor is None else None),
+        reference_attacked=(_stack(reference_attacked, ids if paired else ref_ids) if floor is None else None),
+        members=members,
+        reference_members=ref_members,
+        paired=paired,
+        floor=floor,
+    )
+    if not ids:
+        return Cell(
+            attack,
+            probe,
+            None,
+            None,
+            None,
+            **empty,
+            n_items=0,
+            controlled=scores.controlled,
+            status="skipped",
+            note="no item could be scored on every model",
+        )
+    est = estimate_residual(table, aggregate, seed)
+    note = None if est.residual is not None else "uninformative: the original knows no more than the floor"
+    return Cell(
+        attack,
+        probe,
+        est.residual,
+        est.ci_low,
+        est.ci_high,
+        round(est.k_original, 6),
+        round(est.k_unlearned, 6),
+        round(est.k_reference, 6),
+        round(est.k_reference_attacked, 6),
+        n_items=len(ids),
+        controlled=scores.controlled,
+        note=note,
+    )
+
+
+def build_cells(scores: AuditScores, config: AuditConfig) -> list[Cell]:
+    """One cell per attack (including ``none``) and probe."""
+    plan = config.plan
+    cells = []
+    for probe in plan.probes:
+        cells.append(_cell(NO_ATTACK, probe.name, scores, [None], config.seed))
+    for planned in plan.attacks:
+        for probe in plan.probes:
+            cells.append(_cell(planned.id, probe.name, scores, list(plan.seeds_for(planned)), config.seed))
+    return cells
+
+
+def collateral_record(scores: AuditScores, policy: Policy, seed: int) -> dict:
+    o, u = scores.collateral["original"], scores.collateral["unlearned"]
+    ids = _common_ids([o, u])
+    drop, low, high = relative_drop(_stack([o], ids)[0], _stack([u], ids)[0], seed)
+    return {
+        "probe": DIRECT_PROBE,
+        "n": len(ids),
+        "k_original": o.value,
+        "k_unlearned": u.value,
+        "drop": round(drop, 6),
+        "ci_low": round(low, 6),
+        "ci_high": round(high, 6),
+        "limit": policy.collateral_limit,
+        "failed": bool(drop > policy.collateral_limit),
+    }
+
+
+def _outcome(cell: Cell, policy: Policy) -> str:
+    if cell.status != "ok":
+        return "skipped"
+    if not informative(cell, policy):
+        return "uninformative"
+    t = policy.for_cell(cell.attack, cell.probe)
+    if cell.ci_low > t.hidden:
+        return "recovered"
+    if cell.ci_high < t.removed:
+        return "clean"
+    return "unclear"
+
+
+def _recovered_items(scores: AuditScores, cells: list[Cell], policy: Policy) -> list[dict]:
+    """Items the plain unlearned model missed but an attack brought back (and the attacked reference did not)."""
+    out: list[dict] = []
+    res = scores.probe_results
+    for cell in cells:
+        if cell.attack == NO_ATTACK or _outcome(cell, policy) != "recovered":
+            continue
+        plain = {s.item_id: s for s in res[("unlearned", NO_ATTACK, None, cell.probe)].items}
+        original = {s.item_id: s for s in res[("original", NO_ATTACK, None, cell.probe)].items}
+        seed = next(k[2] for k in res if k[0] == "unlearned" and k[1] == cell.attack)
+        attacked = res[("unlearned", cell.attack, seed, cell.probe)]
+        ref_key = ("reference", cell.attack, seed, cell.probe)
+        ref_attacked = {s.item_id: s for s in res[ref_key].items} if ref_key in res else {}
+        for item in attacked.items:
+            before = plain.get(item.item_id)
+            if item.score is None or before is None or before.score is None or item.member is False:
+                continue
+            if item.score - before.score < 0.5:
+                continue
+            outputs = {
+                "original": original[item.item_id].detail.get("output") if item.item_id in original else None,
+                "unlearned": before.detail.get("output"),
+                "attacked": item.detail.get("output"),
+                "reference_attacked": ref_attacked[item.item_id].detail.get("output")
+                if item.item_id in ref_attacked
+                else None,
+            }
+            out.append(
+                {
+                    "attack": cell.attack,
+                    "probe": cell.probe,
+                    "item_id": item.item_id,
+                    "prompt": item.detail.get("prompt"),
+                    "expected": item.detail.get("expected"),
+                    "outputs": outputs,
+                }
+            )
+            if len(out) >= MAX_RECOVERED:
+                return out
+    return out
+
+
+def _curves(cells: list[Cell], config: AuditConfig) -> list[dict]:
+    """Residual against a numeric parameter, for attacks planned at several values of one parameter."""
+    by_name: dict[str, list] = {}
+    for planned in config.plan.attacks:
+        by_name.setdefault(planned.attack.name, []).append(planned)
+    curves = []
+    for name, group in by_name.items():
+        if len(group) < 2:
+            continue
+        varying = [
+            k
+            for k, v in group[0].attack.params.items()
+            if isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and len({p.attack.params[k] for p in group}) == len(group)
+        ]
+        if not varying:
+            continue
+        param = varying[0]
+        for probe in config.plan.probes:
+            points = []
+            for planned in sorted(group, key=lambda p: p.attack.params[param]):
+                cell = next(c for c in cells if c.attack == planned.id and c.probe == probe.name)
+                if cell.residual is not None:
+                    points.append(
+                        {
+                            "x": planned.attack.params[param],
+                            "attack": planned.id,
+                            "residual": cell.residual,
+                            "ci_low": cell.ci_low,
+                            "ci_high": cell.ci_high,
+                        }
+                    )
+            if len(points) >= 2:
+                curves.append(
+                    {"name": f"{name}: recovery vs {param}", "probe": probe.name, "x_label": param, "points": points}
+                )
+    return curves
+
+
+def environment() -> dict:
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "packages": packages,
+    }
+
+
+def build_results(
+    config: AuditConfig,
+    data: AuditData,
+    scores: AuditScores,
+    policy: Policy,
+    command: str,
+    options: dict,
+    baseline: dict | None = None,
+    seconds: float | None = None,
+) -> dict:
+    """The whole record of an audit, as ``results.json`` holds it."""
+    cells = build_cells(scores, config)
+    collateral = collateral_record(scores, policy, config.seed)
+    verdict = decide(cells, policy, collateral["drop"])
+    cell_dicts = []
+    for cell in cells:
+        t = policy.for_cell(cell.attack, cell.probe)
+        cell_dicts.append({**asdict(cell), "thresholds": asdict(t), "outcome": _outcome(cell, policy)})
+    failures = list(verdict.failures)
+    baseline_record = None
+    if baseline is not None:
+        regression = compare_to_baseline(cell_dicts, baseline, policy)
+        failures += [f"regression: {line}" for line in regression.rose]
+        baseline_record = {
+            "compared": regression.compared,
+            "rose": regression.rose,
+            "source_created": baseline.get("created"),
+        }
+    gate_passed = not failures
+    exit_code = 0 if gate_passed and verdict.label != "INCONCLUSIVE" else (1 if not gate_passed else 3)
+    specs = {"original": config.original, "unlearned": config.unlearned, "reference": config.reference}
+    probe_meta = {p.name: p for p in config.plan.probes}
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "unlearn-audit", "version": __version__},
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+        "config": options,
+        "environment": environment(),
+        "models": {
+            role: ({"spec": spec.label, "fingerprint": scores.fingerprints[role]} if spec else None)
+            for role, spec in specs.items()
+        },
+        "data": {
+            name: {
+                "source": getattr(data, name).source,
+                "n": len(getattr(data, name)),
+                "fingerprint": getattr(data, name).fingerprint,
+            }
+            for name in data.available()
+        },
+        "controlled": scores.controlled,
+        "attacks": _attack_records(config, scores),
+        "probes": [_probe_record(p, scores) for p in probe_meta.values()],
+        "scores": _score_records(scores),
+        "cells": cell_dicts,
+        "collateral": collateral,
+        "verdict": {
+            **asdict(verdict),
+            "deciding_cells": [list(c) for c in verdict.deciding_cells],
+            "reasons": list(verdict.reasons),
+            "failures": failures,
+            "gate_passed": gate_passed,
+            "exit_code": exit_code,
+        },
+        "policy": policy.to_dict(),
+        "baseline": baseline_record,
+        "recovered_items": _recovered_items(scores, cells, policy),
+        "curves": _curves(cells, config),
+        "samples_dir": "samples",
+        "timings": {"total_seconds": round(seconds, 1) if seconds is not None else None},
+    }
+    return results
+
+
+def _attack_records(config: AuditConfig, scores: AuditScores) -> list[dict]:
+    records = [
+        {
+            "id": NO_ATTACK,
+            "attack": NO_ATTACK,
+            "params": {},
+            "tier": "none",
+            "status": "ok",
+            "reason": None,
+            "applied": {},
+            "cost": {},
+            "summary": "no attack: the model as given",
+        }
+    ]
+    for planned in config.plan.attacks:
+        per_role = scores.attacks[planned.id]
+        first = per_role["unlearned"][0]
+        statuses = {r.status for results in per_role.values() for r in results}
+        status = "skipped" if statuses == {"skipped"} else ("fallback" if "fallback" in statuses else "ok")
+        records.append(
+            {
+                "id": planned.id,
+                "attack": planned.attack.name,
+                "params": planned.attack.params,
+                "tier": planned.attack.tier,
+                "status": status,
+                "reason": first.reason,
+                "applied": first.applied,
+                "cost": first.cost,
+                "summary": planned.attack.summary,
+                "seeds": list(config.plan.seeds_for(planned)),
+                "targets": {
+                    role: {"variants": [asdict(v) for r in results for v in r.variants]}
+                    for role, results in per_role.items()
+                },
+            }
+        )
+    return records
+
+
+def _probe_record(probe, scores: AuditScores) -> dict:
+    result = scores.probe_results[("original", NO_ATTACK, None, probe.name)]
+    return {
+        "name": probe.name,
+        "metric": result.metric or probe.params.get("metric", ""),
+        "aggregate": probe.aggregate,
+        "summary": probe.summary,
+        "params": probe.params,
+    }
+
+
+def _score_records(scores: AuditScores) -> list[dict]:
+    out = []
+    for (role, attack, seed, probe), result in scores.probe_results.items():
+        out.append(
+            {
+                "model": role,
+                "attack": attack,
+                "seed": seed,
+                "probe": probe,
+                "value": result.value,
+                "n": sum(1 for s in result.items if s.score is not None),
+                "status": result.status,
+                "reason": result.reason,
+                "extras": result.extras,
+            }
+        )
+    return out
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def write_json_atomic(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle, indent=2, default=str, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def write_samples(out_dir: Path, scores: AuditScores) -> None:
+    """``samples/<model>__<attack>__<probe>.jsonl``: per-item records of every probe run."""
+    folder = out_dir / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    for (role, attack, seed, probe), result in sorted(scores.probe_results.items(), key=lambda kv: str(kv[0])):
+        name = _safe_name(f"{role}__{attack}__{'s' + str(seed) if seed is not None else 'plain'}__{probe}")
+        lines = [
+            json.dumps(
+                {"item_id": s.item_id, "score": s.score, "member": s.member, **s.detail},
+                default=str,
+                ensure_ascii=False,
+            )
+            for s in result.items
+        ]
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + ("\n" if lines else ""))
+        os.replace(tmp, folder / f"{name}.jsonl")

@@ -1,0 +1,77 @@
+"""Run a bundled unlearning method and write the model with its ``unlearning.json`` record."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from auditor.models import LoadedModel, save_model
+from auditor.plugins import RunContext, UnlearningMethod
+from auditor.types import AuditData, ItemSet
+
+
+def qa_knowledge(loaded: LoadedModel, items: ItemSet, prompts) -> dict:
+    """Accuracy, ROUGE-L recall and answer probability of a model on a QA item set (the ``qa`` probe)."""
+    from auditor.registry import PROBES
+    from auditor.scoring import ScoringModel
+
+    ctx = RunContext(data=AuditData(forget=items, retain=items), prompts=prompts)
+    result = PROBES.get("qa")().run(ScoringModel(loaded), ctx, loaded.spec.label)
+    scored = [s for s in result.items if s.score is not None]
+
+    def mean(key: str) -> float:
+        return round(sum(float(s.detail[key]) for s in scored) / max(1, len(scored)), 4)
+
+    return {"n": len(scored), "accuracy": mean("correct"), "rouge_l": mean("rouge_l"), "prob": mean("prob")}
+
+
+def unlearn_to_dir(
+    method: UnlearningMethod,
+    loaded: LoadedModel,
+    forget: ItemSet,
+    retain: ItemSet,
+    out_dir: Path,
+    ctx: RunContext,
+) -> dict:
+    """Unlearn, measure before/after knowledge, and write the model and ``unlearning.json`` into ``out_dir``.
+
+    Files are staged beside ``out_dir`` and moved in with ``unlearning.json`` last, so a directory
+    with that record holds a complete model.
+    """
+    before = {"forget": qa_knowledge(loaded, forget, ctx.prompts), "retain": qa_knowledge(loaded, retain, ctx.prompts)}
+    start = time.perf_counter()
+    outcome = method.unlearn(loaded, forget, retain, ctx)
+    seconds = time.perf_counter() - start
+    after = {
+        "forget": qa_knowledge(outcome.model, forget, ctx.prompts),
+        "retain": qa_knowledge(outcome.model, retain, ctx.prompts),
+    }
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        fingerprint = save_model(outcome.model, staging, protect=(loaded.spec.path,))
+        record = {
+            "method": method.name,
+            "params": method.params,
+            "seed": ctx.seed,
+            "source": {"model": loaded.spec.label, "fingerprint": loaded.fingerprint},
+            "data": {"forget": forget.fingerprint, "retain": retain.fingerprint},
+            "output_fingerprint": fingerprint,
+            "before": before,
+            "after": after,
+            "wall_seconds": round(seconds, 2),
+            "info": outcome.info,
+        }
+        (staging / "unlearning.json").write_text(json.dumps(record, indent=2, default=str))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "unlearning.json").unlink(missing_ok=True)
+        for file in sorted(staging.iterdir(), key=lambda f: f.name == "unlearning.json"):  # the record last
+            os.replace(file, out_dir / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
