@@ -78,7 +78,7 @@ def teacher_forced(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_siz
             logp = torch.log_softmax(logits[row, positions].float(), dim=-1)
             probs = logp.exp()
             mean = (probs * logp).sum(-1)
-            var = (probs * logp.square()).sum(-1) - mean.square()
+            var = (probs * (logp - mean.unsqueeze(-1)).square()).sum(-1)
             results[i] = TokenStats(
                 token_ids=targets.cpu().numpy(),
                 logprobs=logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu().double().numpy(),

@@ -1,0 +1,99 @@
+"""Residual knowledge, bootstrap intervals and verdicts on synthetic scores with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from auditor.gate import Policy, compare_to_baseline, decide, load_policy
+from auditor.residual import Scores, auc_rank, estimate_residual, relative_drop
+from auditor.types import Cell
+
+
+def scores(o, r, u, ra, members=None):
+    return Scores(
+        np.asarray(o, float),
+        np.asarray([u], float),
+        np.asarray(r, float),
+        np.asarray([ra], float),
+        None if members is None else np.asarray(members, bool),
+    )
+
+
+def test_auc_rank_equals_sklearn():
+    rng = np.random.default_rng(0)
+    values = np.round(rng.normal(size=60), 1)  # ties included
+    members = rng.random(60) > 0.5
+    assert auc_rank(values, members) == pytest.approx(roc_auc_score(members, values))
+
+
+def test_residual_point_and_interval():
+    n = 100
+    o, r = np.ones(n), np.zeros(n)
+    half = np.r_[np.ones(n // 2), np.zeros(n // 2)]
+    est = estimate_residual(scores(o, r, half, r), "mean")
+    assert est.residual == pytest.approx(0.5)
+    assert est.ci_low < 0.5 < est.ci_high and est.ci_high - est.ci_low < 0.3
+    netted = estimate_residual(scores(o, r, half, half), "mean")  # what the attack alone gives is netted out
+    assert netted.residual == 0.0
+
+
+def test_uninformative_when_original_knows_no_more():
+    n = 50
+    same = np.full(n, 0.3)
+    est = estimate_residual(scores(same, same, same, same), "mean")
+    assert est.residual is None and est.ci_low is None
+
+
+def test_auc_cells_use_members():
+    members = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    o = np.r_[np.ones(20), np.zeros(20)]  # perfect separation: AUC 1
+    r = np.zeros(40)  # AUC 0.5
+    est = estimate_residual(scores(o, r, o, r, members), "auc")
+    assert est.k_original == 1.0 and est.k_reference == 0.5 and est.residual == 1.0
+
+
+def test_collateral_drop():
+    drop, low, high = relative_drop(np.ones(100), np.r_[np.ones(80), np.zeros(20)])
+    assert drop == pytest.approx(0.2) and low < 0.2 < high
+
+
+def cell(attack, probe, r, lo, hi, n=50):
+    return Cell(attack, probe, r, lo, hi, 1.0, r, 0.0, 0.0, n, True)
+
+
+def test_verdicts():
+    policy = Policy()
+    assert decide([cell("none", "qa", 0.9, 0.8, 1.0)], policy, 0.0).label == "NOT_UNLEARNED"
+    hidden = decide([cell("none", "qa", 0.05, 0.0, 0.08), cell("quant", "qa", 0.6, 0.5, 0.7)], policy, 0.0)
+    assert hidden.label == "HIDDEN" and hidden.deciding_cells == (("quant", "qa"),) and not hidden.gate_passed
+    removed = decide([cell("none", "qa", 0.0, 0.0, 0.05), cell("quant", "qa", 0.01, 0.0, 0.06)], policy, 0.0)
+    assert removed.label == "REMOVED" and removed.gate_passed
+    wide = decide([cell("none", "qa", 0.05, 0.0, 0.2), cell("quant", "qa", 0.1, 0.0, 0.3)], policy, 0.0)
+    assert wide.label == "INCONCLUSIVE"
+    few = decide([cell("none", "qa", 0.0, 0.0, 0.0, n=3)], policy, 0.0)
+    assert few.label == "INCONCLUSIVE"
+    damaged = decide([cell("none", "qa", 0.0, 0.0, 0.05)], policy, 0.5)
+    assert damaged.label == "REMOVED" and not damaged.gate_passed
+
+
+def test_policy_file_and_overrides(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text("thresholds: {hidden: 0.4}\noverrides:\n  - {attack: 'relearn-*', hidden: 0.7}\n")
+    policy = load_policy(path)
+    assert policy.for_cell("quant-rtn:bits=4", "qa").hidden == 0.4
+    assert policy.for_cell("relearn-forget", "qa").hidden == 0.7
+    verdict = decide([cell("none", "qa", 0.0, 0.0, 0.05), cell("relearn-forget", "qa", 0.6, 0.5, 0.7)], policy, 0.0)
+    assert verdict.label == "INCONCLUSIVE"
+    path.write_text("thresholdz: {}\n")
+    with pytest.raises(Exception, match="unknown key 'thresholdz'"):
+        load_policy(path)
+
+
+def test_regression_against_baseline():
+    base = {"cells": [{"attack": "a", "probe": "qa", "residual": 0.1, "ci_low": 0.05, "ci_high": 0.15}]}
+    rose = [{"attack": "a", "probe": "qa", "residual": 0.4, "ci_low": 0.3, "ci_high": 0.5}]
+    same = [{"attack": "a", "probe": "qa", "residual": 0.14, "ci_low": 0.1, "ci_high": 0.2}]
+    assert compare_to_baseline(rose, base, Policy()).rose
+    assert not compare_to_baseline(same, base, Policy()).rose

@@ -1,0 +1,120 @@
+"""Scoring kernels against plain one-item-at-a-time computations on a tiny random model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from auditor.scoring import RoutedScoringModel, ScoringModel, greedy_generate, teacher_forced
+from auditor.tokens import encode_pair
+from auditor.training import Example, TrainConfig, train
+from auditor.world.tokenizer import train_tokenizer
+
+PROMPTS = [f"Question: Where does person {i} of house {i * 7 % 5} live?\nAnswer:" for i in range(12)]
+ANSWERS = [f" Town{i % 4}" + " and more" * (i % 3) for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer([p + a for p, a in zip(PROMPTS, ANSWERS, strict=True)] * 3, 320)
+
+
+@pytest.fixture(scope="module")
+def tiny(tok):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def plain_stats(model, tok, prompt, answer):
+    """One item, no padding: log p of each answer token and the entropy-like moments, by hand."""
+    pair = encode_pair(tok, prompt, answer)
+    ids = torch.tensor([pair.input_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    rows = []
+    for t in range(1, len(pair.input_ids)):
+        if pair.answer_mask[t]:
+            logp = torch.log_softmax(logits[t - 1], -1)
+            mu = float((logp.exp() * logp).sum())
+            var = float((logp.exp() * (logp - mu) ** 2).sum())
+            rows.append((float(logp[pair.input_ids[t]]), mu, var))
+    return np.array(rows)
+
+
+def test_first_answer_token_is_scored(tok):
+    pair = encode_pair(tok, PROMPTS[0], ANSWERS[0])
+    first = pair.answer_mask.index(1)
+    assert tok.decode([pair.input_ids[first]]).strip().startswith("Town")
+    assert pair.input_ids[0] == tok.bos_token_id and pair.answer_mask[0] == 0
+
+
+def test_training_marks_eos(tok):
+    pair = encode_pair(tok, PROMPTS[1], ANSWERS[1], add_eos=True)
+    assert pair.input_ids[-1] == tok.eos_token_id and pair.answer_mask[-1] == 1
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_batched_matches_plain(tiny, tok, batch_size):
+    batched = teacher_forced(tiny, tok, list(zip(PROMPTS, ANSWERS, strict=True)), batch_size=batch_size)
+    for stats, prompt, answer in zip(batched, PROMPTS, ANSWERS, strict=True):
+        expected = plain_stats(tiny, tok, prompt, answer)
+        got = np.stack([stats.logprobs, stats.mean_logprob, stats.var_logprob], axis=1)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_generation_does_not_depend_on_batch_padding(tiny, tok):
+    alone = [greedy_generate(tiny, tok, [p], max_new_tokens=6, stop=())[0] for p in PROMPTS[:6]]
+    together = greedy_generate(tiny, tok, PROMPTS[:6], max_new_tokens=6, stop=(), batch_size=6)
+    assert alone == together
+
+
+def test_scoring_model_memoizes(tiny, tok):
+    from types import SimpleNamespace
+
+    lm = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
+    pairs = list(zip(PROMPTS, ANSWERS, strict=True))
+    lm.token_stats(pairs[:5])
+    lm.token_stats(pairs)
+    lm.token_stats(pairs[3:])
+    assert lm.sequences_scored == len(pairs)
+
+
+def test_routed_model_never_scores_a_trained_subject(tiny, tok):
+    from types import SimpleNamespace
+
+    a = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
+    b = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
+    routed = RoutedScoringModel([(a, frozenset({"x"})), (b, frozenset({"y"}))])
+    pairs = list(zip(PROMPTS[:3], ANSWERS[:3], strict=True))
+    out = routed.token_stats(pairs, groups=["y", "x", "z"])
+    assert out[0] is not None and out[1] is not None and out[2] is not None
+    assert a.sequences_scored == 2 and b.sequences_scored == 1  # "x" went to b, "y" and "z" to a
+    routed_both = RoutedScoringModel([(a, frozenset({"x", "y"}))])
+    assert routed_both.token_stats(pairs[:1], groups=["x"]) == [None]
+
+
+def test_training_lowers_loss_and_is_deterministic(tiny, tok):
+    import copy
+
+    examples = [Example(p, a) for p, a in zip(PROMPTS, ANSWERS, strict=True)]
+    config = TrainConfig(steps=15, learning_rate=1e-2, batch_size=4, lora=True, seed=3)
+    first = train(copy.deepcopy(tiny), tok, {"train": examples}, config)
+    second = train(copy.deepcopy(tiny), tok, {"train": examples}, config)
+    assert first.losses[-1] < first.losses[0]
+    for (name, p1), (_, p2) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
+        assert torch.equal(p1, p2), name
+    assert not any("lora" in name for name in first.model.state_dict())
