@@ -31,6 +31,8 @@ def _read_rows(source: str) -> tuple[list[dict[str, Any]], str]:
         loader = LOADERS.get(path.suffix.lower())
         if loader is None:
             raise UserError(f"{source}: unsupported file type (use .jsonl, .json, .csv or .parquet)")
+        if path.stat().st_size == 0 or not path.read_bytes().strip():
+            raise UserError(f"{source}: no items (the file is empty)")
         if loader == "json":
             _check_json_lines(path)
         data_files = str(path)
