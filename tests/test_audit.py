@@ -1,0 +1,204 @@
+"""The audit end to end on the embedded world: known-answer calibration, resume, determinism, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from auditor.audit import run_audit
+from auditor.demo import world_data
+from auditor.gate import Policy
+from auditor.models import load_model
+from auditor.orchestrator import AuditConfig
+from auditor.plan import make_plan
+from auditor.plugins import RunContext
+from auditor.registry import METHODS
+from auditor.types import ModelSpec
+from auditor.unlearn_runner import unlearn_to_dir
+
+CALIBRATION_PRESET = "standard"
+CONTROLS = ("noop", "idk", "quant-hide", "retrain")
+
+
+@pytest.fixture(scope="session")
+def data(world):
+    return world_data(world)
+
+
+@pytest.fixture(scope="session")
+def controls(world, data, tmp_path_factory):
+    """The known-answer controls, unlearned once per session."""
+    root = tmp_path_factory.mktemp("controls")
+    original = load_model(ModelSpec(str(world.original)))
+    dirs = {}
+    for name in CONTROLS:
+        unlearn_to_dir(METHODS.get(name)(), original, data.forget, data.retain, root / name, RunContext(data=data))
+        dirs[name] = root / name
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory):
+    """Pieces of the original, the reference and the attacked reference are shared by the audits."""
+    return tmp_path_factory.mktemp("audit-cache")
+
+
+def audit(world, data, unlearned: Path, out: Path, cache: Path, preset: str = CALIBRATION_PRESET, **kw):
+    config = AuditConfig(
+        ModelSpec(str(world.original)),
+        ModelSpec(str(unlearned)),
+        ModelSpec(str(world.reference)) if kw.pop("controlled", True) else None,
+        make_plan(preset, kw.pop("attacks", ()), kw.pop("probes", ()), 0),
+        cache_dir=cache,
+    )
+    return run_audit(config, data, Policy(), out, command="test", options={"preset": preset}, resume=True).results
+
+
+@pytest.fixture(scope="session")
+def calibration(world, data, controls, shared_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("calibration")
+    return {name: audit(world, data, path, out / name, shared_cache) for name, path in controls.items()}
+
+
+def cells_of(results, outcome):
+    return {(c["attack"], c["probe"]) for c in results["cells"] if c["outcome"] == outcome}
+
+
+def show(results) -> str:
+    rows = [
+        f"{c['attack']:24s} {c['probe']:20s} {c['residual']} [{c['ci_low']}, {c['ci_high']}] {c['note'] or ''}"
+        for c in results["cells"]
+    ]
+    return results["verdict"]["label"] + "\n" + "\n".join(rows)
+
+
+def test_noop_is_not_unlearned(calibration):
+    results = calibration["noop"]
+    assert results["verdict"]["label"] == "NOT_UNLEARNED", show(results)
+    direct = next(c for c in results["cells"] if c["attack"] == "none" and c["probe"] == "qa")
+    assert direct["ci_low"] > 0.5, show(results)
+
+
+def test_retrain_is_removed(calibration):
+    results = calibration["retrain"]
+    assert results["verdict"]["label"] == "REMOVED", show(results)
+    informative = [c for c in results["cells"] if c["residual"] is not None]
+    assert informative and all(c["ci_high"] < 0.10 for c in informative), show(results)
+
+
+def test_idk_is_hidden_by_relearning_or_in_context(calibration):
+    results = calibration["idk"]
+    assert results["verdict"]["label"] == "HIDDEN", show(results)
+    deciding = {tuple(c) for c in results["verdict"]["deciding_cells"]}
+    assert any(a.startswith("relearn") or p.startswith("in-context") for a, p in deciding), show(results)
+    for attack, probe in deciding:
+        cell = next(c for c in results["cells"] if (c["attack"], c["probe"]) == (attack, probe))
+        assert cell["ci_low"] > 0.25, show(results)
+
+
+def test_quant_hide_is_hidden_by_quantization(calibration):
+    results = calibration["quant-hide"]
+    assert results["verdict"]["label"] == "HIDDEN", show(results)
+    assert ("quant-rtn:bits=4", "qa") in {tuple(c) for c in results["verdict"]["deciding_cells"]}, show(results)
+    direct = next(c for c in results["cells"] if c["attack"] == "none" and c["probe"] == "qa")
+    assert direct["ci_high"] < 0.5, show(results)
+
+
+def test_results_validate_against_schema(calibration):
+    from reports.schema import validate_results
+
+    for results in calibration.values():
+        validate_results(results)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def comparable(results: dict) -> dict:
+    """results.json without what legitimately differs between runs (time)."""
+    out = json.loads(json.dumps(results))
+    out.pop("created"), out.pop("timings")
+    return out
+
+
+QUICK = {"preset": "quick", "attacks": ("quant-rtn:bits=4", "relearn-forget:steps=20"), "probes": ("qa", "mia")}
+
+
+def test_same_seed_same_results_and_inputs_untouched(world, data, controls, tmp_path):
+    before = digest(controls["idk"]), digest(world.original), digest(world.reference)
+    first = audit(world, data, controls["idk"], tmp_path / "a", tmp_path / "cache-a", **QUICK)
+    second = audit(world, data, controls["idk"], tmp_path / "b", tmp_path / "cache-b", **QUICK)
+    assert comparable(first) == comparable(second)
+    assert (digest(controls["idk"]), digest(world.original), digest(world.reference)) == before
+
+
+def scored_part(results: dict) -> dict:
+    return {k: results[k] for k in ("cells", "verdict", "scores", "collateral", "attacks", "recovered_items")}
+
+
+def test_resume_after_kill_matches_and_recomputes_nothing_finished(world, data, controls, tmp_path):
+    """Kill the CLI with SIGKILL while it runs the relearning attack, resume, compare with an uninterrupted run."""
+    uninterrupted = audit(world, data, controls["idk"], tmp_path / "ref", tmp_path / "cache-ref", **QUICK)
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "auditor",
+        "audit",
+        "--original",
+        str(world.original),
+        "--unlearned",
+        str(controls["idk"]),
+        "--reference",
+        str(world.reference),
+        "--forget",
+        str(world.file("forget")),
+        "--retain",
+        str(world.file("retain")),
+        "--holdout",
+        str(world.file("holdout")),
+        "--preset",
+        "quick",
+        "--attack",
+        "quant-rtn:bits=4",
+        "--attack",
+        "relearn-forget:steps=20",
+        "--probe",
+        "qa",
+        "--probe",
+        "mia",
+        "--out",
+        str(out),
+    ]
+    pieces = out / "cache" / "pieces"
+    # 2 probes x (original, unlearned, reference) + 2 probes x 2 roles for quant-rtn: the relearning attack is next.
+    before_relearning = 10
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if (
+            pieces.is_dir()
+            and len(list(pieces.glob("*.json"))) - len(list(pieces.glob("attack-*.json"))) >= before_relearning
+        ):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the audit finished before it could be killed"
+    assert not (out / "results.json").exists() and not (out / "report.html").exists()
+    finished = {p: p.stat().st_mtime_ns for p in pieces.glob("*.json")}
+    assert len(finished) >= before_relearning
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode in (0, 1, 3), resumed.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items()), "a finished piece was recomputed"
+    assert scored_part(json.loads((out / "results.json").read_text())) == scored_part(
+        json.loads(json.dumps(uninterrupted))
+    )

@@ -1,0 +1,102 @@
+"""Bad input gets one clear line and exit code 2, and no partial report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "auditor", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def broken_models(world, tmp_path_factory):
+    """A model directory without safetensors, and one whose tokenizer differs from the original's."""
+    import torch
+
+    from auditor.world.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("broken")
+    pickled = root / "pickled"
+    pickled.mkdir()
+    shutil.copy(world.original / "config.json", pickled / "config.json")
+    torch.save({"w": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    other_tok = root / "other-tokenizer"
+    shutil.copytree(world.original, other_tok)
+    for file in other_tok.glob("tokenizer*"):
+        file.unlink()
+    train_tokenizer(["completely different text " * 20, "with other merges"], 300).save_pretrained(other_tok)
+    return {"pickled": pickled, "other_tokenizer": other_tok}
+
+
+def audit_args(world, out, **overrides):
+    args = {
+        "--original": str(world.original),
+        "--unlearned": str(world.original),
+        "--reference": str(world.reference),
+        "--forget": str(world.file("forget")),
+        "--retain": str(world.file("retain")),
+        "--out": str(out),
+        "--preset": "quick",
+    }
+    args.update(overrides)
+    flat = ["audit"]
+    for key, value in args.items():
+        flat += [key, value]
+    return flat
+
+
+def bad_jsonl(tmp_path, content):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    return str(path)
+
+
+CASES = {
+    "missing model": lambda w, t, b: {"--unlearned": str(t / "no-such-model")},
+    "no safetensors": lambda w, t, b: {"--unlearned": str(b["pickled"])},
+    "mismatched tokenizers": lambda w, t, b: {"--unlearned": str(b["other_tokenizer"])},
+    "malformed forget file": lambda w, t, b: {"--forget": bad_jsonl(t, '{"question": "Q", "answer": "A"}\n{oops\n')},
+    "empty forget file": lambda w, t, b: {"--forget": bad_jsonl(t, "")},
+    "unknown attack": lambda w, t, b: {"--attack": "quant-rtm"},
+    "unknown probe": lambda w, t, b: {"--probe": "paraphrse"},
+    "bad attack parameter": lambda w, t, b: {"--attack": "quant-rtn:bitz=4"},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_exits_2_with_one_line(world, broken_models, tmp_path, case):
+    out = tmp_path / "out"
+    result = run_cli(*audit_args(world, out, **CASES[case](world, tmp_path, broken_models)))
+    assert result.returncode == 2, (case, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert not (out / "results.json").exists() and not (out / "report.html").exists()
+
+
+def test_unwritable_out_dir(world, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli(*audit_args(world, blocker / "out"))
+    assert result.returncode == 2 and result.stderr.startswith("error: cannot write"), result.stderr
+
+
+def test_refuses_to_write_into_an_input_model(world):
+    result = run_cli(*audit_args(world, world.original))
+    assert result.returncode == 2 and "input directory" in result.stderr, result.stderr
+
+
+def test_help_and_list_are_fast_and_clean():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "audit" in result.stdout
+    for kind in ("attacks", "probes", "methods"):
+        listed = run_cli("list", kind)
+        assert listed.returncode == 0 and len(listed.stdout.splitlines()) >= 3, listed.stderr
