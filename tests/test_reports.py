@@ -1,0 +1,461 @@
+"""Reports: schema, escaping of hostile model output (text and in headless Chromium), JUnit, Markdown, index."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from auditor.errors import UserError
+from reports import write_reports
+from reports.charts import residual_colour
+from reports.html import render_html
+from reports.index import render_index
+from reports.junit import render_junit
+from reports.load import load_results
+from reports.markdown import md_code, render_markdown, write_step_summary
+from reports.schema import ResultsError, validate_results
+from reports.text import show, visible
+from reports.view import judge
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "docs" / "results-example.json"
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+PAYLOADS = [
+    "<script>alert(1)</script>",
+    "</script>",
+    "<img src=x onerror=alert(1)>",
+    "[click me](javascript:alert(1))",
+    "{{ 7*7 }}",
+    "<script>document.title='XSS'</script>",
+    "<img src=x onerror=\"document.title='XSS2'\">",
+]
+HOSTILE = " ".join(PAYLOADS) + " \x1b[31mred\x1b[0m nul\x00 rtl\u202e lone\ud800 end"
+
+
+@pytest.fixture
+def example() -> dict:
+    return json.loads(EXAMPLE.read_text())
+
+
+def hostile_results() -> dict:
+    """The example with attacker-controlled text in every field a model or user can fill."""
+    results = json.loads(EXAMPLE.read_text())
+    evil_id = "evil<script>alert(1)</script>"
+    results["attacks"].append(
+        {
+            "id": evil_id,
+            "attack": "evil",
+            "params": {"p": HOSTILE},
+            "status": "skipped",
+            "reason": HOSTILE,
+            "applied": {},
+            "cost": {},
+            "summary": HOSTILE,
+        }
+    )
+    results["cells"].append({**results["cells"][2], "attack": evil_id, "note": HOSTILE})
+    results["verdict"]["reasons"].append(HOSTILE)
+    results["command"] += " --note " + HOSTILE
+    results["models"]["unlearned"]["spec"] = "runs/<b>u</b>"
+    results["recovered_items"].append(
+        {
+            "attack": "quant-rtn:bits=4",
+            "probe": "qa",
+            "item_id": HOSTILE,
+            "prompt": HOSTILE,
+            "expected": HOSTILE,
+            "outputs": {"original": HOSTILE, "unlearned": HOSTILE, "attacked": HOSTILE, "reference_attacked": HOSTILE},
+        }
+    )
+    return results
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes, the title, and the page's text."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.title = ""
+        self._in_title = False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_title = tag == "title" and not self.title
+
+    def handle_endtag(self, tag):
+        self._in_title = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_title:
+            self.title += data
+
+
+def assert_inert(html: str) -> Tags:
+    """No script, no event handler, no external or scripted link; returns the parsed page."""
+    page = Tags(html)
+    for tag, attrs in page.tags:
+        assert tag not in {"script", "iframe", "object", "embed", "img", "link", "base", "form"}, tag
+        for name, value in attrs.items():
+            assert not name.startswith("on"), (tag, name, value)
+            if name in {"href", "src", "xlink:href", "action"}:
+                assert value and (value.startswith("#") or not re.match(r"^[a-z][a-z0-9+.-]*:|^//", value)), value
+    assert re.search(r"<[^>]*\bon\w+\s*=", html) is None
+    return page
+
+
+# ---- schema and loading
+
+
+def test_example_validates_and_loads(example, tmp_path):
+    validate_results(example)
+    (tmp_path / "results.json").write_text(json.dumps(example))
+    assert load_results(tmp_path)["verdict"]["label"] == "HIDDEN"
+    assert load_results(tmp_path / "results.json") == example
+
+
+def test_broken_results_fail_with_clear_messages(example):
+    missing = copy.deepcopy(example)
+    del missing["verdict"]
+    with pytest.raises(ResultsError, match=r"\(top level\): 'verdict' is a required property"):
+        validate_results(missing)
+    bad_label = copy.deepcopy(example)
+    bad_label["verdict"]["label"] = "MAYBE"
+    with pytest.raises(ResultsError, match=r"verdict\.label: 'MAYBE' is not one of"):
+        validate_results(bad_label)
+    bad_cell = copy.deepcopy(example)
+    bad_cell["cells"][1]["status"] = "done"
+    bad_cell["cells"][0]["residual"] = "0.3"
+    with pytest.raises(ResultsError) as info:
+        validate_results(bad_cell)
+    assert "cells[0].residual" in str(info.value) and "cells[1].status" in str(info.value)
+    assert isinstance(info.value, UserError) and "\n" not in str(info.value)
+    future = copy.deepcopy(example)
+    future["schema_version"] = "2.0"
+    with pytest.raises(ResultsError, match="unsupported results schema_version '2.0'"):
+        validate_results(future)
+
+
+def test_load_reports_bad_json_with_position(tmp_path):
+    bad = tmp_path / "results.json"
+    bad.write_text('{"schema_version": "1.0",\n  "tool": }')
+    with pytest.raises(ResultsError, match="line 2"):
+        load_results(bad)
+    with pytest.raises(ResultsError, match="no results file"):
+        load_results(tmp_path / "missing.json")
+
+
+# ---- text helpers
+
+
+def test_visible_and_show_mark_control_characters():
+    assert visible("a\x1b[31mb\tc\nd\x00\u202e\ud800") == "a\\x1b[31mb\tc\nd\\x00\\u202e\\ud800"
+    shown = str(show("<b>\x1b</b>"))
+    assert shown == '&lt;b&gt;<span class="ctl">\\x1b</span>&lt;/b&gt;'
+    assert md_code("a`b|c\nd") == "`aˋb\\|c⏎d`"
+
+
+# ---- HTML
+
+
+def test_html_escapes_hostile_text(tmp_path):
+    html = render_html(hostile_results())
+    assert CSP in html and "<script" not in html.lower() and "</script" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "{{ 7*7 }}" in html and "[click me](javascript:alert(1))" in html
+    assert '<span class="ctl">\\x1b</span>[31mred' in html and '<span class="ctl">\\u202e</span>' in html
+    assert re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202e]", html) is None
+    assert "runs/&lt;b&gt;u&lt;/b&gt;" in html
+    page = assert_inert(html)
+    text = "".join(page.text)
+    for payload in PAYLOADS:
+        assert text.count(payload) >= 6, payload  # item id, prompt, expected, four outputs, reason, command
+    (tmp_path / "report.html").write_text(html, encoding="utf-8")
+
+
+def test_html_content(example):
+    html = render_html(example)
+    page = assert_inert(html)
+    text = " ".join(page.text)
+    assert "HIDDEN" in page.title and "GATE FAILED" in text and "Uncontrolled" not in text
+    assert html.count('fill="url(#hatch)"') == 1 and "bitsandbytes has no kernel for this device" in html
+    assert f'fill="{residual_colour(0.81)}"' in html and "[0.72, 0.88]" in html
+    assert "<title>quant-rtn:bits=4 × qa\nresidual 0.81 [0.72, 0.88], n=150" in html
+    assert html.count("<polyline") == 1 and "unlearned (attacked)  AUC 0.91" in html  # one ROC line
+    assert "recovery vs bits (qa)" in html and 'd="M' in html  # the curve
+    assert "unlearn-audit audit --original runs/o" in html and "ab12..." in html
+    uncontrolled = copy.deepcopy(example)
+    uncontrolled["controlled"] = False
+    assert "Uncontrolled audit" in render_html(uncontrolled)
+
+
+def test_templates_never_bypass_escaping():
+    for template in (ROOT / "reports" / "templates").glob("*.j2"):
+        source = template.read_text()
+        assert "|safe" not in source.replace(" ", "") and "autoescape false" not in source, template.name
+
+
+# ---- headless Chromium
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+        found = shutil.which("chromium")
+    if not found:
+        print("SKIP reason: chromium is not installed and apt-get could not install it")
+        pytest.skip("chromium is not installed and apt-get could not install it")
+    probe = subprocess.run([found, "--headless", "--no-sandbox", "--version"], capture_output=True, timeout=60)
+    if probe.returncode != 0:
+        print(f"SKIP reason: chromium does not run: {probe.stderr.decode()[-300:]}")
+        pytest.skip("chromium does not run here")
+    return found
+
+
+def browse(chromium: str, page: Path, *extra: str) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=3000",
+        "--user-data-dir=" + str(page.parent / "profile"),
+    ]
+    return subprocess.run(
+        [chromium, *flags, *extra, page.as_uri()], capture_output=True, text=True, timeout=120, errors="replace"
+    )
+
+
+def console_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Content Security Policy" in line]
+
+
+def test_chromium_detects_a_script_and_a_csp_violation(chromium, tmp_path):
+    """Positive control: the checks below would notice script execution and blocked content."""
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        f'<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        "<title>T</title></head><body><img src=x onerror=\"document.title='X'\"></body></html>"
+    )
+    assert console_lines(browse(chromium, bad, "--dump-dom").stderr)
+    unsafe = tmp_path / "unsafe.html"
+    unsafe.write_text(
+        "<!DOCTYPE html><html><head><title>T</title></head><body><script>document.title='XSS'</script></body></html>"
+    )
+    assert Tags(browse(chromium, unsafe, "--dump-dom").stdout).title == "XSS"
+
+
+def test_hostile_report_is_inert_in_chromium(chromium, tmp_path):
+    html = render_html(hostile_results())
+    page = tmp_path / "report.html"
+    page.write_text(html, encoding="utf-8")
+    run = browse(chromium, page, "--dump-dom")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert console_lines(run.stderr) == []
+    dom = assert_inert(run.stdout)
+    assert dom.title == Tags(html).title and "XSS" not in dom.title
+    text = "".join(dom.text)
+    for payload in PAYLOADS:
+        assert text.count(payload) >= 6, payload
+    assert "\\x1b[31mred" in text and "\x1b" not in text
+
+
+def test_heatmap_renders_in_chromium(chromium, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    page = tmp_path / "report.html"
+    page.write_text(render_html(hostile_results()), encoding="utf-8")
+    shot = tmp_path / "report.png"
+    run = browse(chromium, page, f"--screenshot={shot}", "--window-size=1280,2000")
+    assert shot.exists(), run.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 2000) and len(image.getcolors(1 << 20)) > 50  # not blank
+
+    pixels = np.asarray(image)
+
+    def box(hex_colour: str) -> tuple[int, int, int, int, int]:
+        target = [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
+        ys, xs = np.nonzero((pixels == target).all(axis=2))
+        if not len(xs):
+            return 0, 0, 0, 0, 0
+        return len(xs), int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
+
+    count, x0, x1, y0, y1 = box(residual_colour(0.81))  # the recovered cell
+    assert count > 2000 and 110 <= x1 - x0 <= 130 and 35 <= y1 - y0 <= 46 and 300 < y0 < 1200
+    low, lx0, _, ly0, _ = box(residual_colour(0.02))  # the clean cell, same column, one row up
+    assert low > 2000 and abs(lx0 - x0) <= 2 and 40 <= y0 - ly0 <= 56
+    strip = pixels[y0 + 48 + 3 : y0 + 48 + 11, x0 + 8 : x1 - 8].astype(int)  # the skipped cell one row down
+    assert np.ptp(strip, axis=2).max() < 12 and strip.std() > 8 and 150 < strip.mean() < 235  # grey stripes
+
+
+# ---- JUnit
+
+
+def test_junit_counts_and_escaping(example):
+    root = ET.fromstring(render_junit(example))
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [
+        ("none", "qa"),
+        ("quant-rtn:bits=4", "qa"),
+        ("quant-bnb:mode=nf4", "qa"),
+        ("collateral", "qa"),
+        ("gate", "verdict"),
+    ]
+    failed = [c.get("classname") for c in cases if c.find("failure") is not None]
+    skipped = [c.get("classname") for c in cases if c.find("skipped") is not None]
+    assert failed == ["quant-rtn:bits=4", "gate"] and skipped == ["quant-bnb:mode=nf4"]
+    for node in (root, suite):
+        assert (node.get("tests"), node.get("failures"), node.get("skipped"), node.get("errors")) == (
+            "5",
+            "2",
+            "1",
+            "0",
+        )
+    hostile = hostile_results()
+    hostile["baseline"] = {"source": "old/results.json", "passed": False, "regressions": [HOSTILE]}
+    xml = render_junit(hostile)
+    root = ET.fromstring(xml)
+    assert root.get("tests") == "7" and root.get("failures") == "3" and root.get("skipped") == "2"
+    assert "<script" not in xml and "\\x1b[31m" in xml and "\x1b" not in xml
+    baseline = root.find("testsuite/testcase[@classname='baseline']/failure")
+    assert baseline is not None and "<img src=x onerror=alert(1)>" in baseline.text  # escaped in XML, text when parsed
+
+
+def test_judgements_follow_thresholds(example):
+    base = {"attack": "a", "probe": "p", "n_items": 10, "controlled": True, "status": "ok"}
+
+    def kind(low, mid, high, status="ok"):
+        return judge(example, {**base, "residual": mid, "ci_low": low, "ci_high": high, "status": status}).kind
+
+    assert kind(0.0, 0.02, 0.05) == "passed"
+    assert kind(0.3, 0.4, 0.5) == "failed"
+    assert kind(0.05, 0.15, 0.3) == "inconclusive"
+    assert kind(None, None, None) == "inconclusive"
+    assert kind(0.3, 0.4, 0.5, "skipped") == "skipped"
+    assert kind(0.3, 0.4, 0.5, "fallback") == "failed"
+    lenient = {**example, "policy": {**example["policy"], "fail_on": ["NOT_UNLEARNED"]}}
+    assert judge(lenient, {**base, "residual": 0.4, "ci_low": 0.3, "ci_high": 0.5}).kind == "passed"
+
+
+# ---- Markdown
+
+
+def test_markdown_summary(example, monkeypatch, tmp_path):
+    md = render_markdown(example)
+    assert "**HIDDEN**" in md and "gate FAILED (exit 1)" in md
+    assert "| `quant-rtn:bits=4` | **0.81** [0.72, 0.88] |" in md
+    assert "bitsandbytes has no kernel for this device" in md and "relative drop 0.03" in md
+    hostile = render_markdown(hostile_results())
+    outside_code = re.sub(r"`[^`\n]*`", "", re.sub(r"(?ms)^(`{3,}).*?^\1$", "", hostile))
+    assert "<script" in hostile and re.search(r"(?<!\\)[<>]", outside_code) is None  # raw only inside code
+    assert "](javascript:" not in outside_code
+    assert "\x1b" not in hostile and "\\x1b[31m" in hostile
+    markdown_it = pytest.importorskip("markdown_it")
+    rendered = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(hostile)
+    assert "<script" not in rendered and "<img" not in rendered and 'href="javascript' not in rendered
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered
+
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert write_step_summary(md) == summary
+    assert summary.read_text() == "earlier step\n" + md + ("" if md.endswith("\n") else "\n")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    assert write_step_summary(md) is None
+
+
+# ---- writing and the index
+
+
+def test_write_reports_atomically(example, tmp_path):
+    written = write_reports(example, tmp_path / "audit")
+    assert {k: p.name for k, p in written.items()} == {
+        "html": "report.html",
+        "junit": "junit.xml",
+        "markdown": "summary.md",
+    }
+    assert sorted(p.name for p in (tmp_path / "audit").iterdir()) == ["junit.xml", "report.html", "summary.md"]
+    assert written["html"].read_text().startswith("<!DOCTYPE html>")
+    assert write_reports(example, tmp_path / "only", formats=("junit",)).keys() == {"junit"}
+    with pytest.raises(UserError, match="unknown report format"):
+        write_reports(example, tmp_path, formats=("pdf",))
+    broken = copy.deepcopy(example)
+    del broken["cells"]
+    with pytest.raises(ResultsError):
+        write_reports(broken, tmp_path / "broken")
+    assert not (tmp_path / "broken").exists()
+
+
+def test_index_page(example):
+    removed = copy.deepcopy(example)
+    removed["cells"][1].update(residual=0.04, ci_low=0.0, ci_high=0.08)
+    removed["verdict"].update(label="REMOVED", deciding_cells=[], gate_passed=True, failures=[], exit_code=0)
+    html = render_index(
+        [
+            {"name": "npo <script>alert(1)</script>", "href": "npo/report.html", "results": example},
+            {"name": "retrain", "href": "retrain/report.html", "results": removed},
+        ]
+    )
+    page = assert_inert(html)
+    assert CSP in html and "&lt;script&gt;" in html
+    assert [a["href"] for t, a in page.tags if t == "a"] == ["npo/report.html", "retrain/report.html"]
+    rows = html.split("<tr>")[2:]
+    assert "HIDDEN" in rows[0] and "0.81" in rows[0] and "quant-rtn:bits=4" in rows[0] and "0.02" in rows[0]
+    assert "REMOVED" in rows[1] and "0.04" in rows[1] and "0.02" in rows[1]
+    for href in ("javascript:alert(1)", "/etc/passwd", "https://x.invalid/r.html", "//x.invalid", "java\tscript:x"):
+        with pytest.raises(UserError, match="relative path"):
+            render_index([{"name": "m", "href": href, "results": example}])
+
+
+def test_reports_do_not_import_torch():
+    code = (
+        "import json, sys; import reports, reports.load, reports.index; "
+        "from reports import write_reports; import tempfile, pathlib; "
+        f"r = json.load(open({str(EXAMPLE)!r})); write_reports(r, pathlib.Path(tempfile.mkdtemp())); "
+        "reports.index.render_index([{'name': 'm', 'href': 'm.html', 'results': r}]); "
+        "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+
+
+def test_non_finite_numbers_render(example):
+    odd = copy.deepcopy(example)
+    odd["cells"][0].update(residual=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
+    odd["curves"][0]["points"][0]["residual"] = float("nan")
+    assert judge(odd, odd["cells"][0]).kind == "inconclusive"
+    assert "n/a" in render_html(odd) and "n/a" in render_markdown(odd)
+    ET.fromstring(render_junit(odd))
+
+
+def test_github_actions_example():
+    yaml = pytest.importorskip("yaml")
+    steps = yaml.safe_load((ROOT / "docs" / "github-actions.yml").read_text())["jobs"]["audit"]["steps"]
+    runs = " ".join(step.get("run", "") for step in steps)
+    uses = [step.get("uses", "").split("@")[0] for step in steps]
+    assert "download.pytorch.org/whl/cpu" in runs and "pip install unlearn-audit" in runs and "--out audit" in runs
+    assert {"actions/checkout", "actions/setup-python", "actions/upload-artifact"} <= set(uses)
+    assert any("junit" in use for use in uses)
