@@ -45,7 +45,7 @@ def read_baseline(path: str | Path | None) -> dict | None:
         raise UserError(f"baseline {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(baseline, dict) or "cells" not in baseline:
         raise UserError(f"baseline {path} is not an unlearn-audit results.json")
-    return baseline
+    return {**baseline, "_source": str(path)}
 
 
 def run_audit(
@@ -62,6 +62,7 @@ def run_audit(
 ) -> AuditOutputs:
     """Run the audit and write its outputs into ``out_dir``."""
     from reports import write_reports
+    from reports.markdown import write_step_summary
 
     start = time.perf_counter()
     if config.cache_dir is not None and not resume and config.cache_dir == out_dir / "cache":
@@ -73,5 +74,6 @@ def run_audit(
     write_samples(out_dir, scores)
     write_json_atomic(out_dir / "results.json", results)
     files = {"results": out_dir / "results.json", **write_reports(results, out_dir)}
+    write_step_summary(files["markdown"].read_text(encoding="utf-8"))
     log(f"pieces computed {orchestrator.store.computed}, reused {orchestrator.store.reused}")
     return AuditOutputs(results, out_dir, files)

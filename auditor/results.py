@@ -294,9 +294,11 @@ def build_results(
         regression = compare_to_baseline(cell_dicts, baseline, policy)
         failures += [f"regression: {line}" for line in regression.rose]
         baseline_record = {
+            "source": str(baseline.get("_source", "baseline")),
+            "label": baseline.get("verdict", {}).get("label"),
+            "passed": not regression.rose,
+            "regressions": regression.rose,
             "compared": regression.compared,
-            "rose": regression.rose,
-            "source_created": baseline.get("created"),
         }
     gate_passed = not failures
     exit_code = 0 if gate_passed and verdict.label != "INCONCLUSIVE" else (1 if not gate_passed else 3)
