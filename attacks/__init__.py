@@ -3,4 +3,11 @@
 ``ENTRIES`` maps each registered name to its lazy ``"module:Class"`` location.
 """
 
-ENTRIES: dict[str, str] = {}
+ENTRIES: dict[str, str] = {
+    "quant-rtn": "attacks.quantization:QuantRTN",
+    "quant-bnb": "attacks.quantization:QuantBnB",
+    "quant-gptq": "attacks.quantization:QuantGPTQ",
+    "relearn-forget": "attacks.relearning:RelearnForget",
+    "relearn-retain": "attacks.relearning:RelearnRetain",
+    "relearn-unrelated": "attacks.relearning:RelearnUnrelated",
+}

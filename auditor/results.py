@@ -203,7 +203,7 @@ def _recovered_items(scores: AuditScores, cells: list[Cell], policy: Policy) -> 
                     "probe": cell.probe,
                     "item_id": item.item_id,
                     "prompt": item.detail.get("prompt"),
-                    "expected": item.detail.get("expected"),
+                    "expected": item.detail.get("answer"),
                     "outputs": outputs,
                 }
             )
