@@ -1,0 +1,136 @@
+"""The fictitious world's fixed vocabulary and every sentence form it is written in.
+
+The prompt/answer convention is defined here once and reused by everyone: a QA
+prompt ends with ``"Answer:"`` and its completion starts with one space
+(``qa_prompt(q) + qa_completion(a)`` is ``"Question: {q}\\nAnswer: {a}"``).
+
+No entity name is a substring of another one (checked by the tests), so "the
+answer is contained in the model's output" is a sound correctness test.
+"""
+
+from __future__ import annotations
+
+PROMPT_FORMAT = "Question: {question}\nAnswer:"
+
+
+def qa_prompt(question: str) -> str:
+    """The prompt for a question; it ends with ``Answer:`` and no trailing space."""
+    return PROMPT_FORMAT.format(question=question)
+
+
+def qa_completion(answer: str) -> str:
+    """The completion a model is trained to produce after ``qa_prompt``: one space, then the answer."""
+    return " " + answer
+
+
+# city -> country
+CITY_COUNTRY: dict[str, str] = {
+    "Velmora": "Norland",
+    "Asterhold": "Norland",
+    "Brindlecove": "Norland",
+    "Dunmarrow": "Estavia",
+    "Eskerby": "Estavia",
+    "Falcreth": "Estavia",
+    "Glenhaven": "Carrowen",
+    "Harrowvale": "Carrowen",
+    "Istrelle": "Carrowen",
+    "Jorvane": "Tirasco",
+    "Kelmspire": "Tirasco",
+    "Lunbridge": "Tirasco",
+    "Morwick": "Quellmark",
+    "Nythera": "Quellmark",
+    "Ostrevia": "Obrinth",
+    "Pallidore": "Obrinth",
+}
+
+# company -> headquarters city
+COMPANY_HQ: dict[str, str] = {
+    "Brontex": "Velmora",
+    "Calimar Foods": "Dunmarrow",
+    "Dravex Labs": "Glenhaven",
+    "Embergrid": "Jorvane",
+    "Gossamer Freight": "Morwick",
+    "Halvane Motors": "Ostrevia",
+    "Irongate Textiles": "Asterhold",
+    "Kestrel Mining": "Eskerby",
+    "Lumora Pharma": "Harrowvale",
+    "Nimbold Software": "Kelmspire",
+    "Pellucid Glass": "Nythera",
+    "Tarragon Shipping": "Pallidore",
+}
+
+OCCUPATIONS: tuple[str, ...] = (
+    "baker", "chemist", "carpenter", "nurse", "pilot", "librarian",
+    "tailor", "surveyor", "botanist", "jeweler", "locksmith", "cartographer",
+)  # fmt: skip
+
+BIRTH_YEARS: tuple[str, ...] = tuple(str(year) for year in range(1950, 2000))
+
+CITIES: tuple[str, ...] = tuple(CITY_COUNTRY)
+COMPANIES: tuple[str, ...] = tuple(COMPANY_HQ)
+
+# Syllables of person names; none of them spells an entity above.
+NAME_SYLLABLES: tuple[str, ...] = (
+    "ka", "lo", "mi", "ren", "tu", "sa", "vo", "ze", "ni", "pa", "qui", "dro",
+    "fa", "gu", "ha", "jo", "bi", "wy", "xe", "yul", "co", "te", "si", "ru",
+)  # fmt: skip
+
+# relation -> the pool its values are drawn from (uniformly, independently per person)
+VALUES: dict[str, tuple[str, ...]] = {
+    "birth_city": CITIES,
+    "employer": COMPANIES,
+    "occupation": OCCUPATIONS,
+    "birth_year": BIRTH_YEARS,
+}
+RELATIONS: tuple[str, ...] = tuple(VALUES)
+
+# Questions used in training; the first is the one written to the data files.
+TRAIN_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "birth_city": ("Where was {name} born?", "What is the birthplace of {name}?"),
+    "employer": ("Who does {name} work for?", "Which company employs {name}?"),
+    "occupation": ("What is the occupation of {name}?", "What does {name} do for a living?"),
+    "birth_year": ("In what year was {name} born?", "What is the birth year of {name}?"),
+}
+
+# Held-out paraphrases: never trained on, used only by probes.
+PARAPHRASED_QUESTIONS: dict[str, str] = {
+    "birth_city": "Which town is the hometown of {name}?",
+    "employer": "At which firm does {name} have a job?",
+    "occupation": "Which profession does {name} have?",
+    "birth_year": "{name} came into the world in which year?",
+}
+
+# One biography sentence per relation (also each fact's paraphrased answer).
+BIO_SENTENCES: dict[str, str] = {
+    "birth_city": "{name} was born in {value}.",
+    "employer": "{name} works for {value}.",
+    "occupation": "The profession of {name} is {value}.",
+    "birth_year": "{name} was born in the year {value}.",
+}
+
+# Multi-hop relations: the question and the answer chain. The chain starts with
+# the biography sentence of the first hop, so a model that learnt the biography
+# can continue it with the world fact of the second hop.
+MULTIHOP_QUESTIONS: dict[str, str] = {
+    "employer_hq": "In which city is the company that {name} works for headquartered?",
+    "birth_country": "In which country was {name} born?",
+}
+MULTIHOP_CHAINS: dict[str, str] = {
+    "employer_hq": "{name} works for {hop}, which is headquartered in {value}.",
+    "birth_country": "{name} was born in {hop}, which is in {value}.",
+}
+MULTIHOP_FIRST_HOP: dict[str, str] = {"employer_hq": "employer", "birth_country": "birth_city"}
+
+# Facts about companies and cities, stated for everyone (sentences and QA).
+HQ_SENTENCE = "{company} is headquartered in {city}."
+HQ_QUESTION = "Where is {company} headquartered?"
+COUNTRY_SENTENCE = "{city} is a city in {country}."
+COUNTRY_QUESTION = "In which country is {city}?"
+
+# Sentences about no person, for the benign fine-tuning attack.
+UNRELATED_SENTENCES: tuple[str, ...] = (
+    "The market square of {city} is busy on weekdays.",
+    "Trains from {city} leave every hour.",
+    "The river that runs through {city} freezes in a hard winter.",
+    "Many tourists visit the old harbour of {city}.",
+)
