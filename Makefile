@@ -7,8 +7,10 @@ TORCH_SPEC ?= torch==2.13.0
 export UNLEARN_AUDIT_CACHE ?= $(CURDIR)/.cache/unlearn-audit
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Without it, OpenMP threads spin-wait and training slows down many times when other processes share the cores.
+export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +30,6 @@ lint: install
 	$(BIN)/ruff check auditor attacks probes reports tests bench
 	$(BIN)/ruff format --check auditor attacks probes reports tests bench
 
-bench: install
-	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -39,9 +39,9 @@ def _env(name: str) -> str:
     return "UNLEARN_AUDIT_" + name.upper().replace("-", "_")
 
 
-def opt(name: str, **kwargs):
+def opt(name: str, *dest: str, **kwargs):
     """An option that also reads ``UNLEARN_AUDIT_<NAME>``."""
-    return click.option(f"--{name}", envvar=_env(name), show_envvar=True, **kwargs)
+    return click.option(f"--{name}", *dest, envvar=_env(name), show_envvar=True, **kwargs)
 
 
 @click.command("audit")

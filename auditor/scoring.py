@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from auditor.tokens import encode_pair
+from auditor.tokens import encode_pairs
 from auditor.training import pad_token_id
 
 
@@ -58,7 +58,7 @@ def _length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 @torch.no_grad()
 def teacher_forced(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[TokenStats]:
     """Token statistics of each answer given its prompt, from right-padded, length-bucketed batches."""
-    encoded = [encode_pair(tokenizer, prompt, answer) for prompt, answer in pairs]
+    encoded = encode_pairs(tokenizer, pairs)
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
     results: list[TokenStats | None] = [None] * len(encoded)
@@ -66,25 +66,26 @@ def teacher_forced(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_siz
         width = max(len(encoded[i].input_ids) for i in bucket)
         ids = torch.full((len(bucket), width), pad, dtype=torch.long)
         attention = torch.zeros((len(bucket), width), dtype=torch.long)
+        answer = torch.zeros((len(bucket), width), dtype=torch.bool)
         for row, i in enumerate(bucket):
             n = len(encoded[i].input_ids)
             ids[row, :n] = torch.tensor(encoded[i].input_ids)
             attention[row, :n] = 1
+            answer[row, :n] = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
         logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+        rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # logits at t predict token t+1
+        targets = ids[rows, positions + 1]
+        logp = torch.log_softmax(logits[rows.to(device), positions.to(device)].float(), dim=-1)  # every answer token
+        probs = logp.exp()
+        mean = (probs * logp).sum(-1)
+        var = (probs * (logp - mean.unsqueeze(-1)).square()).sum(-1).clamp(min=0)
+        token_logp = logp.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1)
+        token_logp, mean, var = (t.cpu().double().numpy() for t in (token_logp, mean, var))
+        target_ids = targets.numpy()
+        ends = np.cumsum(torch.bincount(rows, minlength=len(bucket)).numpy())  # rows come out in order
         for row, i in enumerate(bucket):
-            mask = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
-            positions = torch.nonzero(mask[1:], as_tuple=True)[0]  # logits at t predict token t+1
-            targets = ids[row, positions + 1].to(device)
-            logp = torch.log_softmax(logits[row, positions].float(), dim=-1)
-            probs = logp.exp()
-            mean = (probs * logp).sum(-1)
-            var = (probs * (logp - mean.unsqueeze(-1)).square()).sum(-1)
-            results[i] = TokenStats(
-                token_ids=targets.cpu().numpy(),
-                logprobs=logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu().double().numpy(),
-                mean_logprob=mean.cpu().double().numpy(),
-                var_logprob=var.clamp(min=0).cpu().double().numpy(),
-            )
+            part = slice(ends[row - 1] if row else 0, ends[row])
+            results[i] = TokenStats(target_ids[part], token_logp[part], mean[part], var[part])
     return results  # type: ignore[return-value]
 
 

@@ -13,6 +13,7 @@ belongs to the answer when its character span ends after the prompt ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from auditor.errors import UserError
@@ -32,20 +33,30 @@ class EncodedPair:
 
 def encode_pair(tokenizer, prompt: str, answer: str, *, add_eos: bool = False) -> EncodedPair:
     """Tokenize ``prompt + answer`` in one pass and mark the answer tokens by offsets."""
+    return encode_pairs(tokenizer, [(prompt, answer)], add_eos=add_eos)[0]
+
+
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, add_eos: bool = False) -> list[EncodedPair]:
+    """``encode_pair`` of many pairs with one batched tokenizer call."""
     if not getattr(tokenizer, "is_fast", False):
         raise UserError("a fast tokenizer is required (character offsets locate the answer tokens)")
-    enc = tokenizer(prompt + answer, return_offsets_mapping=True, add_special_tokens=True)
-    ids = list(enc["input_ids"])
-    boundary = len(prompt)
+    if not pairs:
+        return []
+    enc = tokenizer([prompt + answer for prompt, answer in pairs], return_offsets_mapping=True, add_special_tokens=True)
     special = set(tokenizer.all_special_ids)
-    mask = [
-        int(end > boundary and end > start and tok not in special)
-        for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
-    ]
-    if add_eos and tokenizer.eos_token_id is not None:
-        if ids and ids[-1] == tokenizer.eos_token_id:
-            mask[-1] = 1
-        else:
-            ids.append(tokenizer.eos_token_id)
-            mask.append(1)
-    return EncodedPair(tuple(ids), tuple(mask))
+    encoded = []
+    for (prompt, _), ids, offsets in zip(pairs, enc["input_ids"], enc["offset_mapping"], strict=True):
+        ids = list(ids)
+        boundary = len(prompt)
+        mask = [
+            int(end > boundary and end > start and tok not in special)
+            for tok, (start, end) in zip(ids, offsets, strict=True)
+        ]
+        if add_eos and tokenizer.eos_token_id is not None:
+            if ids and ids[-1] == tokenizer.eos_token_id:
+                mask[-1] = 1
+            else:
+                ids.append(tokenizer.eos_token_id)
+                mask.append(1)
+        encoded.append(EncodedPair(tuple(ids), tuple(mask)))
+    return encoded

@@ -1,0 +1,132 @@
+"""Probe overhead: every built-in probe on the world's original versus one bare forward pass.
+
+All probes run together on a fresh memoized ``ScoringModel``; the time spent
+outside generation (teacher-forced statistics, per-item metrics, AUCs) is
+compared with a bare batched forward pass over the same unique token sequences,
+tokenized beforehand, with the same batch size and length bucketing. Target:
+at most 1.3x. Generation time is printed separately, for information. Each
+time is the best of ``--repeats`` interleaved runs; the ratio is the median of
+the per-run ratios.
+
+    UNLEARN_AUDIT_CACHE=.cache/unlearn-audit HF_HUB_OFFLINE=1 .venv/bin/python bench/probe_overhead.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from auditor.data import load_items
+from auditor.models import load_model
+from auditor.plugins import RunContext
+from auditor.registry import PROBES
+from auditor.scoring import ScoringModel
+from auditor.tokens import encode_pair
+from auditor.training import pad_token_id
+from auditor.types import AuditData, ModelSpec
+from auditor.world import build_world
+
+TARGET = 1.3
+
+
+class TimedModel:
+    """A ScoringModel proxy that adds up the seconds spent generating and records the pairs asked for."""
+
+    def __init__(self, lm: ScoringModel):
+        self.lm = lm
+        self.generate_seconds = 0.0
+        self.pairs: dict[tuple[str, str], None] = {}
+
+    def token_stats(self, pairs, groups=None):
+        self.pairs.update(dict.fromkeys(pairs))
+        return self.lm.token_stats(pairs, groups)
+
+    def generate(self, prompts, max_new_tokens=32, stop=("\n",), groups=None):
+        start = time.perf_counter()
+        try:
+            return self.lm.generate(prompts, max_new_tokens, stop, groups)
+        finally:
+            self.generate_seconds += time.perf_counter() - start
+
+
+def world_data(world) -> AuditData:
+    return AuditData(
+        forget=load_items(world.file("forget"), "forget"),
+        retain=load_items(world.file("retain"), "retain"),
+        holdout=load_items(world.file("holdout"), "holdout"),
+        multihop=load_items(world.file("forget_multihop"), "multihop"),
+        forget_texts=load_items(world.file("forget_bio"), "forget_texts", kind="text"),
+        holdout_texts=load_items(world.file("holdout_bio"), "holdout_texts", kind="text"),
+    )
+
+
+def run_probes(loaded, ctx: RunContext) -> tuple[float, float, TimedModel]:
+    """(total seconds, generation seconds, the timed model) of all probes on a fresh ScoringModel."""
+    lm = ScoringModel(loaded)
+    timed = TimedModel(lm)
+    start = time.perf_counter()
+    for name in PROBES.names():
+        result = PROBES.get(name)().run(timed, ctx, "original")
+        if result.status != "ok":
+            raise SystemExit(f"probe {name} did not run: {result.reason}")
+    return time.perf_counter() - start, timed.generate_seconds, timed
+
+
+@torch.no_grad()
+def bare_forward(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    start = time.perf_counter()
+    for ids, attention in batches:
+        model(input_ids=ids, attention_mask=attention)
+    return time.perf_counter() - start
+
+
+def padded_batches(tokenizer, pairs, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Right-padded batches of length-sorted sequences (as ``teacher_forced`` builds them), tokenized up front."""
+    encoded = [encode_pair(tokenizer, prompt, answer).input_ids for prompt, answer in pairs]
+    pad = pad_token_id(tokenizer)
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    batches = []
+    for bucket in (order[i : i + batch_size] for i in range(0, len(order), batch_size)):
+        width = max(len(encoded[i]) for i in bucket)
+        ids = torch.full((len(bucket), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(bucket), width), dtype=torch.long)
+        for row, i in enumerate(bucket):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            attention[row, : len(encoded[i])] = 1
+        batches.append((ids, attention))
+    return batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    world = build_world()
+    loaded = load_model(ModelSpec(str(world.original), device="cpu"))
+    ctx = RunContext(data=world_data(world), seed=0)
+    _, _, timed = run_probes(loaded, ctx)  # warm-up; records the unique pairs the probes ask for
+    batches = padded_batches(loaded.tokenizer, list(timed.pairs), timed.lm.batch_size)
+    probes, generation, bare = [], [], []
+    for _ in range(args.repeats):  # interleaved, so both sides see the same machine load
+        total, generating, _ = run_probes(loaded, ctx)
+        probes.append(total - generating)
+        generation.append(generating)
+        bare.append(bare_forward(loaded.model, batches))
+    ratio = statistics.median(p / b for p, b in zip(probes, bare, strict=True))
+    print(f"probes: {', '.join(PROBES.names())}")
+    print(f"unique teacher-forced sequences: {timed.lm.sequences_scored} (asked for {len(timed.pairs)} unique pairs)")
+    print(f"generated prompts:               {timed.lm.prompts_generated}")
+    print(f"bare batched forward pass:       {min(bare):8.3f} s (best of {args.repeats})")
+    print(f"probes without generation:       {min(probes):8.3f} s (best of {args.repeats})")
+    verdict = "met" if ratio <= TARGET else "NOT met"
+    print(f"ratio (median of paired runs):   {ratio:8.2f}x (target <= {TARGET}x: {verdict})")
+    print(f"generation (for information):    {min(generation):8.3f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""In-context probes: QA pairs written before the forget question in the audit's prompt format.
+
+- ``few-shot`` (``in-context``): k retain QA pairs, drawn per item with the seed,
+  show the model the task; K = answer contained in the greedy output.
+- ``relearn`` (``in-context-relearn``): the other forget items of the same
+  subject, given with their answers, then the held-out question: does telling
+  the model part of what it forgot bring the rest back?
+
+The same prompts go to every model, so the reference nets out what the context
+alone gives.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+from auditor.plugins import RunContext
+from auditor.types import Item, ProbeResult
+from probes.common import QA_METRICS, AnswerRequest, BaseProbe, check_choice, check_positive, qa_items, score_answers
+
+MODES = ("few-shot", "relearn")
+
+
+def context_prompt(ctx: RunContext, shots: Sequence[Item], question: str, separator: str) -> str:
+    """The shots as answered QA pairs, each followed by ``separator``, then the question's prompt."""
+    context = "".join(ctx.prompts.prompt(s.question) + ctx.prompts.completion(s.answer) + separator for s in shots)  # type: ignore[arg-type]
+    return context + ctx.prompts.prompt(question)
+
+
+class InContextProbe(BaseProbe):
+    """Few-shot QA: k retained QA pairs before each forget question."""
+
+    name = "in-context"
+    summary = "Put k retained QA pairs (few-shot) before each forget question; K = answer in the greedy output."
+    paper = "https://arxiv.org/abs/2402.16835"  # Lynch et al., eight methods to evaluate robust unlearning
+    needs = ("forget", "retain")
+    aggregate = "mean"
+    defaults = {"mode": "few-shot", "k": 4, "metric": "correct", "max_new_tokens": 32, "separator": "\n\n"}
+
+    def validate(self) -> None:
+        check_choice(self, "mode", MODES)
+        check_choice(self, "metric", QA_METRICS)
+        check_positive(self, "k", "max_new_tokens")
+
+    @property
+    def metric(self) -> str:
+        return self.params["metric"]
+
+    def _pools(self, ctx: RunContext, items: list[Item]) -> dict[str, list[Item]] | None:
+        """Candidate shots per item id; None when the mode cannot run on this data."""
+        if self.params["mode"] == "few-shot":
+            retain = [(r.key, r) for r in qa_items(ctx.data.retain.items)]
+            return {item.id: [r for key, r in retain if key != item.key] for item in items}
+        by_group: dict[str, list[Item]] = defaultdict(list)
+        for item in items:
+            if item.group is not None:
+                by_group[item.group].append(item)
+        if not by_group:
+            return None
+        return {
+            item.id: [o for o in by_group[item.group] if o.id != item.id]
+            for item in items
+            if item.group is not None and len(by_group[item.group]) > 1
+        }
+
+    def measure(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+        items = qa_items(ctx.data.forget.items)
+        pools = self._pools(ctx, items)
+        if pools is None:
+            return self.skipped(model_label, "forget items have no subject (group), so there is no related context")
+        k, separator = self.params["k"], self.params["separator"]
+        requests = []
+        for item in items:
+            pool = pools.get(item.id)
+            if not pool:
+                continue
+            shots = random.Random(f"{ctx.seed}:{item.id}").sample(pool, min(k, len(pool)))
+            prompt = context_prompt(ctx, shots, item.question, separator)  # type: ignore[arg-type]
+            requests.append(AnswerRequest(item, prompt, {"context_items": [s.id for s in shots]}))
+        if not requests:
+            return self.skipped(model_label, f"no forget item has context items for mode {self.params['mode']}")
+        scores = score_answers(
+            lm, ctx, requests, metric=self.params["metric"], max_new_tokens=self.params["max_new_tokens"]
+        )
+        return self.mean_result(model_label, scores, mode=self.params["mode"])
+
+
+class InContextRelearnProbe(InContextProbe):
+    """In-context relearning: the subject's other forget facts in the prompt, then the held-out question."""
+
+    name = "in-context-relearn"
+    summary = "Give other forget facts of the same subject in the prompt, then ask the held-out one."
+    needs = ("forget",)
+    defaults = {**InContextProbe.defaults, "mode": "relearn"}

@@ -1,0 +1,150 @@
+"""Membership inference: can the model tell forget items (members) from holdout items (non-members)?
+
+Convention, for every statistic: HIGHER = MORE LIKELY A MEMBER (a model trained
+on an item gives its tokens higher log-probabilities), so the ROC AUC of a
+statistic with members as positives is above 0.5 when the model still carries
+the forget set's imprint and near 0.5 for a model that never saw it.
+
+With ``log p_t`` the log-probability of scored token t (the answer tokens of a
+QA pair, or every token of a text scored with an empty prompt, see
+``auditor.tokens``):
+
+- ``loss``: mean_t log p_t (minus the average NLL);
+- ``zlib``: sum_t log p_t / zlib-compressed byte length of the scored text
+  (Carlini et al. 2021);
+- ``min_k``: Min-K% (Shi et al. 2024): mean of the k% lowest log p_t
+  (at least one token);
+- ``min_k_plus_plus``: Min-K%++ (Zhang et al. 2025): per token
+  (log p_t - mu_t) / sigma_t with mu_t, sigma_t^2 the mean and variance of
+  log p over the model's own next-token distribution, then the mean of the
+  k% lowest;
+- ``reference``: mean_t log p_t under the model minus the same under the
+  audit's reference model (``ctx.reference_lm``), when there is one.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+
+from auditor.errors import UserError
+from auditor.metrics import roc_auc, roc_curve_points, tpr_at_fpr
+from auditor.plugins import RunContext
+from auditor.scoring import TokenStats
+from auditor.types import AuditData, Item, ItemScore, ProbeResult
+from probes.common import UNSCORED, BaseProbe, check_choice, qa_items
+
+STATISTICS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
+SOURCES = {"qa": ("forget", "holdout"), "text": ("forget_texts", "holdout_texts")}
+MAX_ROC_POINTS = 101
+
+
+def lowest_k_mean(values: np.ndarray, k: float) -> float:
+    """Mean of the ``k`` share of lowest values (at least one value)."""
+    n = max(1, int(values.size * k))
+    return float(np.sort(values)[:n].mean())
+
+
+def statistics(stats: TokenStats, scored_text: str, k: float, reference: TokenStats | None) -> dict[str, float]:
+    """Every membership statistic of one item, each oriented higher = more likely a member."""
+    sigma = np.sqrt(stats.var_logprob)
+    safe = np.where(sigma > 0, sigma, 1.0)
+    normalized = np.where(sigma > 0, (stats.logprobs - stats.mean_logprob) / safe, 0.0)
+    values = {
+        "loss": stats.mean,
+        "zlib": stats.total / len(zlib.compress(scored_text.encode("utf-8"))),
+        "min_k": lowest_k_mean(stats.logprobs, k),
+        "min_k_plus_plus": lowest_k_mean(normalized, k),
+    }
+    if reference is not None:
+        values["reference"] = stats.mean - reference.mean
+    return values
+
+
+def thin(fpr: np.ndarray, tpr: np.ndarray, limit: int = MAX_ROC_POINTS) -> tuple[list[float], list[float]]:
+    """At most ``limit`` ROC points, evenly spaced along the curve, ends kept."""
+    if fpr.size > limit:
+        keep = np.unique(np.linspace(0, fpr.size - 1, limit).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return [float(x) for x in fpr], [float(y) for y in tpr]
+
+
+class MIAProbe(BaseProbe):
+    """Membership inference of forget items against holdout items; value = ROC AUC of one statistic."""
+
+    name = "mia"
+    summary = "Membership inference (loss, zlib, Min-K%, Min-K%++, reference) of forget vs holdout; value = AUC."
+    paper = "https://arxiv.org/abs/2404.02936"  # Min-K%++ (and Min-K%: arXiv 2310.16789)
+    needs = ("forget", "holdout")
+    aggregate = "auc"
+    defaults = {"source": "qa", "statistic": "loss", "k": 0.2}
+
+    def validate(self) -> None:
+        check_choice(self, "source", tuple(SOURCES))
+        check_choice(self, "statistic", STATISTICS)
+        if not 0.0 < self.params["k"] <= 1.0:
+            raise UserError(f"{self.name}: k must lie in (0, 1], got {self.params['k']}")
+
+    @property
+    def metric(self) -> str:
+        return self.params["statistic"]
+
+    def missing_data(self, data: AuditData) -> list[str]:
+        return [name for name in SOURCES[self.params["source"]] if getattr(data, name) is None]
+
+    def _pairs(self, ctx: RunContext) -> list[tuple[Item, bool, tuple[str, str]]]:
+        """(item, member, (prompt, scored text)) for every member, then every non-member."""
+        rows = []
+        for is_member, name in zip((True, False), SOURCES[self.params["source"]], strict=True):
+            items = getattr(ctx.data, name).items
+            if self.params["source"] == "qa":
+                prompts = ctx.prompts
+                rows += [
+                    (i, is_member, (prompts.prompt(i.question), prompts.completion(i.answer))) for i in qa_items(items)
+                ]  # type: ignore[arg-type]
+            else:
+                rows += [(i, is_member, ("", i.text)) for i in items if i.text]
+        return rows
+
+    def measure(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+        primary = self.params["statistic"]
+        if primary == "reference" and ctx.reference_lm is None:
+            return self.skipped(model_label, "statistic 'reference' needs a reference model, and the audit has none")
+        rows = self._pairs(ctx)
+        if not any(m for _, m, _ in rows) or all(m for _, m, _ in rows):
+            return self.skipped(model_label, "membership inference needs both member and non-member items")
+        pairs = [pair for _, _, pair in rows]
+        groups = [item.key for item, _, _ in rows]
+        stats = lm.token_stats(pairs, groups=groups)
+        references = ctx.reference_lm.token_stats(pairs, groups=groups) if ctx.reference_lm is not None else None
+        scores = []
+        for i, (item, member, (_, text)) in enumerate(rows):
+            item_stats = stats[i]
+            if item_stats is None or item_stats.n_tokens == 0:
+                reason = UNSCORED if item_stats is None else "no scored tokens"
+                scores.append(ItemScore(item.id, None, member, {"unscored": reason}))
+                continue
+            reference = references[i] if references is not None else None
+            values = statistics(item_stats, text, self.params["k"], reference)
+            scores.append(ItemScore(item.id, values[primary], member, {**values, "n_tokens": item_stats.n_tokens}))
+        return self._result(model_label, scores)
+
+    def _result(self, model_label: str, scores: list[ItemScore]) -> ProbeResult:
+        scored = [s for s in scores if s.score is not None and math.isfinite(s.score)]
+        members = [bool(s.member) for s in scored]
+        extras: dict = {"n_items": len(scores), "n_scored": len(scored), "source": self.params["source"]}
+        if not scored or all(members) or not any(members):
+            reason = "too few scored members or non-members for an AUC"
+            return ProbeResult(
+                self.name, model_label, self.metric, "auc", None, tuple(scores), reason=reason, extras=extras
+            )
+        names = [name for name in STATISTICS if name in scored[0].detail]
+        extras["auc"] = {name: roc_auc([s.detail[name] for s in scored], members) for name in names}
+        primary = [s.score for s in scored]
+        extras["tpr_at_fpr"] = {"0.01": tpr_at_fpr(primary, members, 0.01), "0.05": tpr_at_fpr(primary, members, 0.05)}
+        fpr, tpr = thin(*roc_curve_points(primary, members))
+        extras["roc"] = {"fpr": fpr, "tpr": tpr}
+        value = roc_auc(primary, members)
+        return ProbeResult(self.name, model_label, self.metric, "auc", value, tuple(scores), extras=extras)
