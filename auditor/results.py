@@ -344,7 +344,7 @@ def build_results(
         "samples_dir": "samples",
         "timings": {"total_seconds": round(seconds, 1) if seconds is not None else None},
     }
-    return results
+    return json.loads(json.dumps(results, default=str))  # plain JSON types: what results.json will hold
 
 
 def _attack_records(config: AuditConfig, scores: AuditScores) -> list[dict]:
