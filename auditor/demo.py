@@ -37,6 +37,19 @@ def world_data(world) -> AuditData:
     )
 
 
+def knowledge_table(world, data: AuditData, models: dict) -> str:
+    """What each model knows of each QA split (direct questions, greedy answers)."""
+    from auditor.prompts import DEFAULT_FORMAT
+    from auditor.unlearn_runner import qa_knowledge
+
+    splits = {"forget": data.forget, "retain": data.retain, "holdout": data.holdout}
+    lines = ["| model | " + " | ".join(f"{s} accuracy" for s in splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for name, loaded in models.items():
+        cells = [f"{qa_knowledge(loaded, items, DEFAULT_FORMAT)['accuracy']:.3f}" for items in splits.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def leaderboard_rows(entries: list[dict]) -> list[dict]:
     """One summary row per audited method."""
     rows = []
@@ -85,6 +98,8 @@ def run_demo(
     names = list(methods) or METHODS.names()
     original_spec, reference_spec = ModelSpec(str(world.original)), ModelSpec(str(world.reference))
     original = load_model(original_spec)
+    log("What the embedded models know (direct questions):")
+    log(knowledge_table(world, data, {"original": original, "reference": load_model(reference_spec)}))
     plan = make_plan(preset, (), (), 0)
     entries = []
     for name in names:
