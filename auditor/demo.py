@@ -37,7 +37,7 @@ def world_data(world) -> AuditData:
     )
 
 
-def knowledge_table(world, data: AuditData, models: dict) -> str:
+def knowledge_table(data: AuditData, models: dict) -> str:
     """What each model knows of each QA split (direct questions, greedy answers)."""
     from auditor.prompts import DEFAULT_FORMAT
     from auditor.unlearn_runner import qa_knowledge
@@ -99,7 +99,7 @@ def run_demo(
     original_spec, reference_spec = ModelSpec(str(world.original)), ModelSpec(str(world.reference))
     original = load_model(original_spec)
     log("What the embedded models know (direct questions):")
-    log(knowledge_table(world, data, {"original": original, "reference": load_model(reference_spec)}))
+    log(knowledge_table(data, {"original": original, "reference": load_model(reference_spec)}))
     plan = make_plan(preset, (), (), 0)
     entries = []
     for name in names:
