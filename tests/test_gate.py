@@ -97,3 +97,10 @@ def test_regression_against_baseline():
     same = [{"attack": "a", "probe": "qa", "residual": 0.14, "ci_low": 0.1, "ci_high": 0.2}]
     assert compare_to_baseline(rose, base, Policy()).rose
     assert not compare_to_baseline(same, base, Policy()).rose
+
+
+def test_small_gap_cells_decide_nothing():
+    weak = Cell("none", "paraphrase", 0.65, 0.38, 0.93, 0.14, 0.09, 0.0, 0.0, 120, True)
+    verdict = decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], Policy(), 0.0)
+    assert verdict.label == "REMOVED"
+    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], Policy(min_gap=0.1), 0.0).label == "HIDDEN"
