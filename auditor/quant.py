@@ -93,7 +93,10 @@ def rtn_bin_bounds(
     weights that set the range (max |w| when symmetric, min and max when
     asymmetric) fix the grid, so their interval is the single point ``[w, w]``.
     Replacing any weights by values inside their bounds leaves
-    ``rtn_quantize_dequantize`` unchanged.
+    ``rtn_quantize_dequantize`` unchanged. (Asymmetric grids: the integer zero
+    point can put an end level's value just outside the group's range, hence
+    outside that weight's bounds.) Bounds are computed in float32 and returned in
+    the weight's dtype.
     """
     _check_bits(bits)
     w, _, _ = _padded_groups(weight, group_size)

@@ -75,7 +75,7 @@ def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
     if (cell["attack"], cell["probe"]) in deciding(results) and label in fail_on:
         return Judgement("failed", f"decided verdict {label}: {summary}")
     if cell.get("outcome") == "uninformative":
-        return Judgement("inconclusive", f"{summary}: uninformative (the original barely beats the floor, or few items)")
+        return Judgement("inconclusive", f"{summary}: uninformative (the original barely beats the floor)")
     low, high = finite(cell.get("ci_low")), finite(cell.get("ci_high"))
     if low is None or high is None or finite(cell.get("residual")) is None:
         return Judgement("inconclusive", f"no residual measured: {cell.get('note') or 'no reason given'}")

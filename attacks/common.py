@@ -1,0 +1,77 @@
+"""What every attack shares: building its record, and turning items into training examples."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from auditor.models import LoadedModel, fingerprint_module
+from auditor.plugins import Attack, AttackedVariant, AttackOutcome
+from auditor.prompts import PromptFormat
+from auditor.training import Example
+from auditor.types import AttackResult, Item, Status, VariantRecord
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so cached and fresh records are equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def outcome(
+    attack: Attack,
+    loaded: LoadedModel,
+    variants: list[AttackedVariant],
+    *,
+    applied: dict[str, Any],
+    started: float,
+    cost: dict[str, Any] | None = None,
+    status: Status = "ok",
+    reason: str | None = None,
+) -> AttackOutcome:
+    """The attack's record; each variant's ``fingerprint`` becomes the hash of its weights."""
+    records = []
+    for variant in variants:
+        variant.model.fingerprint = fingerprint_module(variant.model.model)
+        records.append(VariantRecord(variant.name, variant.model.fingerprint, tuple(sorted(variant.trained_groups))))
+    result = AttackResult(
+        attack=attack.name,
+        params=_plain(attack.params),
+        status=status,
+        input_fingerprint=fingerprint_module(loaded.model),
+        reason=reason,
+        applied=_plain(applied),
+        cost=_plain({**(cost or {}), "seconds": round(time.perf_counter() - started, 3)}),
+        variants=tuple(records),
+    )
+    return AttackOutcome(result, variants)
+
+
+def skipped(attack: Attack, loaded: LoadedModel, reason: str, started: float) -> AttackOutcome:
+    """A record that says why nothing was produced; it never counts as evidence."""
+    return outcome(attack, loaded, [], applied={}, started=started, status="skipped", reason=reason)
+
+
+def variant_label(loaded: LoadedModel, attack: Attack, name: str = "main") -> str:
+    """The label an attacked copy carries in place of its path."""
+    suffix = "" if name == "main" else f"#{name}"
+    return f"{loaded.spec.label}@{attack.spec}{suffix}"
+
+
+def item_examples(items: Iterable[Item], prompts: PromptFormat) -> list[Example]:
+    """Training examples that teach ``items``: QA as prompt/completion, texts whole, choices by the right one."""
+    examples = []
+    for item in items:
+        if item.question is not None and item.answer is not None:
+            examples.append(Example(prompts.prompt(item.question), prompts.completion(item.answer)))
+        elif item.question is not None and item.choices and item.answer_index is not None:
+            examples.append(Example(prompts.prompt(item.question), prompts.completion(item.choices[item.answer_index])))
+        elif item.text:
+            examples.append(Example("", item.text))
+    return examples
+
+
+def calibration_texts(items: Iterable[Item], prompts: PromptFormat) -> list[str]:
+    """Plain texts of ``items`` (prompt + completion, or the text), e.g. for GPTQ calibration."""
+    return [ex.prompt + ex.completion for ex in item_examples(items, prompts)]

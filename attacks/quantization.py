@@ -1,0 +1,265 @@
+"""Quantization attacks: low-bit copies of a model can answer what the full-precision model "forgot".
+
+Zhang et al. (ICLR 2025) showed that unlearning which moves weights less than a
+quantization step is undone by quantizing the unlearned model. Three backends:
+plain-torch round-to-nearest (always available, the grid of ``auditor.quant``),
+bitsandbytes int8/nf4/fp4, and GPTQ through the optional ``gptqmodel`` extra.
+A backend that cannot run yields ``skipped`` with the reason, never a
+full-precision model labelled quantized.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from attacks.common import calibration_texts, outcome, skipped, variant_label
+from auditor.errors import UserError
+from auditor.models import LoadedModel, clone, load_model, save_model
+from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
+from auditor.quant import quantizable_linears, rtn_quantize_dequantize
+from auditor.types import ModelSpec
+
+PAPER = "https://arxiv.org/abs/2410.16454"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next((name for name, value in DTYPES.items() if value == dtype), "float32")
+
+
+@contextlib.contextmanager
+def _scratch(ctx: RunContext) -> Iterator[Path]:
+    """A temporary directory under ``ctx.work_dir`` (or the system's), removed afterwards."""
+    if ctx.work_dir is not None:
+        Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="attack-", dir=ctx.work_dir) as tmp:
+        yield Path(tmp)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+class QuantRTN(Attack):
+    """Round-to-nearest weight quantization of every decoder Linear, dequantized back to float."""
+
+    name = "quant-rtn"
+    summary = "Round-to-nearest 8/4/3-bit weight quantization of the decoder Linear layers (plain torch)."
+    paper = PAPER
+    defaults: ClassVar[dict[str, Any]] = {"bits": 4, "group_size": 128, "symmetric": True}
+
+    def validate(self) -> None:
+        if not 2 <= self.params["bits"] <= 8:
+            raise UserError(f"{self.name}: bits must be between 2 and 8, got {self.params['bits']}")
+
+    @torch.no_grad()
+    def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
+        started = time.perf_counter()
+        bits, group_size, symmetric = self.params["bits"], self.params["group_size"], self.params["symmetric"]
+        copy = clone(loaded, variant_label(loaded, self))
+        modules = quantizable_linears(copy.model)
+        if not modules:
+            return skipped(self, loaded, "no Linear layers inside decoder blocks to quantize", started)
+        weights = per_channel = 0
+        change = 0.0
+        for _, linear in modules:
+            new = rtn_quantize_dequantize(linear.weight, bits, group_size, symmetric)
+            change += float((new - linear.weight).abs().sum())
+            linear.weight.copy_(new)
+            weights += new.numel()
+            per_channel += int(group_size <= 0 or group_size >= new.shape[1])
+        applied = {
+            "backend": "torch-rtn",
+            "bits": bits,
+            "group_size": group_size,
+            "grouping": "per output channel" if per_channel == len(modules) else f"groups of {group_size} inputs",
+            "per_channel_modules": per_channel,
+            "scheme": "symmetric" if symmetric else "asymmetric",
+            "modules": len(modules),
+            "weights": weights,
+            "mean_abs_change": change / max(weights, 1),
+            "excluded": "embeddings, output head, norms, Linear layers outside the decoder blocks",
+        }
+        return outcome(self, loaded, [AttackedVariant(copy)], applied=applied, started=started)
+
+
+class QuantBnB(Attack):
+    """bitsandbytes quantization through transformers' ``BitsAndBytesConfig`` (re-loaded from a temp copy)."""
+
+    name = "quant-bnb"
+    summary = "bitsandbytes int8 / nf4 / fp4 weight quantization, loaded through transformers."
+    paper = PAPER
+    requires = ("bitsandbytes",)
+    defaults: ClassVar[dict[str, Any]] = {"mode": "nf4", "double_quant": False, "compute_dtype": "auto"}
+    MODES: ClassVar[tuple[str, ...]] = ("int8", "nf4", "fp4")
+
+    def validate(self) -> None:
+        if self.params["mode"] not in self.MODES:
+            raise UserError(f"{self.name}: mode must be one of {', '.join(self.MODES)}")
+        if self.params["compute_dtype"] not in ("auto", *DTYPES):
+            raise UserError(f"{self.name}: compute_dtype must be auto, {', '.join(DTYPES)}")
+
+    def _config(self, model_dtype: torch.dtype):
+        from transformers import BitsAndBytesConfig
+
+        if self.params["mode"] == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True)
+        compute = model_dtype if self.params["compute_dtype"] == "auto" else DTYPES[self.params["compute_dtype"]]
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.params["mode"],
+            bnb_4bit_use_double_quant=self.params["double_quant"],
+            bnb_4bit_compute_dtype=compute,
+        )
+
+    def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
+        started = time.perf_counter()
+        missing = self.missing_requirements()
+        if missing:
+            return skipped(self, loaded, f"{', '.join(missing)} is not installed", started)
+        try:
+            import bitsandbytes as bnb
+
+            config = self._config(loaded.model.dtype)
+        except Exception as exc:  # a broken install must not stop the audit
+            return skipped(self, loaded, f"bitsandbytes unusable here: {_first_line(exc)}", started)
+        device = loaded.device
+        spec_options = {"dtype": _dtype_name(loaded.model.dtype), "device": str(device)}
+        try:
+            with _scratch(ctx) as tmp:
+                save_model(loaded, tmp / "input")
+                quantized = load_model(ModelSpec(str(tmp / "input"), **spec_options), quantization_config=config)
+            _smoke_test(quantized.model, loaded, calibration_texts(ctx.data.retain.items[:1], ctx.prompts)[0])
+        except Exception as exc:
+            return skipped(self, loaded, f"bitsandbytes {self.params['mode']} load failed: {_first_line(exc)}", started)
+        kind = bnb.nn.Linear8bitLt if self.params["mode"] == "int8" else bnb.nn.Linear4bit
+        names = [name for name, module in quantized.model.named_modules() if isinstance(module, kind)]
+        if not names:
+            return skipped(self, loaded, f"no {kind.__name__} after loading: the model was not quantized", started)
+        left = [
+            name
+            for name, module in quantized.model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not isinstance(module, kind)
+        ]
+        quantized.tokenizer = loaded.tokenizer
+        quantized.spec = ModelSpec(variant_label(loaded, self), **spec_options)
+        applied = {
+            "backend": f"bitsandbytes {bnb.__version__}",
+            "mode": self.params["mode"],
+            "double_quant": self.params["double_quant"] if self.params["mode"] != "int8" else None,
+            "compute_dtype": _dtype_name(config.bnb_4bit_compute_dtype) if self.params["mode"] != "int8" else "float16",
+            "device": str(device),
+            "module_type": kind.__name__,
+            "quantized_modules": len(names),
+            "quantized_names": names,
+            "full_precision_linears": left,
+        }
+        return outcome(self, loaded, [AttackedVariant(quantized)], applied=applied, started=started)
+
+
+@torch.no_grad()
+def _smoke_test(model: torch.nn.Module, loaded: LoadedModel, text: str) -> None:
+    """One forward pass, so a model whose kernels cannot run here is reported as skipped, not scored."""
+    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"].to(loaded.device)
+    logits = model(input_ids=ids).logits
+    if not torch.isfinite(logits).all():
+        raise RuntimeError("the quantized model gives non-finite logits")
+
+
+@contextlib.contextmanager
+def _inside(directory: Path) -> Iterator[None]:
+    """Run with ``directory`` as the working directory (gptqmodel writes ``logs/`` there)."""
+    before = Path.cwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+class QuantGPTQ(Attack):
+    """GPTQ (Frantar et al. 2023) through gptqmodel's own load / quantize / save API, calibrated on retain text."""
+
+    name = "quant-gptq"
+    summary = "GPTQ 4-bit weight quantization (gptqmodel extra), calibrated on retain-set text."
+    paper = PAPER
+    tier = "white-box-compute"
+    requires = ("gptqmodel",)
+    defaults: ClassVar[dict[str, Any]] = {"bits": 4, "group_size": 128, "calibration_items": 256, "desc_act": False}
+    reloadable: ClassVar[bool] = False  # its checkpoints load through gptqmodel only, not as HF dirs
+
+    def validate(self) -> None:
+        if self.params["bits"] not in (2, 3, 4, 8):
+            raise UserError(f"{self.name}: bits must be 2, 3, 4 or 8")
+        if self.params["group_size"] < 1:
+            raise UserError(f"{self.name}: group_size must be positive")
+        if self.params["calibration_items"] < 1:
+            raise UserError(f"{self.name}: calibration_items must be at least 1")
+
+    def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
+        started = time.perf_counter()
+        missing = self.missing_requirements()
+        if missing:
+            return skipped(self, loaded, "gptqmodel is not installed (pip install 'unlearn-audit[gptq]')", started)
+        texts = calibration_texts(ctx.data.retain.items[: self.params["calibration_items"]], ctx.prompts)
+        if not texts:
+            return skipped(self, loaded, "no retain text to calibrate GPTQ on", started)
+        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, os.cpu_count() or 1)))
+        group_size = self._group_size(loaded.model)
+        try:
+            with _scratch(ctx) as tmp, _inside(tmp):
+                model, timings = self._quantize(loaded, texts, group_size, tmp)
+            _smoke_test(model, loaded, texts[0])
+            import gptqmodel
+            from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+        except Exception as exc:  # gptqmodel raises many kinds; any of them means "did not run"
+            return skipped(self, loaded, f"GPTQ failed: {_first_line(exc)}", started)
+        layers = {name: module for name, module in model.named_modules() if isinstance(module, BaseQuantLinear)}
+        if not layers:
+            return skipped(self, loaded, "no quantized layer after GPTQ: the model was not quantized", started)
+        model.eval()
+        copy = LoadedModel(model, loaded.tokenizer, loaded.fingerprint, ModelSpec(variant_label(loaded, self)))
+        applied = {
+            "backend": f"gptqmodel {gptqmodel.__version__}",
+            "bits": self.params["bits"],
+            "group_size": group_size,
+            "desc_act": self.params["desc_act"],
+            "calibration_texts": len(texts),
+            "module_type": sorted({type(module).__name__ for module in layers.values()}),
+            "quantized_modules": len(layers),
+        }
+        cost = {"seconds_" + phase: round(seconds, 3) for phase, seconds in timings.items()}
+        return outcome(self, loaded, [AttackedVariant(copy)], applied=applied, started=started, cost=cost)
+
+    def _group_size(self, model: torch.nn.Module) -> int:
+        """The asked group size, cut to the largest size that divides every layer's input width (kernels need it)."""
+        widths = [linear.in_features for _, linear in quantizable_linears(model)]
+        return math.gcd(self.params["group_size"], *widths)
+
+    def _quantize(
+        self, loaded: LoadedModel, texts: list[str], group_size: int, tmp: Path
+    ) -> tuple[torch.nn.Module, dict[str, float]]:
+        """Quantize a saved copy, save it, reload it through gptqmodel; time each phase."""
+        from gptqmodel import GPTQModel, QuantizeConfig
+
+        timings, clock = {}, time.perf_counter()
+        save_model(loaded, tmp / "input")
+        config = QuantizeConfig(bits=self.params["bits"], group_size=group_size, desc_act=self.params["desc_act"])
+        model = GPTQModel.load(str(tmp / "input"), config, device=str(loaded.device))
+        timings["load"], clock = time.perf_counter() - clock, time.perf_counter()
+        model.quantize(texts, batch_size=8)
+        timings["quantize"], clock = time.perf_counter() - clock, time.perf_counter()
+        model.save(str(tmp / "quantized"))
+        reloaded = GPTQModel.load(str(tmp / "quantized"), device=str(loaded.device))
+        timings["save_reload"] = time.perf_counter() - clock
+        return reloaded.model, timings

@@ -1,0 +1,179 @@
+"""Relearning attacks: a short fine-tune brings back knowledge that unlearning only suppressed.
+
+Every attack fine-tunes a copy through ``auditor.training.train`` (LoRA merged at
+the end, or full fine-tuning) with a fixed seed from the run context, and is
+applied with the same budget to the unlearned model and to the reference, so
+what the fine-tune teaches by itself cancels out in the residual.
+
+Defaults were tuned on the embedded world (a 2-layer, 128-wide Llama with a
+1k vocabulary): 40 LoRA steps of 16 examples at learning rate 1e-3, rank 8 on
+every Linear of the blocks. With these, ``relearn-forget`` (2 folds) moved the
+reference's forget QA accuracy from 0.075 to 0.058 and brought a refusal
+("I don't know") control from 0.00 back to 0.93 (the original: 1.00); 20 or 60
+steps, or learning rate 3e-4 or 3e-3, gave 0.83-0.93 on the control as well.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from attacks.common import item_examples, outcome, skipped, variant_label
+from auditor.errors import UserError
+from auditor.models import LoadedModel, clone
+from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
+from auditor.training import Example, TrainConfig, train
+from auditor.types import Item
+
+PAPER_DEEB = "https://arxiv.org/abs/2410.08827"
+PAPER_LUCKI = "https://arxiv.org/abs/2409.18025"
+
+BUDGET: dict[str, Any] = {
+    "steps": 40,  # optimiser steps per fine-tune
+    "learning_rate": 1e-3,
+    "batch_size": 16,  # examples per step
+    "mode": "lora",  # "lora" (merged after training) or "full"
+    "lora_rank": 8,
+    "lora_alpha": 16,
+    "lora_targets": "all-linear",  # peft's "all-linear", or module names joined by "|" (e.g. "q_proj|v_proj")
+}
+
+
+def subjects(items: Sequence[Item]) -> frozenset[str]:
+    """The explicit subjects (``Item.group``) of ``items``; items without one share no identity across sets."""
+    return frozenset(item.group for item in items if item.group is not None)
+
+
+class Relearn(Attack):
+    """Shared budget, validation and fine-tune of the relearning attacks."""
+
+    tier = "white-box-compute"
+    stochastic = True
+    defaults: ClassVar[dict[str, Any]] = dict(BUDGET)
+
+    def validate(self) -> None:
+        p = self.params
+        if p["mode"] not in ("lora", "full"):
+            raise UserError(f"{self.name}: mode must be lora or full, got {p['mode']!r}")
+        if p["steps"] < 1 or p["batch_size"] < 1 or p["learning_rate"] <= 0:
+            raise UserError(f"{self.name}: steps, batch_size and learning_rate must be positive")
+        if p["mode"] == "lora" and (p["lora_rank"] < 1 or not self._targets()):
+            raise UserError(f"{self.name}: lora_rank must be positive and lora_targets non-empty")
+
+    def _targets(self) -> str | tuple[str, ...]:
+        raw = self.params["lora_targets"]
+        if raw == "all-linear":
+            return raw
+        return tuple(part.strip() for part in raw.replace(",", "|").split("|") if part.strip())
+
+    def config(self, seed: int) -> TrainConfig:
+        p = self.params
+        return TrainConfig(
+            steps=p["steps"],
+            learning_rate=p["learning_rate"],
+            batch_size=p["batch_size"],
+            lora=p["mode"] == "lora",
+            lora_rank=p["lora_rank"],
+            lora_alpha=p["lora_alpha"],
+            lora_targets=self._targets(),
+            seed=seed,
+        )
+
+    def finetune(
+        self, loaded: LoadedModel, examples: list[Example], ctx: RunContext, name: str = "main"
+    ) -> tuple[LoadedModel, dict[str, Any]]:
+        """A fine-tuned copy of ``loaded`` (in eval mode) and the run's cost."""
+        copy = clone(loaded, variant_label(loaded, self, name))
+        report = train(copy.model, copy.tokenizer, {"train": examples}, self.config(ctx.seed), progress=ctx.progress)
+        copy.model = report.model.eval()
+        return copy, {"steps": report.steps, "examples": report.examples_seen["train"]}
+
+    def single(self, loaded: LoadedModel, ctx: RunContext, items: Sequence[Item], what: str) -> AttackOutcome:
+        """Fine-tune once on ``items`` (the retain and unrelated variants)."""
+        started = time.perf_counter()
+        examples = item_examples(items, ctx.prompts)
+        if not examples:
+            return skipped(self, loaded, f"no usable {what} items to fine-tune on", started)
+        model, cost = self.finetune(loaded, examples, ctx)
+        seen = subjects(items)
+        applied = {"data": what, "trained_items": len(examples), "trained_groups": len(seen), **self._settings()}
+        variant = AttackedVariant(model, "main", seen)
+        return outcome(self, loaded, [variant], applied=applied, started=started, cost=cost)
+
+    def _settings(self) -> dict[str, Any]:
+        p = self.params
+        lora = {"lora_rank": p["lora_rank"], "lora_alpha": p["lora_alpha"], "lora_targets": self._targets()}
+        return {"mode": p["mode"], "steps": p["steps"], **(lora if p["mode"] == "lora" else {})}
+
+
+class RelearnForget(Relearn):
+    """Deeb & Roger's retraining-on-T: fine-tune on some forget subjects, evaluate on the held-out rest."""
+
+    name = "relearn-forget"
+    summary = "Fine-tune on k-1 folds of the forget subjects, evaluate each fold on the model that never saw it."
+    paper = PAPER_DEEB
+    defaults: ClassVar[dict[str, Any]] = {**BUDGET, "folds": 2}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.params["folds"] < 2:
+            raise UserError(f"{self.name}: folds must be at least 2, got {self.params['folds']}")
+
+    def split(self, items: Sequence[Item], seed: int) -> list[list[str]]:
+        """Subject keys cut into ``folds`` groups, shuffled by ``seed`` (the same seed, the same folds)."""
+        keys = sorted({item.key for item in items})
+        random.Random(seed).shuffle(keys)
+        k = self.params["folds"]
+        return [sorted(keys[i::k]) for i in range(k)]
+
+    def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
+        started = time.perf_counter()
+        items = ctx.data.forget.items
+        folds = self.split(items, ctx.seed)
+        if any(not fold for fold in folds):
+            n_keys = len({item.key for item in items})
+            return skipped(self, loaded, f"{len(folds)} folds need as many forget subjects (found {n_keys})", started)
+        variants, records, cost = [], [], {"steps": 0, "examples": 0}
+        for index, held_out in enumerate(folds):
+            kept = set(held_out)
+            trained = [item for item in items if item.key not in kept]
+            examples = item_examples(trained, ctx.prompts)
+            if not examples:
+                return skipped(self, loaded, "the forget items have no question/answer or text to train on", started)
+            name = f"fold{index}"
+            model, run_cost = self.finetune(loaded, examples, ctx, name)
+            seen = frozenset(item.key for item in trained)
+            variants.append(AttackedVariant(model, name, seen))
+            records.append(
+                {"variant": name, "held_out_groups": held_out, "trained_items": sorted(item.id for item in trained)}
+            )
+            cost["steps"] += run_cost["steps"]
+            cost["examples"] += run_cost["examples"]
+        applied = {"data": "forget", "folds": records, **self._settings()}
+        return outcome(self, loaded, variants, applied=applied, started=started, cost=cost)
+
+
+class RelearnRetain(Relearn):
+    """Fine-tune on in-distribution retain data: what related but not forgotten facts bring back."""
+
+    name = "relearn-retain"
+    summary = "Fine-tune on the retain set's QA (in-distribution data the model was allowed to keep)."
+    paper = PAPER_DEEB
+
+    def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
+        return self.single(loaded, ctx, ctx.data.retain.items, "retain")
+
+
+class RelearnUnrelated(Relearn):
+    """Benign fine-tuning on text unrelated to the forget set (Lucki et al. 2024)."""
+
+    name = "relearn-unrelated"
+    summary = "Fine-tune on text unrelated to the forget set (benign fine-tuning)."
+    paper = PAPER_LUCKI
+
+    def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
+        if ctx.data.unrelated is None:
+            return skipped(self, loaded, "no unrelated data given (AuditData.unrelated)", time.perf_counter())
+        return self.single(loaded, ctx, ctx.data.unrelated.items, "unrelated")
