@@ -1,0 +1,58 @@
+"""Run each bundled unlearning method's defaults on the embedded world and print a Markdown table.
+
+Usage: ``UNLEARN_AUDIT_CACHE=... HF_HUB_OFFLINE=1 python bench/unlearning_methods.py [METHOD[:k=v,...] ...]``
+(no argument: every registered method). Columns: QA accuracy on the forget and
+retain sets before/after (greedy answer contains the true answer), wall seconds
+of ``unlearn``, and for the shallow presets and ``quant-hide`` the forget
+accuracy of the 4-bit RTN copy (group 128, symmetric: the ``quant-rtn`` default).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from auditor.data import load_items
+from auditor.models import ModelSpec, load_model
+from auditor.plugins import RunContext, parse_param_pairs
+from auditor.registry import METHODS
+from auditor.types import AuditData
+from auditor.unlearning.check import qa_accuracy, rtn_copy
+from auditor.world import build_world
+
+RTN_COLUMN = ("ga-kl-shallow", "npo-gd-shallow", "quant-hide", "noop")
+
+
+def parse(arg: str) -> tuple[str, dict[str, str]]:
+    name, _, params = arg.partition(":")
+    return name, parse_param_pairs(params.split(",")) if params else {}
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(2)
+    world = build_world()
+    original = load_model(ModelSpec(str(world.original)))
+    forget = load_items(world.file("forget"), "forget")
+    retain = load_items(world.file("retain"), "retain")
+    ctx = RunContext(AuditData(forget, retain))
+    runs = [parse(a) for a in argv] or [(name, {}) for name in METHODS.names()]
+    f0, r0 = qa_accuracy(original, forget), qa_accuracy(original, retain)
+    q0 = qa_accuracy(rtn_copy(original), forget)
+    print(f"original: forget {f0:.3f}, retain {r0:.3f}, 4-bit RTN forget {q0:.3f}", file=sys.stderr)
+    print("| method | forget before | forget after | retain before | retain after | seconds | RTN-4 forget after |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, params in runs:
+        method = METHODS.get(name)(**params)
+        start = time.perf_counter()
+        outcome = method.unlearn(original, forget, retain, ctx)
+        seconds = time.perf_counter() - start
+        f1, r1 = qa_accuracy(outcome.model, forget), qa_accuracy(outcome.model, retain)
+        rtn = f"{qa_accuracy(rtn_copy(outcome.model), forget):.3f}" if name in RTN_COLUMN else ""
+        label = method.spec if params else name
+        print(f"| {label} | {f0:.3f} | {f1:.3f} | {r0:.3f} | {r1:.3f} | {seconds:.1f} | {rtn} |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
