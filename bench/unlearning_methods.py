@@ -1,7 +1,8 @@
 """Run each bundled unlearning method's defaults on the embedded world and print a Markdown table.
 
-Usage: ``UNLEARN_AUDIT_CACHE=... HF_HUB_OFFLINE=1 python bench/unlearning_methods.py [METHOD[:k=v,...] ...]``
-(no argument: every registered method). Columns: QA accuracy on the forget and
+Usage: ``UNLEARN_AUDIT_CACHE=... HF_HUB_OFFLINE=1 python bench/unlearning_methods.py [--threads N]
+[METHOD[:k=v,...] ...]`` (no method: every registered one; 2 threads unless told; use 1 when other
+jobs share the 2 cores, 2 contending threads are ~10x slower). Columns: QA accuracy on the forget and
 retain sets before/after (greedy answer contains the true answer), wall seconds
 of ``unlearn``, and for the shallow presets and ``quant-hide`` the forget
 accuracy of the 4-bit RTN copy (group 128, symmetric: the ``quant-rtn`` default).
@@ -31,7 +32,10 @@ def parse(arg: str) -> tuple[str, dict[str, str]]:
 
 
 def main(argv: list[str]) -> None:
-    torch.set_num_threads(2)
+    threads = 2
+    if argv[:1] == ["--threads"]:
+        threads, argv = int(argv[1]), argv[2:]
+    torch.set_num_threads(threads)
     world = build_world()
     original = load_model(ModelSpec(str(world.original)))
     forget = load_items(world.file("forget"), "forget")

@@ -81,7 +81,7 @@ class FineTuneMethod(UnlearningMethod):
             steps=p["steps"],
             learning_rate=p["learning_rate"],
             batch_size=p["batch_size"],
-            lora=p["lora"],
+            lora=p.get("lora", True),
             lora_rank=p["lora_rank"],
             lora_alpha=2 * p["lora_rank"],
             lora_targets="all-linear",  # every Linear but the output head, whatever the architecture

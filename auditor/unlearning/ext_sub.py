@@ -68,7 +68,7 @@ class ExtSub(FineTuneMethod):
     summary = "Extraction-before-Subtraction of a forget-set LoRA from a retain-set LoRA."
     paper = PAPER
     defaults: ClassVar[dict[str, Any]] = {
-        **TRAIN_DEFAULTS,
+        **{key: value for key, value in TRAIN_DEFAULTS.items() if key != "lora"},  # adapters are the method
         "steps": 60,
         "learning_rate": 2e-3,
         "lam": 4.0,  # weight of the subtracted part
@@ -79,8 +79,6 @@ class ExtSub(FineTuneMethod):
         super().validate()
         if self.params["mode"] not in ("extsub", "negate"):
             raise UserError(f"ext-sub: mode must be extsub or negate, got {self.params['mode']!r}")
-        if not self.params["lora"]:
-            raise UserError("ext-sub: combines two LoRA adapters; lora=false is not supported")
 
     def _adapter(self, loaded: LoadedModel, stream: list, ctx: RunContext) -> tuple[dict[str, torch.Tensor], dict]:
         config = self.train_config(ctx)
