@@ -32,16 +32,24 @@ def data(world):
     return world_data(world)
 
 
+class Controls(dict):
+    """The known-answer controls, each unlearned once per session when first asked for."""
+
+    def __init__(self, world, data, root: Path):
+        super().__init__()
+        self.world, self.data, self.root = world, data, root
+
+    def __missing__(self, name: str) -> Path:
+        original = load_model(ModelSpec(str(self.world.original)))
+        ctx = RunContext(data=self.data)
+        unlearn_to_dir(METHODS.get(name)(), original, self.data.forget, self.data.retain, self.root / name, ctx)
+        self[name] = self.root / name
+        return self[name]
+
+
 @pytest.fixture(scope="session")
 def controls(world, data, tmp_path_factory):
-    """The known-answer controls, unlearned once per session."""
-    root = tmp_path_factory.mktemp("controls")
-    original = load_model(ModelSpec(str(world.original)))
-    dirs = {}
-    for name in CONTROLS:
-        unlearn_to_dir(METHODS.get(name)(), original, data.forget, data.retain, root / name, RunContext(data=data))
-        dirs[name] = root / name
-    return dirs
+    return Controls(world, data, tmp_path_factory.mktemp("controls"))
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +72,7 @@ def audit(world, data, unlearned: Path, out: Path, cache: Path, preset: str = CA
 @pytest.fixture(scope="session")
 def calibration(world, data, controls, shared_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("calibration")
-    return {name: audit(world, data, path, out / name, shared_cache) for name, path in controls.items()}
+    return {name: audit(world, data, controls[name], out / name, shared_cache) for name in CONTROLS}
 
 
 def cells_of(results, outcome):
@@ -122,9 +130,18 @@ def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+def without_times(value):
+    """A copy without wall-clock figures (keys named ``seconds``), which legitimately differ between runs."""
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
 def comparable(results: dict) -> dict:
     """results.json without what legitimately differs between runs (time)."""
-    out = json.loads(json.dumps(results))
+    out = without_times(json.loads(json.dumps(results)))
     out.pop("created"), out.pop("timings")
     return out
 
@@ -141,7 +158,9 @@ def test_same_seed_same_results_and_inputs_untouched(world, data, controls, tmp_
 
 
 def scored_part(results: dict) -> dict:
-    return {k: results[k] for k in ("cells", "verdict", "scores", "collateral", "attacks", "recovered_items")}
+    return without_times(
+        {k: results[k] for k in ("cells", "verdict", "scores", "collateral", "attacks", "recovered_items")}
+    )
 
 
 def test_resume_after_kill_matches_and_recomputes_nothing_finished(world, data, controls, tmp_path):
