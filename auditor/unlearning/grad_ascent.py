@@ -90,14 +90,14 @@ class GradAscentKL(FineTuneMethod):
 
 
 class GradAscentKLShallow(GradAscentKL):
-    """``ga-kl`` in full fine-tuning with a small learning rate and few steps: the regime where 4-bit
-    quantization restored knowledge in 7B models (Zhang et al., ICLR 2025).
+    """``ga-kl`` in full fine-tuning with a small learning rate: the regime where 4-bit quantization
+    restored knowledge in 7B models (Zhang et al., ICLR 2025).
 
-    On the embedded world: forget 1.00 -> 0.50, retain 0.89, and the 4-bit RTN copy stays at 0.51:
-    no restoration at this size (the weights move ~5%, coherently; see bench/unlearning_methods.py).
+    On the embedded world: forget 1.00 -> 0.48, retain 0.99, and its 4-bit RTN copy answers 0.49:
+    no restoration at this size (see bench/unlearning_methods.py).
     """
 
     name = "ga-kl-shallow"
-    summary = "GA + KL, shallow preset (small learning rate, few steps)."
+    summary = "GA + KL, shallow preset (full fine-tuning, small learning rate)."
     paper = "Zhang et al., ICLR 2025, Catastrophic Failure of LLM Unlearning via Quantization"
-    defaults: ClassVar[dict[str, Any]] = {**GradAscentKL.defaults, "lora": False, "steps": 60, "learning_rate": 1e-4}
+    defaults: ClassVar[dict[str, Any]] = {**GradAscentKL.defaults, "lora": False, "steps": 100, "learning_rate": 1e-4}

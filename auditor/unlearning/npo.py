@@ -82,14 +82,14 @@ class NPOGradDiff(NPO):
 
 
 class NPOGradDiffShallow(NPOGradDiff):
-    """``npo-gd`` in full fine-tuning with a small learning rate and few steps: the regime where 4-bit
-    quantization restored knowledge in 7B models (Zhang et al., ICLR 2025).
+    """``npo-gd`` in full fine-tuning with a small learning rate: the regime where 4-bit quantization
+    restored knowledge in 7B models (Zhang et al., ICLR 2025).
 
-    On the embedded world: forget 1.00 -> 0.50, retain 0.98, and the 4-bit RTN copy stays at 0.53:
+    On the embedded world: forget 1.00 -> 0.42, retain 1.00, and its 4-bit RTN copy answers 0.43:
     no restoration at this size.
     """
 
     name = "npo-gd-shallow"
-    summary = "NPO + retain descent, shallow preset (small learning rate, few steps)."
+    summary = "NPO + retain descent, shallow preset (full fine-tuning, small learning rate)."
     paper = "Zhang et al., ICLR 2025, Catastrophic Failure of LLM Unlearning via Quantization"
-    defaults: ClassVar[dict[str, Any]] = {**NPOGradDiff.defaults, "lora": False, "steps": 60, "learning_rate": 1e-4}
+    defaults: ClassVar[dict[str, Any]] = {**NPOGradDiff.defaults, "lora": False, "steps": 80, "learning_rate": 1e-4}
