@@ -39,6 +39,10 @@ def _common_ids(results: list[ProbeResult]) -> list[str]:
     return [i for i in maps[0] if all(i in m for m in maps[1:])]
 
 
+def _skipped_cell(attack: str, probe: str, original: ProbeResult, controlled: bool, note: str | None) -> Cell:
+    return Cell(attack, probe, None, None, None, original.value, None, None, None, 0, controlled, "skipped", note)
+
+
 def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None], seed: int) -> Cell:
     res, floors = scores.probe_results, scores.floor_results
     attacked = [res[("unlearned", attack, s, probe)] for s in seeds]
@@ -52,33 +56,12 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
     everything = [original, *attacked] + ([reference, *reference_attacked] if reference else [])
     skipped = next((r for r in everything if r is not None and r.status == "skipped"), None)
     aggregate = original.aggregate
-    empty = {"k_original": original.value, "k_unlearned": None, "k_reference": None, "k_reference_attacked": None}
     if skipped is not None:
-        return Cell(
-            attack,
-            probe,
-            None,
-            None,
-            None,
-            **empty,
-            n_items=0,
-            controlled=scores.controlled,
-            status="skipped",
-            note=skipped.reason,
-        )
+        return _skipped_cell(attack, probe, original, scores.controlled, skipped.reason)
     floor = 0.5 if not scores.controlled and aggregate == "auc" else None
     if not scores.controlled and floor is None and (reference is None or None in reference_attacked):
-        return Cell(
-            attack,
-            probe,
-            None,
-            None,
-            None,
-            **empty,
-            n_items=0,
-            controlled=False,
-            status="skipped",
-            note="no reference model and no holdout counterpart for this probe",
+        return _skipped_cell(
+            attack, probe, original, False, "no reference model and no holdout counterpart for this probe"
         )
     paired = scores.controlled
     ids = _common_ids([original, *attacked] + ([reference, *reference_attacked] if paired else []))
@@ -98,18 +81,7 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
         floor=floor,
     )
     if not ids:
-        return Cell(
-            attack,
-            probe,
-            None,
-            None,
-            None,
-            **empty,
-            n_items=0,
-            controlled=scores.controlled,
-            status="skipped",
-            note="no item could be scored on every model",
-        )
+        return _skipped_cell(attack, probe, original, scores.controlled, "no item could be scored on every model")
     est = estimate_residual(table, aggregate, seed)
     note = None if est.residual is not None else "uninformative: the original knows no more than the floor"
     return Cell(
