@@ -53,6 +53,8 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
     else:
         reference = floors.get(("original", NO_ATTACK, None, probe))
         reference_attacked = [floors.get(("unlearned", attack, s, probe)) for s in seeds]
+        if original.aggregate == "auc":  # the floor of an AUC is 0.5 by definition
+            reference, reference_attacked = None, []
     everything = [original, *attacked] + ([reference, *reference_attacked] if reference else [])
     skipped = next((r for r in everything if r is not None and r.status == "skipped"), None)
     aggregate = original.aggregate

@@ -227,3 +227,25 @@ def test_resume_after_kill_matches_and_recomputes_nothing_finished(world, data, 
     assert scored_part(json.loads((out / "results.json").read_text())) == scored_part(
         json.loads(json.dumps(uninterrupted))
     )
+
+
+def test_without_reference_every_cell_is_uncontrolled(world, data, tmp_path):
+    """No reference: floors come from the holdout set (AUC: 0.5), and every cell says so."""
+    results = audit(
+        world,
+        data,
+        world.original,
+        tmp_path / "unc",
+        tmp_path / "cache",
+        controlled=False,
+        preset="quick",
+        attacks=("quant-rtn:bits=4",),
+        probes=("qa", "mia"),
+    )
+    assert results["controlled"] is False and results["models"]["reference"] is None
+    cells = {(c["attack"], c["probe"]): c for c in results["cells"]}
+    assert all(c["controlled"] is False for c in cells.values())
+    qa, mia = cells[("none", "qa")], cells[("none", "mia")]
+    assert qa["status"] == "ok" and qa["k_reference"] < 0.3  # the original on holdout people: chance level
+    assert mia["status"] == "ok" and mia["k_reference"] == 0.5
+    assert results["verdict"]["label"] == "NOT_UNLEARNED"
