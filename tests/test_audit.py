@@ -129,7 +129,8 @@ def test_results_validate_against_schema(calibration):
     from reports.schema import validate_results
 
     for results in calibration.values():
-        validate_results(results)
+        validate_results(results)  # raises on any violation
+        assert results["schema_version"] == "1.0" and results["cells"]
 
 
 def digest(folder: Path) -> dict[str, str]:
