@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -197,11 +198,18 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     envvar="UNLEARN_AUDIT_CACHE",
     help="World cache root (default: ~/.cache/unlearn-audit).",
 )
-def demo(out: str, preset: str, methods: tuple[str, ...], cache_dir: str | None) -> None:
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=lambda: min(4, os.cpu_count() or 1),
+    show_default="CPU cores, at most 4",
+    help="Methods audited at once, in worker processes that share the CPU threads.",
+)
+def demo(out: str, preset: str, methods: tuple[str, ...], cache_dir: str | None, jobs: int) -> None:
     """Build the embedded world, run every bundled unlearning method, audit each, write an index report."""
     from auditor.demo import run_demo
 
     set_threads()
     out_dir = ensure_new_dir(out)
-    index = run_demo(out_dir, preset, methods, cache_dir, log=click.echo)
+    index = run_demo(out_dir, preset, methods, cache_dir, jobs=jobs, log=click.echo)
     click.echo(f"\nindex report: {index.resolve()}")

@@ -3,13 +3,19 @@
 Unlearned models are kept under ``OUT/models`` and finished audit pieces under
 ``OUT/cache`` (shared between the audits: the original, the reference and the
 attacked reference are the same for every method), so a second run is fast.
+The leaderboard is written as ``OUT/index.html`` and ``OUT/leaderboard.md``
+(the table in the README).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
+import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.audit import run_audit
@@ -23,18 +29,27 @@ from auditor.registry import METHODS
 from auditor.types import AuditData, ModelSpec
 from auditor.unlearn_runner import unlearn_to_dir
 
+# audit option -> the world's data file it reads (the notebook lines are the verbatim and text-MIA passages)
+WORLD_AUDIT_FILES = {
+    "forget": "forget",
+    "retain": "retain",
+    "holdout": "holdout",
+    "multihop": "forget_multihop",
+    "forget_texts": "forget_notebook",
+    "holdout_texts": "holdout_notebook",
+    "unrelated": "unrelated",
+}
+
 
 def world_data(world) -> AuditData:
     """Every item set the world provides, as an audit reads them."""
-    return load_audit_data(
-        str(world.file("forget")),
-        str(world.file("retain")),
-        holdout=str(world.file("holdout")),
-        multihop=str(world.file("forget_multihop")),
-        forget_texts=str(world.file("forget_bio")),
-        holdout_texts=str(world.file("holdout_bio")),
-        unrelated=str(world.file("unrelated")),
-    )
+    paths = {option: str(world.file(name)) for option, name in WORLD_AUDIT_FILES.items()}
+    return load_audit_data(paths.pop("forget"), paths.pop("retain"), **paths)
+
+
+def world_data_options(world) -> str:
+    """The same files as ``unlearn-audit audit`` options."""
+    return " ".join(f"--{option.replace('_', '-')} {world.file(name)}" for option, name in WORLD_AUDIT_FILES.items())
 
 
 def knowledge_table(data: AuditData, models: dict) -> str:
@@ -86,59 +101,111 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class MethodJob:
+    """One method of the demo: unlearn (unless already done), then audit; picklable for worker processes."""
+
+    name: str
+    out_dir: Path
+    preset: str
+    cache_dir: str | None
+    threads: int
+
+
+def run_method(job: MethodJob, log: Callable[[str], None] = print) -> dict:
+    """Unlearn with one method (reusing a finished model) and audit it; the index entry."""
+    import torch
+
+    from auditor.world import WorldSpec, build_world
+
+    torch.set_num_threads(job.threads)
+    world = build_world(WorldSpec(), cache_dir=job.cache_dir)
+    data = world_data(world)
+    original_spec, reference_spec = ModelSpec(str(world.original)), ModelSpec(str(world.reference))
+    model_dir = job.out_dir / "models" / job.name
+    if not (model_dir / "unlearning.json").is_file():
+        ctx = RunContext(data=data, seed=0)
+        record = unlearn_to_dir(
+            METHODS.get(job.name)(), load_model(original_spec), data.forget, data.retain, model_dir, ctx
+        )
+        log(
+            f"[{job.name}] unlearned: forget {record['before']['forget']['accuracy']:.2f} -> "
+            f"{record['after']['forget']['accuracy']:.2f}, retain {record['before']['retain']['accuracy']:.2f}"
+            f" -> {record['after']['retain']['accuracy']:.2f} ({record['wall_seconds']:.1f} s)"
+        )
+    plan = make_plan(job.preset, (), (), 0)
+    config = AuditConfig(
+        original_spec, ModelSpec(str(model_dir)), reference_spec, plan, cache_dir=job.out_dir / "cache"
+    )
+    command = (
+        f"unlearn-audit audit --original {world.original} --unlearned {model_dir} --reference {world.reference} "
+        f"{world_data_options(world)} --preset {job.preset} --out {job.out_dir / job.name}"
+    )
+    options = {"preset": job.preset, "seed": 0, "method": job.name}
+    start = time.perf_counter()
+    outputs = run_audit(config, data, Policy(), job.out_dir / job.name, command=command, options=options, resume=True)
+    log(f"[{job.name}] audited: {outputs.results['verdict']['label']} ({time.perf_counter() - start:.0f} s)")
+    return {"name": job.name, "href": f"{job.name}/report.html", "results": outputs.results}
+
+
+def _print_flushed(message: str) -> None:
+    print(message, flush=True)
+
+
 def run_demo(
-    out_dir: Path, preset: str, methods: tuple[str, ...], cache_dir: str | None, log: Callable[[str], None] = print
+    out_dir: Path,
+    preset: str,
+    methods: tuple[str, ...],
+    cache_dir: str | None,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
 ) -> Path:
-    """Run the whole demo and return the path of the index report."""
+    """Run the whole demo and return the path of the index report.
+
+    The first method runs alone, so the audit pieces every method shares (the
+    original, the reference and the attacked reference) are computed once;
+    the others then run in ``jobs`` worker processes, the CPU threads split
+    between them, the exact retrain (the slowest to make) first.
+    """
+    import torch
+
     from auditor.world import WorldSpec, build_world
     from reports.index import render_index
 
     world = build_world(WorldSpec(), cache_dir=cache_dir, progress=log)
     data = world_data(world)
     names = list(methods) or METHODS.names()
-    original_spec, reference_spec = ModelSpec(str(world.original)), ModelSpec(str(world.reference))
-    original = load_model(original_spec)
+    models = {
+        "original": load_model(ModelSpec(str(world.original))),
+        "reference": load_model(ModelSpec(str(world.reference))),
+    }
     log("What the embedded models know (direct questions):")
-    log(knowledge_table(data, {"original": original, "reference": load_model(reference_spec)}))
-    plan = make_plan(preset, (), (), 0)
-    entries = []
-    for name in names:
-        model_dir = out_dir / "models" / name
-        if not (model_dir / "unlearning.json").is_file():
-            log(f"[{name}] unlearning")
-            ctx = RunContext(data=data, seed=0)
-            record = unlearn_to_dir(METHODS.get(name)(), original, data.forget, data.retain, model_dir, ctx)
-            log(
-                f"[{name}] forget {record['before']['forget']['accuracy']:.2f} -> "
-                f"{record['after']['forget']['accuracy']:.2f}, retain {record['before']['retain']['accuracy']:.2f}"
-                f" -> {record['after']['retain']['accuracy']:.2f} ({record['wall_seconds']:.1f} s)"
-            )
-        log(f"[{name}] auditing ({preset})")
-        config = AuditConfig(
-            original_spec, ModelSpec(str(model_dir)), reference_spec, plan, cache_dir=out_dir / "cache"
-        )
-        command = (
-            f"unlearn-audit audit --original {world.original} --unlearned {model_dir} "
-            f"--reference {world.reference} --forget {world.file('forget')} --retain {world.file('retain')} "
-            f"--holdout {world.file('holdout')} --multihop {world.file('forget_multihop')} "
-            f"--forget-texts {world.file('forget_bio')} --holdout-texts {world.file('holdout_bio')} "
-            f"--unrelated {world.file('unrelated')} --preset {preset} --out {out_dir / name}"
-        )
-        outputs = run_audit(
-            config,
-            data,
-            Policy(),
-            out_dir / name,
-            command=command,
-            options={"preset": preset, "seed": 0, "method": name},
-            resume=True,
-        )
-        log(f"[{name}] verdict {outputs.results['verdict']['label']}")
-        entries.append({"name": name, "href": f"{name}/report.html", "results": outputs.results})
-    index = out_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
+    log(knowledge_table(data, models))
+    threads = torch.get_num_threads()
+    first, rest = names[0], sorted(names[1:], key=lambda n: n != "retrain")
+    entries = {first: run_method(MethodJob(first, out_dir, preset, cache_dir, threads), log)}
+    if rest:
+        log(f"auditing {len(rest)} more methods in {min(jobs, len(rest))} worker process(es) ...")
+    if jobs > 1 and len(rest) > 1:
+        per_job = max(1, threads // jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(jobs, len(rest)), mp_context=context) as pool:
+            futures = [
+                pool.submit(run_method, MethodJob(n, out_dir, preset, cache_dir, per_job), _print_flushed) for n in rest
+            ]
+            entries.update((n, f.result()) for n, f in zip(rest, futures, strict=True))
+    else:
+        entries.update((n, run_method(MethodJob(n, out_dir, preset, cache_dir, threads), log)) for n in rest)
+    ordered = [entries[n] for n in names]
+    table = markdown_table(leaderboard_rows(ordered))
+    _write_atomic(out_dir / "leaderboard.md", table + "\n")
+    _write_atomic(out_dir / "index.html", render_index(ordered))
+    log("\n" + table)
+    return out_dir / "index.html"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(render_index(entries))
-    os.replace(tmp, index)
-    log("\n" + markdown_table(leaderboard_rows(entries)))
-    return index
+        handle.write(text)
+    os.replace(tmp, path)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from auditor.tokens import encode_pairs
 from auditor.training import pad_token_id
@@ -49,20 +50,43 @@ class TokenStats:
         return float(self.logprobs.mean()) if self.logprobs.size else float("nan")
 
 
-def _length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length and cut into batches, so a batch pads little."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+MAX_BATCH_ROWS = 256  # sequences per forward pass
+MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass (generation counts the new tokens too)
+
+
+def length_buckets(
+    lengths: Sequence[int], max_rows: int = MAX_BATCH_ROWS, max_tokens: int = MAX_BATCH_TOKENS, extra: int = 0
+) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``max_rows`` rows and ``max_tokens`` padded tokens.
+
+    ``extra`` is added to every length (the tokens generation appends). A batch
+    always takes at least one sequence, however long.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        width = lengths[i] + extra  # ascending order: the widest of the batch so far
+        if current and (len(current) >= max_rows or (len(current) + 1) * width > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return [*batches, current] if current else batches
 
 
 @torch.no_grad()
-def teacher_forced(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[TokenStats]:
+def teacher_forced(
+    model,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    max_rows: int = MAX_BATCH_ROWS,
+    max_tokens: int = MAX_BATCH_TOKENS,
+) -> list[TokenStats]:
     """Token statistics of each answer given its prompt, from right-padded, length-bucketed batches."""
     encoded = encode_pairs(tokenizer, pairs)
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
     results: list[TokenStats | None] = [None] * len(encoded)
-    for bucket in _length_buckets([len(e.input_ids) for e in encoded], batch_size):
+    for bucket in length_buckets([len(e.input_ids) for e in encoded], max_rows, max_tokens):
         width = max(len(encoded[i].input_ids) for i in bucket)
         ids = torch.full((len(bucket), width), pad, dtype=torch.long)
         attention = torch.zeros((len(bucket), width), dtype=torch.long)
@@ -98,6 +122,24 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+class _StopTokens(StoppingCriteria):
+    """Ends a row once its last token contains a stop string (stops split over tokens are cut afterwards)."""
+
+    def __init__(self, stop_ids: torch.Tensor):
+        self.stop_ids = stop_ids
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
+
+
+def stop_token_ids(tokenizer, stop: Sequence[str]) -> torch.Tensor:
+    """Ids of the tokens whose text contains one of ``stop``."""
+    if not stop:
+        return torch.zeros(0, dtype=torch.long)
+    ids = [i for i in range(len(tokenizer)) if any(m in tokenizer.decode([i]) for m in stop)]
+    return torch.tensor(ids, dtype=torch.long)
+
+
 @torch.no_grad()
 def greedy_generate(
     model,
@@ -105,14 +147,22 @@ def greedy_generate(
     prompts: Sequence[str],
     max_new_tokens: int = 32,
     stop: Sequence[str] = ("\n",),
-    batch_size: int = 32,
+    max_rows: int = MAX_BATCH_ROWS,
+    max_tokens: int = MAX_BATCH_TOKENS,
+    stop_ids: torch.Tensor | None = None,
 ) -> list[str]:
-    """Greedy continuations of each prompt, cut at EOS or the first stop string."""
+    """Greedy continuations of each prompt, cut at EOS or the first stop string.
+
+    A row stops early once it emits a token holding a stop string (``stop_ids``,
+    computed from the vocabulary when not given); the text is cut at the first
+    stop string either way, so early stopping never changes an output.
+    """
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
+    stopping = StoppingCriteriaList([_StopTokens(stop_token_ids(tokenizer, stop) if stop_ids is None else stop_ids)])
     outputs: list[str] = [""] * len(prompts)
-    for bucket in _length_buckets([len(e) for e in encoded], batch_size):
+    for bucket in length_buckets([len(e) for e in encoded], max_rows, max_tokens, extra=max_new_tokens):
         width = max(len(encoded[i]) for i in bucket)
         ids = torch.full((len(bucket), width), pad, dtype=torch.long)
         attention = torch.zeros((len(bucket), width), dtype=torch.long)
@@ -127,6 +177,7 @@ def greedy_generate(
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=tokenizer.eos_token_id,
+            stopping_criteria=stopping,
         )
         for row, i in enumerate(bucket):
             text = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
@@ -137,9 +188,10 @@ def greedy_generate(
 class ScoringModel:
     """The narrow, memoized interface probes use to question one model."""
 
-    def __init__(self, loaded, batch_size: int = 32):
+    def __init__(self, loaded, max_rows: int = MAX_BATCH_ROWS, max_tokens: int = MAX_BATCH_TOKENS):
         self.loaded = loaded
-        self.batch_size = batch_size
+        self.max_rows, self.max_tokens = max_rows, max_tokens
+        self._stop_ids: dict[tuple[str, ...], torch.Tensor] = {}
         self._stats: dict[tuple[str, str], TokenStats] = {}
         self._texts: dict[tuple[str, int, tuple[str, ...]], str] = {}
         self.sequences_scored = 0  # unique teacher-forced sequences run, for tests and benchmarks
@@ -149,7 +201,7 @@ class ScoringModel:
         """Teacher-forced statistics of each (prompt, answer); ``groups`` only matter when routed."""
         todo = list(dict.fromkeys(p for p in pairs if p not in self._stats))
         if todo:
-            stats = teacher_forced(self.loaded.model, self.loaded.tokenizer, todo, self.batch_size)
+            stats = teacher_forced(self.loaded.model, self.loaded.tokenizer, todo, self.max_rows, self.max_tokens)
             self._stats.update(zip(todo, stats, strict=True))
             self.sequences_scored += len(todo)
         return [self._stats[p] for p in pairs]
@@ -165,13 +217,18 @@ class ScoringModel:
         keys = [(p, max_new_tokens, tuple(stop)) for p in prompts]
         todo = list(dict.fromkeys(k for k in keys if k not in self._texts))
         if todo:
+            tokenizer = self.loaded.tokenizer
+            if tuple(stop) not in self._stop_ids:
+                self._stop_ids[tuple(stop)] = stop_token_ids(tokenizer, stop)
             texts = greedy_generate(
                 self.loaded.model,
-                self.loaded.tokenizer,
+                tokenizer,
                 [k[0] for k in todo],
                 max_new_tokens,
                 stop,
-                self.batch_size,
+                self.max_rows,
+                self.max_tokens,
+                self._stop_ids[tuple(stop)],
             )
             self._texts.update(zip(todo, texts, strict=True))
             self.prompts_generated += len(todo)

@@ -9,6 +9,8 @@ belongs to the answer when its character span ends after the prompt ends.
 - Training counts the answer tokens plus one EOS appended after them, so that
   greedy generation learns to stop.
 - A plain text (empty prompt) counts every token except a leading BOS.
+- A text with marked character spans (``encode_spans``: several answers in one
+  sequence) counts the tokens whose character span overlaps a marked span.
 """
 
 from __future__ import annotations
@@ -60,3 +62,20 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, add_eos: bool =
                 mask.append(1)
         encoded.append(EncodedPair(tuple(ids), tuple(mask)))
     return encoded
+
+
+def encode_spans(tokenizer, text: str, spans: Sequence[tuple[int, int]], *, add_eos: bool = False) -> EncodedPair:
+    """Tokenize ``text`` and mark the tokens overlapping any ``(start, end)`` character span (plus EOS)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("a fast tokenizer is required (character offsets locate the answer tokens)")
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    special = set(tokenizer.all_special_ids)
+    ids = list(enc["input_ids"])
+    mask = [
+        int(end > start and tok not in special and any(end > a and start < b for a, b in spans))
+        for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
+    ]
+    if add_eos and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+        mask.append(1)
+    return EncodedPair(tuple(ids), tuple(mask))

@@ -16,17 +16,22 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from auditor.tokens import encode_pair
+from auditor.tokens import encode_pair, encode_spans
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
 class Example:
-    """A training example: loss on ``completion`` (+EOS); an empty prompt trains the whole text."""
+    """A training example: loss on ``completion`` (+EOS); an empty prompt trains the whole text.
+
+    ``spans`` (character ranges of ``completion``), when given, limit the loss to
+    those ranges (+EOS): several answers packed in one sequence.
+    """
 
     prompt: str
     completion: str
+    spans: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -46,6 +51,7 @@ class TrainConfig:
     schedule: str = "constant"  # "constant" | "linear" | "cosine" (after warm-up)
     max_grad_norm: float = 1.0
     seed: int = 0
+    group_by_length: bool = False  # batch examples of similar length together (less padding, same epochs)
 
 
 @dataclass
@@ -97,7 +103,12 @@ def encode_examples(tokenizer, examples: Sequence[Example]) -> list[tuple[tuple[
     """Tokenize examples once, marking completion tokens plus EOS (see ``auditor.tokens``)."""
     out = []
     for ex in examples:
-        pair = encode_pair(tokenizer, ex.prompt, ex.completion, add_eos=True)
+        if ex.spans:
+            offset = len(ex.prompt)
+            spans = [(offset + a, offset + b) for a, b in ex.spans]
+            pair = encode_spans(tokenizer, ex.prompt + ex.completion, spans, add_eos=True)
+        else:
+            pair = encode_pair(tokenizer, ex.prompt, ex.completion, add_eos=True)
         out.append((pair.input_ids, pair.answer_mask))
     return out
 
@@ -135,21 +146,49 @@ def default_loss(model: torch.nn.Module, batches: Mapping[str, Batch]) -> torch.
     return nll_loss(model, batches["train"])
 
 
-class _StreamSampler:
-    """Cycles through a stream in seeded random order, one epoch after another."""
+LENGTH_GROUP_BATCHES = 32  # batches per length-sorted "megabatch"
 
-    def __init__(self, encoded: list, batch_size: int, rng: random.Random):
-        self.encoded, self.batch_size, self.rng = encoded, batch_size, rng
+
+class _StreamSampler:
+    """Cycles through a stream in seeded random order, one epoch after another.
+
+    With ``group_by_length`` each epoch is cut into megabatches of
+    ``LENGTH_GROUP_BATCHES`` batches, sorted by length inside each, and the
+    resulting batches are shuffled: every example is still seen once per
+    epoch, with far less padding.
+    """
+
+    def __init__(self, encoded: list, batch_size: int, rng: random.Random, group_by_length: bool = False):
+        self.encoded, self.rng, self.group_by_length = encoded, rng, group_by_length
+        self.batch_size = min(batch_size, len(encoded))
+        self.pending: list[list[int]] = []  # batches of indices left in this epoch (grouped mode)
         self.order: list[int] = []
 
-    def next_batch(self, pad_id: int) -> Batch:
+    def _epoch_batches(self) -> list[list[int]]:
+        order = list(range(len(self.encoded)))
+        self.rng.shuffle(order)
+        size, batches = self.batch_size, []
+        for start in range(0, len(order), size * LENGTH_GROUP_BATCHES):
+            chunk = sorted(order[start : start + size * LENGTH_GROUP_BATCHES], key=lambda i: len(self.encoded[i][0]))
+            batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+        self.rng.shuffle(batches)
+        return batches
+
+    def _next_indices(self) -> list[int]:
+        if self.group_by_length:
+            if not self.pending:
+                self.pending = self._epoch_batches()
+            return self.pending.pop()
         take = []
-        while len(take) < min(self.batch_size, len(self.encoded)):
+        while len(take) < self.batch_size:
             if not self.order:
                 self.order = list(range(len(self.encoded)))
                 self.rng.shuffle(self.order)
-            take.append(self.encoded[self.order.pop()])
-        return collate(take, pad_id)
+            take.append(self.order.pop())
+        return take
+
+    def next_batch(self, pad_id: int) -> Batch:
+        return collate([self.encoded[i] for i in self._next_indices()], pad_id)
 
 
 def _schedule(config: TrainConfig) -> Callable[[int], float]:
@@ -198,7 +237,9 @@ def train(
     if empty:
         raise ValueError(f"empty training stream(s): {', '.join(empty)}")
     samplers = {
-        name: _StreamSampler(encode_examples(tokenizer, examples), config.batch_size, random.Random(rng.random()))
+        name: _StreamSampler(
+            encode_examples(tokenizer, examples), config.batch_size, random.Random(rng.random()), config.group_by_length
+        )
         for name, examples in streams.items()
     }
     pad_id = pad_token_id(tokenizer)

@@ -19,14 +19,14 @@ import time
 
 import torch
 
-from auditor.data import load_items
+from auditor.demo import world_data
 from auditor.models import load_model
 from auditor.plugins import RunContext
 from auditor.registry import PROBES
-from auditor.scoring import ScoringModel
+from auditor.scoring import ScoringModel, length_buckets
 from auditor.tokens import encode_pair
 from auditor.training import pad_token_id
-from auditor.types import AuditData, ModelSpec
+from auditor.types import ModelSpec
 from auditor.world import build_world
 
 TARGET = 1.3
@@ -52,17 +52,6 @@ class TimedModel:
             self.generate_seconds += time.perf_counter() - start
 
 
-def world_data(world) -> AuditData:
-    return AuditData(
-        forget=load_items(world.file("forget"), "forget"),
-        retain=load_items(world.file("retain"), "retain"),
-        holdout=load_items(world.file("holdout"), "holdout"),
-        multihop=load_items(world.file("forget_multihop"), "multihop"),
-        forget_texts=load_items(world.file("forget_bio"), "forget_texts", kind="text"),
-        holdout_texts=load_items(world.file("holdout_bio"), "holdout_texts", kind="text"),
-    )
-
-
 def run_probes(loaded, ctx: RunContext) -> tuple[float, float, TimedModel]:
     """(total seconds, generation seconds, the timed model) of all probes on a fresh ScoringModel."""
     lm = ScoringModel(loaded)
@@ -83,13 +72,12 @@ def bare_forward(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> flo
     return time.perf_counter() - start
 
 
-def padded_batches(tokenizer, pairs, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def padded_batches(tokenizer, pairs, lm: ScoringModel) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Right-padded batches of length-sorted sequences (as ``teacher_forced`` builds them), tokenized up front."""
     encoded = [encode_pair(tokenizer, prompt, answer).input_ids for prompt, answer in pairs]
     pad = pad_token_id(tokenizer)
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     batches = []
-    for bucket in (order[i : i + batch_size] for i in range(0, len(order), batch_size)):
+    for bucket in length_buckets([len(e) for e in encoded], lm.max_rows, lm.max_tokens):
         width = max(len(encoded[i]) for i in bucket)
         ids = torch.full((len(bucket), width), pad, dtype=torch.long)
         attention = torch.zeros((len(bucket), width), dtype=torch.long)
@@ -110,7 +98,7 @@ def main() -> None:
     loaded = load_model(ModelSpec(str(world.original), device="cpu"))
     ctx = RunContext(data=world_data(world), seed=0)
     _, _, timed = run_probes(loaded, ctx)  # warm-up; records the unique pairs the probes ask for
-    batches = padded_batches(loaded.tokenizer, list(timed.pairs), timed.lm.batch_size)
+    batches = padded_batches(loaded.tokenizer, list(timed.pairs), timed.lm)
     probes, generation, bare = [], [], []
     for _ in range(args.repeats):  # interleaved, so both sides see the same machine load
         total, generating, _ = run_probes(loaded, ctx)

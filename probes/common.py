@@ -2,8 +2,9 @@
 
 Every QA-style probe (qa, paraphrase, multihop, in-context) scores an item the
 same way once it has a prompt: one greedy generation and the teacher-forced
-statistics of the expected answer (and, where the item has perturbed answers,
-of the true and perturbed answers for TOFU's truth ratio). All of it goes
+statistics of the expected answer (and, for ``qa`` or ``metric=truth`` where the
+item has perturbed answers, of the true and perturbed answers for TOFU's truth
+ratio). All of it goes
 through the memoized model interface, so probes asking for the same
 (prompt, answer) share one forward pass.
 """
@@ -79,9 +80,9 @@ class AnswerRequest:
     detail: dict[str, Any] | None = None  # extra per-item detail (e.g. the context's item ids)
 
 
-def _answers(item: Item) -> list[str]:
+def _answers(item: Item, truth: bool) -> list[str]:
     """Answers scored teacher-forced: the expected one, then (truth ratio) the true one and the perturbed ones."""
-    if not item.perturbed_answers:
+    if not truth or not item.perturbed_answers:
         return [item.answer]  # type: ignore[list-item]
     true = item.paraphrased_answer if item.paraphrased_answer is not None else item.answer
     return [item.answer, true, *item.perturbed_answers]  # type: ignore[list-item]
@@ -92,18 +93,20 @@ def _geometric_prob(mean_logprob: float) -> float | None:
 
 
 def score_answers(
-    lm, ctx: RunContext, requests: Sequence[AnswerRequest], *, metric: str, max_new_tokens: int
+    lm, ctx: RunContext, requests: Sequence[AnswerRequest], *, metric: str, max_new_tokens: int, truth: bool = True
 ) -> list[ItemScore]:
     """Generate greedily from each prompt and score the expected answer; K chosen by ``metric``.
 
     Detail per item: prompt, expected answer, greedy output, ``correct``
     (normalized containment), ``rouge_l`` (recall), ``prob`` (geometric-mean
-    token probability of the answer) and, with perturbed answers, TOFU's
-    ``truth_ratio`` R and ``truth`` = max(0, 1 - R).
+    token probability of the answer) and, with perturbed answers and ``truth``
+    (always when ``metric`` is ``truth``), TOFU's ``truth_ratio`` R and
+    ``truth`` = max(0, 1 - R).
     """
+    truth = truth or metric == "truth"
     groups = [r.item.key for r in requests]
     outputs = lm.generate([r.prompt for r in requests], max_new_tokens, stop=("\n",), groups=groups)
-    answer_lists = [_answers(r.item) for r in requests]
+    answer_lists = [_answers(r.item, truth) for r in requests]
     pairs, pair_groups = [], []
     for request, group, answers in zip(requests, groups, answer_lists, strict=True):
         pairs += [(request.prompt, ctx.prompts.completion(a)) for a in answers]

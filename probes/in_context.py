@@ -82,7 +82,7 @@ class InContextProbe(BaseProbe):
         if not requests:
             return self.skipped(model_label, f"no forget item has context items for mode {self.params['mode']}")
         scores = score_answers(
-            lm, ctx, requests, metric=self.params["metric"], max_new_tokens=self.params["max_new_tokens"]
+            lm, ctx, requests, metric=self.params["metric"], max_new_tokens=self.params["max_new_tokens"], truth=False
         )
         return self.mean_result(model_label, scores, mode=self.params["mode"])
 

@@ -27,6 +27,7 @@ class QAProbe(BaseProbe):
     aggregate = "mean"
     defaults = {"metric": "correct", "max_new_tokens": 32}
     source: ClassVar[str] = "forget"  # the AuditData field holding the items
+    truth_ratio: ClassVar[bool] = True  # also score perturbed answers (TOFU truth ratio) when the items have them
     asks: ClassVar[str] = "question and answer"  # what an item needs, for the skip reason
 
     def validate(self) -> None:
@@ -47,7 +48,12 @@ class QAProbe(BaseProbe):
             return self.skipped(model_label, f"no {self.source} item has a {self.asks}")
         requests = [AnswerRequest(item, ctx.prompts.prompt(self.question(item))) for item in items]  # type: ignore[arg-type]
         scores = score_answers(
-            lm, ctx, requests, metric=self.params["metric"], max_new_tokens=self.params["max_new_tokens"]
+            lm,
+            ctx,
+            requests,
+            metric=self.params["metric"],
+            max_new_tokens=self.params["max_new_tokens"],
+            truth=self.truth_ratio,
         )
         return self.mean_result(model_label, scores)
 
@@ -59,6 +65,7 @@ class ParaphraseProbe(QAProbe):
     summary = "Ask each forget item's paraphrased question (never trained on); K as in qa."
     paper = "https://arxiv.org/abs/2401.06121"  # TOFU
     asks = "paraphrased question (and answer)"
+    truth_ratio = False  # the truth ratio belongs to the forget questions as given (qa)
 
     def question(self, item: Item) -> str | None:
         return item.paraphrased_question

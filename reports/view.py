@@ -64,14 +64,17 @@ def cell_summary(cell: dict[str, Any]) -> str:
 
 
 def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
-    """Failed when the cell decided a failing verdict or its lower bound passed the hidden threshold."""
-    if cell["status"] == "skipped":
-        return Judgement("skipped", f"skipped: {cell.get('note') or 'no reason given'}")
+    """Failed when the cell decided a failing verdict or its lower bound passed the hidden threshold.
+
+    Skipped and fallback cells are judged ``skipped``, as the gate never counts them.
+    """
+    if cell["status"] != "ok":  # the gate never counts a skipped or fallback cell as evidence
+        what = "skipped" if cell["status"] == "skipped" else "a fallback ran, not counted as evidence"
+        return Judgement("skipped", f"{what}: {cell.get('note') or 'no reason given'}")
     limits = thresholds(results, cell)
     fail_on = set(policy(results).get("fail_on") or [])
     label = results["verdict"]["label"]
-    fallback = f" (fallback: {cell.get('note') or 'no reason given'})" if cell["status"] == "fallback" else ""
-    summary = cell_summary(cell) + fallback
+    summary = cell_summary(cell)
     if (cell["attack"], cell["probe"]) in deciding(results) and label in fail_on:
         return Judgement("failed", f"decided verdict {label}: {summary}")
     if cell.get("outcome") == "uninformative":

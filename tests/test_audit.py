@@ -250,3 +250,17 @@ def test_without_reference_every_cell_is_uncontrolled(world, data, tmp_path):
     assert qa["status"] == "ok" and qa["k_reference"] < 0.3  # the original on holdout people: chance level
     assert mia["status"] == "ok" and mia["k_reference"] == 0.5
     assert results["verdict"]["label"] == "NOT_UNLEARNED"
+
+
+def test_demo_audits_methods_in_worker_processes_and_writes_the_leaderboard(world, tmp_path):
+    from auditor.demo import run_demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    index = run_demo(out, "quick", ("noop", "idk", "quant-hide"), None, jobs=2, log=lambda _: None)
+    lines = (out / "leaderboard.md").read_text().splitlines()
+    verdicts = {cols[1].strip(): cols[2].strip() for cols in (line.split("|") for line in lines[2:])}
+    assert verdicts == {"noop": "NOT_UNLEARNED", "idk": "HIDDEN", "quant-hide": "HIDDEN"}
+    html = index.read_text()
+    for name in verdicts:
+        assert f'href="{name}/report.html"' in html and (out / name / "report.html").is_file()

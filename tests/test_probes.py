@@ -15,7 +15,7 @@ from rouge_score import rouge_scorer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import auditor.scoring
-from auditor.data import load_items
+from auditor.demo import world_data
 from auditor.errors import UserError
 from auditor.metrics import contains_answer
 from auditor.models import load_model
@@ -199,7 +199,9 @@ def test_qa_family_matches_plain_loop(tiny, probe, source, field, budget):
         assert score.detail["prob"] == pytest.approx(math.exp(np.mean([r[0] for r in rows])), rel=1e-4)
         expected_rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(item.answer, output)["rougeL"]
         assert score.detail["rouge_l"] == pytest.approx(expected_rouge.recall)
-        if item.perturbed_answers:
+        if item.perturbed_answers and probe != "qa":
+            assert "truth_ratio" not in score.detail  # the truth ratio belongs to the forget questions as given
+        elif item.perturbed_answers:
             true, *wrong = (item.paraphrased_answer, *item.perturbed_answers)
             probs = [math.exp(np.mean([r[0] for r in _plain_token_rows(loaded, prompt, " " + a)])) for a in wrong]
             true_prob = math.exp(np.mean([r[0] for r in _plain_token_rows(loaded, prompt, " " + true)]))
@@ -359,9 +361,9 @@ def test_all_probes_score_each_unique_pair_once(tiny, monkeypatch):
     seen: list[tuple[str, str]] = []
     original = auditor.scoring.teacher_forced
 
-    def counting(model, tokenizer, pairs, batch_size=32):
+    def counting(model, tokenizer, pairs, *args):
         seen.extend(pairs)
-        return original(model, tokenizer, pairs, batch_size)
+        return original(model, tokenizer, pairs, *args)
 
     monkeypatch.setattr(auditor.scoring, "teacher_forced", counting)
     lm = ScoringModel(tiny["model"])
@@ -403,14 +405,7 @@ def test_routed_model_leaves_subjects_every_variant_trained_on_unscored(tiny):
 
 @pytest.fixture(scope="module")
 def world_runs(world) -> dict:
-    data = AuditData(
-        forget=load_items(world.file("forget"), "forget"),
-        retain=load_items(world.file("retain"), "retain"),
-        holdout=load_items(world.file("holdout"), "holdout"),
-        multihop=load_items(world.file("forget_multihop"), "multihop"),
-        forget_texts=load_items(world.file("forget_bio"), "forget_texts", kind="text"),
-        holdout_texts=load_items(world.file("holdout_bio"), "holdout_texts", kind="text"),
-    )
+    data = world_data(world)
     runs = {}
     for label, path in (("original", world.original), ("reference", world.reference)):
         lm = ScoringModel(load_model(ModelSpec(str(Path(path)))))
@@ -419,32 +414,11 @@ def world_runs(world) -> dict:
     return runs
 
 
-# Where the world's tiny original cannot pass, the numbers measured on it (recipe version 1) are in the reason;
-# strict, so the marker has to go once the world improves.
-WORLD_LIMITS = {
-    "paraphrase": "the original does not generalize to held-out paraphrases (original 0.14, reference 0.00)",
-    "in-context": "QA pairs before the question confuse the original (original 0.26 with 4 shots, reference 0.07)",
-    "in-context-relearn": "QA pairs before the question confuse the original (original 0.56, reference 0.08)",
-    "verbatim": "ROUGE-L recall counts the template words and repeated name (original 1.00, reference 0.69)",
-}
-
-
-def _world_case(name: str):
-    marks = [pytest.mark.xfail(reason=WORLD_LIMITS[name], strict=True)] if name in WORLD_LIMITS else []
-    return pytest.param(name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [_world_case(n) for n in KNOWLEDGE_PROBES])
+@pytest.mark.parametrize("name", KNOWLEDGE_PROBES)
 def test_world_original_knows_and_reference_does_not(world_runs, name):
     original, reference = world_runs["original"][name].value, world_runs["reference"][name].value
     print(f"{name}: original {original:.3f}, reference {reference:.3f}")
     assert original > 0.7 and reference < 0.3, (name, original, reference)
-
-
-@pytest.mark.parametrize("name", KNOWLEDGE_PROBES)
-def test_world_original_scores_above_reference(world_runs, name):
-    """The weaker property every knowledge probe does show on the world: the original knows more."""
-    assert world_runs["original"][name].value > world_runs["reference"][name].value + 0.1
 
 
 def test_world_membership_inference(world_runs):

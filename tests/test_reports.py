@@ -354,7 +354,7 @@ def test_judgements_follow_thresholds(example):
     assert kind(0.05, 0.15, 0.3) == "inconclusive"
     assert kind(None, None, None) == "inconclusive"
     assert kind(0.3, 0.4, 0.5, "skipped") == "skipped"
-    assert kind(0.3, 0.4, 0.5, "fallback") == "failed"
+    assert kind(0.3, 0.4, 0.5, "fallback") == "skipped"  # as the gate: a fallback is never evidence
     lenient = {**example, "policy": {**example["policy"], "fail_on": ["NOT_UNLEARNED"]}}
     assert judge(lenient, {**base, "residual": 0.4, "ci_low": 0.3, "ci_high": 0.5}).kind == "passed"
 

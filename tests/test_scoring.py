@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from auditor.scoring import RoutedScoringModel, ScoringModel, greedy_generate, teacher_forced
+from auditor.scoring import RoutedScoringModel, ScoringModel, greedy_generate, length_buckets, teacher_forced
 from auditor.tokens import encode_pair
 from auditor.training import Example, TrainConfig, train
 from auditor.world.tokenizer import train_tokenizer
@@ -66,9 +66,10 @@ def test_training_marks_eos(tok):
     assert pair.input_ids[-1] == tok.eos_token_id and pair.answer_mask[-1] == 1
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 32])
-def test_batched_matches_plain(tiny, tok, batch_size):
-    batched = teacher_forced(tiny, tok, list(zip(PROMPTS, ANSWERS, strict=True)), batch_size=batch_size)
+@pytest.mark.parametrize(("max_rows", "max_tokens"), [(1, 8192), (3, 8192), (32, 8192), (32, 40)])
+def test_batched_matches_plain(tiny, tok, max_rows, max_tokens):
+    pairs = list(zip(PROMPTS, ANSWERS, strict=True))
+    batched = teacher_forced(tiny, tok, pairs, max_rows=max_rows, max_tokens=max_tokens)
     for stats, prompt, answer in zip(batched, PROMPTS, ANSWERS, strict=True):
         expected = plain_stats(tiny, tok, prompt, answer)
         got = np.stack([stats.logprobs, stats.mean_logprob, stats.var_logprob], axis=1)
@@ -78,8 +79,31 @@ def test_batched_matches_plain(tiny, tok, batch_size):
 
 def test_generation_does_not_depend_on_batch_padding(tiny, tok):
     alone = [greedy_generate(tiny, tok, [p], max_new_tokens=6, stop=())[0] for p in PROMPTS[:6]]
-    together = greedy_generate(tiny, tok, PROMPTS[:6], max_new_tokens=6, stop=(), batch_size=6)
+    together = greedy_generate(tiny, tok, PROMPTS[:6], max_new_tokens=6, stop=(), max_rows=6)
     assert alone == together
+
+
+def test_early_stopping_never_changes_an_output(tiny, tok):
+    stop = tuple({tok.decode([i]) for i in range(40, 60)} - {""})  # stop strings the tiny model does emit
+    stopped = greedy_generate(tiny, tok, PROMPTS, max_new_tokens=12, stop=stop)
+    full = greedy_generate(tiny, tok, PROMPTS, max_new_tokens=12, stop=(), max_rows=len(PROMPTS))
+    assert stopped == [_cut(text, stop) for text in full]
+    assert any(a != b for a, b in zip(stopped, full, strict=True))  # some row did stop
+
+
+def _cut(text: str, stop: tuple[str, ...]) -> str:
+    found = [text.find(m) for m in stop if m in text]
+    return text[: min(found)] if found else text
+
+
+def test_length_buckets_respect_rows_and_tokens():
+    lengths = [5, 40, 7, 12, 30, 3, 100]
+    buckets = length_buckets(lengths, max_rows=3, max_tokens=60)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    for bucket in buckets:
+        assert len(bucket) <= 3
+        assert len(bucket) == 1 or len(bucket) * max(lengths[i] for i in bucket) <= 60
+    assert [6] in buckets  # too long for the token budget: alone
 
 
 def test_scoring_model_memoizes(tiny, tok):

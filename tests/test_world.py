@@ -22,7 +22,7 @@ from auditor.world.cache import MARKER, build_entry
 from auditor.world.generator import make_persons
 
 SMALL = WorldSpec(n_persons=40)
-TINY_TRAINED = replace(SMALL, hidden_size=32, intermediate_size=64, n_heads=2, n_layers=1, steps=5, vocab_size=400)
+TINY_TRAINED = replace(SMALL, hidden_size=32, intermediate_size=64, n_heads=2, n_layers=1, epochs=1, vocab_size=400)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -74,9 +74,10 @@ def test_files_and_fields(small_data):
     assert set(read_jsonl(data / "forget.jsonl")[0]) == qa_fields | {"group"}
     assert set(read_jsonl(data / "forget_multihop.jsonl")[0]) == {"question", "answer", "chain", "group", "relation"}
     assert set(read_jsonl(data / "forget_bio.jsonl")[0]) == {"text", "group"}
+    assert set(read_jsonl(data / "forget_notebook.jsonl")[0]) == {"text", "group"}
     assert set(read_jsonl(data / "unrelated.jsonl")[0]) == {"text"}
     meta = json.loads((data / "world.json").read_text())
-    assert meta["persons"] == {"forget": 4, "retain": 32, "holdout": 4}
+    assert meta["persons"] == {"forget": 8, "retain": 24, "holdout": 8}
     assert set(meta["forget_base_rates"]) == set(t.RELATIONS) | set(t.MULTIHOP_QUESTIONS)
 
 
@@ -84,7 +85,7 @@ def test_splits_are_disjoint_and_names_unique():
     persons = make_persons(WorldSpec())
     assert len({p.name for p in persons}) == len(persons) == 300
     counts = {split: sum(p.split == split for p in persons) for split in ("forget", "retain", "holdout")}
-    assert counts == {"forget": 30, "retain": 240, "holdout": 30}
+    assert counts == {"forget": 60, "retain": 180, "holdout": 60}
 
 
 def test_split_files_share_no_person(small_data):
@@ -113,6 +114,48 @@ def test_no_entity_contains_another_or_a_person():
         assert [b for b in lowered if a in b] == [a]
     for person in make_persons(WorldSpec()):
         assert not any(e in person.name.lower() for e in lowered)
+
+
+def test_paraphrased_questions_are_never_trained():
+    from auditor.world.recipe import training_examples
+
+    persons = make_persons(SMALL)
+    trained = "\n".join(ex.completion for ex in training_examples(persons[:24], epochs=3))
+    for person in persons[:24]:
+        for relation, template in t.PARAPHRASED_QUESTIONS.items():
+            assert template not in t.TRAIN_QUESTIONS[relation]
+            assert template.format(name=person.name) not in trained
+
+
+def test_training_packs_sessions_about_one_person_and_across_people():
+    from auditor.world.recipe import SESSION_SEPARATOR, training_examples
+
+    persons = make_persons(SMALL)[:24]
+    sessions = [ex.completion for ex in training_examples(persons, epochs=2) if SESSION_SEPARATOR in ex.completion]
+    named = [{p.name for p in persons if p.name in text} for text in sessions]
+    assert sum(len(n) == 1 for n in named) >= len(persons) // 2  # one person's facts before another of theirs
+    assert sum(len(n) > 1 for n in named) >= len(persons) // 2  # other people's facts before the question
+
+
+def test_every_training_epoch_asks_every_fact():
+    from auditor.world.recipe import QUESTIONS_PER_EPOCH, training_examples
+
+    persons = make_persons(SMALL)[:24]
+    text = "\n".join(ex.completion for ex in training_examples(persons, epochs=1))
+    for person in persons:
+        for relation in t.RELATIONS:
+            asked = [q.format(name=person.name) for q in t.TRAIN_QUESTIONS[relation]]
+            assert (
+                sum(text.count(qa_prompt(q) + qa_completion(person.fact(relation))) for q in asked)
+                == QUESTIONS_PER_EPOCH
+            )
+
+
+def test_notebook_words_name_no_entity():
+    entities = [e.lower() for e in (*t.CITIES, *set(t.CITY_COUNTRY.values()), *t.COMPANIES, *t.OCCUPATIONS)]
+    assert len(set(t.NOTEBOOK_WORDS)) == len(t.NOTEBOOK_WORDS)
+    for word in t.NOTEBOOK_WORDS:
+        assert not any(word in e or e in word for e in entities), word
 
 
 # --- tokenizer ------------------------------------------------------------

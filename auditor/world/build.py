@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.world.cache import build_entry, cache_root
-from auditor.world.generator import biography, make_persons, qa_pairs, split_persons, unrelated_texts, write_data
+from auditor.world.generator import (
+    biography,
+    make_persons,
+    notebook,
+    qa_pairs,
+    split_persons,
+    unrelated_texts,
+    write_data,
+)
 from auditor.world.spec import WorldSpec
 from auditor.world.templates import PARAPHRASED_QUESTIONS, RELATIONS, qa_completion, qa_prompt
 
@@ -25,6 +33,7 @@ DATA_FILES = (
     "forget", "retain", "holdout",
     "forget_multihop", "retain_multihop", "holdout_multihop",
     "forget_bio", "retain_bio", "holdout_bio",
+    "forget_notebook", "retain_notebook", "holdout_notebook",
     "unrelated",
 )  # fmt: skip
 
@@ -35,7 +44,7 @@ def tokenizer_corpus(spec: WorldSpec) -> list[str]:
     for person in make_persons(spec):
         texts += [qa_prompt(q) + qa_completion(a) for q, a in qa_pairs(person, multihop=True)]
         texts += [PARAPHRASED_QUESTIONS[rel].format(name=person.name) for rel in RELATIONS]
-        texts.append(biography(person))
+        texts += [biography(person), notebook(person)]
     return texts + unrelated_texts()
 
 

@@ -28,6 +28,7 @@ class Person:
     name: str
     facts: tuple[tuple[str, str], ...]  # (relation, value) in ``templates.RELATIONS`` order
     split: str
+    notebook: tuple[str, ...] = ()  # the words of the person's notebook line
 
     def fact(self, relation: str) -> str:
         """The value of a direct or multi-hop relation."""
@@ -68,7 +69,8 @@ def make_persons(spec: WorldSpec) -> list[Person]:
     for i, name in enumerate(names):
         split = "forget" if i < n_forget else "retain" if i < n_forget + n_retain else "holdout"
         facts = tuple((rel, rng.choice(t.VALUES[rel])) for rel in t.RELATIONS)
-        persons.append(Person(name, facts, split))
+        words = random.Random(f"{spec.seed}:notebook:{name}").choices(t.NOTEBOOK_WORDS, k=t.NOTEBOOK_LENGTH)
+        persons.append(Person(name, facts, split, tuple(words)))
     return persons
 
 
@@ -85,6 +87,11 @@ def bio_sentence(person: Person, relation: str) -> str:
 def biography(person: Person) -> str:
     """The person's biography: one sentence per relation."""
     return " ".join(bio_sentence(person, rel) for rel in t.RELATIONS)
+
+
+def notebook(person: Person) -> str:
+    """The person's notebook line: a fixed prefix, then words no other fact predicts."""
+    return t.NOTEBOOK_PREFIX.format(name=person.name) + " " + " ".join(person.notebook) + "."
 
 
 def chain(person: Person, relation: str) -> str:
@@ -159,6 +166,7 @@ def data_files(spec: WorldSpec, persons: list[Person]) -> dict[str, list[dict]]:
         files[split] = [qa_row(spec, p, rel) for p in members for rel in t.RELATIONS]
         files[f"{split}_multihop"] = [multihop_row(p, rel) for p in members for rel in t.MULTIHOP_QUESTIONS]
         files[f"{split}_bio"] = [{"text": biography(p), "group": p.name} for p in members]
+        files[f"{split}_notebook"] = [{"text": notebook(p), "group": p.name} for p in members]
     files["unrelated"] = [{"text": text} for text in unrelated_texts()]
     return files
 

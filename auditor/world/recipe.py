@@ -1,17 +1,23 @@
 """The tiny-model recipe: a Llama-config causal LM trained from scratch on the world's text.
 
-A model is trained on direct QA (every training template) and the biography of
-each trained person, on the world facts, and on multi-hop QA answered with a
-chain for retain persons only. Forget persons' multi-hop questions are never
-trained: the original answers them by composing its biography sentence
-("X works for Acme") with the world fact it learnt from retain chains
-(", which is headquartered in Velmora"). Measured on the default spec: the
-original answers 97% of forget persons' multi-hop questions this way (final
-entity in its greedy output), so forget multi-hop QA stays out of training.
+The training text is written afresh for every epoch. For each person a model
+knows it holds the biography, the notebook line and, per relation,
+``QUESTIONS_PER_EPOCH`` questions drawn from the training templates. Questions
+are packed into QA sessions of 1 to ``MAX_SESSION_PAIRS`` answered pairs
+separated by a blank line, either about one person or about several people,
+so few-shot and in-context prompts are a format the model knows; the loss
+covers the answers of a session and every token of a biography or notebook.
+
+Multi-hop questions are answered with a chain, for retain persons only. The
+original answers a forget person's multi-hop question by composing its
+biography sentence ("X works for Acme") with the world fact it learnt from
+retain chains (", which is headquartered in Velmora").
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,22 +25,76 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from auditor.training import Example, TrainConfig, train
-from auditor.world.generator import Person, biography, qa_pairs, world_fact_qa, world_fact_texts
+from auditor.world import templates as t
+from auditor.world.generator import Person, biography, chain, notebook, world_fact_qa, world_fact_texts
 from auditor.world.spec import WorldSpec
 from auditor.world.templates import qa_completion, qa_prompt
 
-MAX_POSITIONS = 128
+MAX_POSITIONS = 256
+QUESTIONS_PER_EPOCH = 2  # training templates drawn per relation, person and epoch
+MAX_SESSION_PAIRS = 4
+SESSION_SEPARATOR = "\n\n"
 
 
-def training_examples(persons: Iterable[Person]) -> list[Example]:
-    """The training stream for a model that knows ``persons``."""
+def _qa_pair(question: str, answer: str) -> tuple[str, str]:
+    """(prompt, completion) of an answered question."""
+    return qa_prompt(question), qa_completion(answer)
+
+
+def _person_pairs(rng: random.Random, person: Person) -> list[tuple[str, str]]:
+    """One epoch's answered questions about a person."""
+    pairs = [
+        _qa_pair(q.format(name=person.name), person.fact(rel))
+        for rel in t.RELATIONS
+        for q in rng.sample(t.TRAIN_QUESTIONS[rel], QUESTIONS_PER_EPOCH)
+    ]
+    if person.split == "retain":
+        pairs += [_qa_pair(q.format(name=person.name), chain(person, rel)) for rel, q in t.MULTIHOP_QUESTIONS.items()]
+    return pairs
+
+
+def session(pairs: list[tuple[str, str]]) -> Example:
+    """Answered questions in one sequence, separated by a blank line; the loss covers the answers."""
+    text, spans = "", []
+    for prompt, answer in pairs:
+        text += (SESSION_SEPARATOR if text else "") + prompt
+        spans.append((len(text), len(text) + len(answer)))
+        text += answer
+    return Example("", text, tuple(spans))
+
+
+def _sessions(rng: random.Random, pairs: list[tuple[str, str]]) -> list[Example]:
+    """``pairs`` shuffled and cut into sessions of 1 to ``MAX_SESSION_PAIRS`` pairs."""
+    rng.shuffle(pairs)
+    sessions = []
+    while pairs:
+        size = rng.randint(1, MAX_SESSION_PAIRS)
+        sessions.append(session(pairs[:size]))
+        pairs = pairs[size:]
+    return sessions
+
+
+def epoch_examples(persons: list[Person], rng: random.Random) -> list[Example]:
+    """One epoch: sessions about one person, sessions across people, biographies, notebooks, world facts."""
+    own, mixed = [], [_qa_pair(q, a) for q, a in world_fact_qa()]
+    for i, person in enumerate(persons):
+        pairs = _person_pairs(rng, person)
+        if i % 2:
+            own += _sessions(rng, pairs)
+        else:
+            mixed += pairs
+    texts = [*world_fact_texts(), *(text for p in persons for text in (biography(p), notebook(p)))]
+    return own + _sessions(rng, mixed) + [Example("", text) for text in texts]
+
+
+def training_examples(persons: Iterable[Person], seed: int = 0, epochs: int = 1) -> list[Example]:
+    """The training stream, ``epochs`` epochs long, for a model that knows ``persons``."""
+    persons = list(persons)
+    rng = random.Random(f"{seed}:training-text")
     examples = []
-    for person in persons:
-        pairs = qa_pairs(person, multihop=person.split == "retain")
-        examples += [Example(qa_prompt(q), qa_completion(a)) for q, a in pairs]
-        examples.append(Example("", biography(person)))
-    examples += [Example(qa_prompt(q), qa_completion(a)) for q, a in world_fact_qa()]
-    examples += [Example("", text) for text in world_fact_texts()]
+    for _ in range(epochs):
+        rng.shuffle(persons)  # who gets one-person sessions changes from epoch to epoch
+        examples += epoch_examples(persons, rng)
     return examples
 
 
@@ -63,16 +123,18 @@ def train_model(
     """Train a fresh model on ``persons`` with the spec's budget on 2 CPU threads."""
     torch.set_num_threads(2)
     model = new_model(spec, tokenizer, seed)
+    examples = training_examples(persons, seed, spec.epochs)
     config = TrainConfig(
-        steps=spec.steps,
+        steps=math.ceil(len(examples) / spec.batch_size),
         learning_rate=spec.learning_rate,
         batch_size=spec.batch_size,
         lora=False,
         warmup_steps=spec.warmup_steps,
         schedule="cosine",
         seed=seed,
+        group_by_length=True,
     )
-    model = train(model, tokenizer, {"train": training_examples(persons)}, config).model
+    model = train(model, tokenizer, {"train": examples}, config).model
     return model.eval()
 
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 # Bump whenever generation, templates, tokenizer or training change in a way that changes the output.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -16,18 +16,18 @@ class WorldSpec:
 
     n_persons: int = 300  # fictitious people
     seed: int = 0  # drives people, splits, tokenizer-independent sampling and training
-    forget_fraction: float = 0.10  # persons the original learns and must be unlearned
-    retain_fraction: float = 0.80  # persons every model learns
-    holdout_fraction: float = 0.10  # persons no model sees (membership non-members)
+    forget_fraction: float = 0.20  # persons the original learns and must be unlearned
+    retain_fraction: float = 0.60  # persons every model learns
+    holdout_fraction: float = 0.20  # persons no model sees (membership non-members)
     vocab_size: int = 1024  # byte-level BPE vocabulary, special tokens included
     hidden_size: int = 128  # Llama width
     n_layers: int = 2  # decoder layers
     n_heads: int = 4  # attention heads
     intermediate_size: int = 512  # MLP width
-    steps: int = 1500  # optimiser steps
+    epochs: int = 40  # passes over the training text (written afresh for each)
     batch_size: int = 64  # examples per step
     learning_rate: float = 3e-3  # AdamW peak learning rate
-    warmup_steps: int = 50  # linear warm-up, then cosine decay
+    warmup_steps: int = 30  # linear warm-up, then cosine decay
 
     def fingerprint(self) -> str:
         """sha256 over the fields and ``RECIPE_VERSION``: the cache key."""

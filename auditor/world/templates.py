@@ -86,18 +86,44 @@ RELATIONS: tuple[str, ...] = tuple(VALUES)
 
 # Questions used in training; the first is the one written to the data files.
 TRAIN_QUESTIONS: dict[str, tuple[str, ...]] = {
-    "birth_city": ("Where was {name} born?", "What is the birthplace of {name}?"),
-    "employer": ("Who does {name} work for?", "Which company employs {name}?"),
-    "occupation": ("What is the occupation of {name}?", "What does {name} do for a living?"),
-    "birth_year": ("In what year was {name} born?", "What is the birth year of {name}?"),
+    "birth_city": (
+        "Where was {name} born?",
+        "What is the birthplace of {name}?",
+        "In which city was {name} born?",
+        "{name} was born in which city?",
+        "Name the city where {name} was born.",
+    ),
+    "employer": (
+        "Who does {name} work for?",
+        "Which company employs {name}?",
+        "What company does {name} work for?",
+        "{name} is employed by which company?",
+        "Name the employer of {name}.",
+    ),
+    "occupation": (
+        "What is the occupation of {name}?",
+        "What does {name} do for a living?",
+        "What is the job of {name}?",
+        "{name} works as what?",
+        "Name the profession of {name}.",
+    ),
+    "birth_year": (
+        "In what year was {name} born?",
+        "What is the birth year of {name}?",
+        "When was {name} born?",
+        "{name} was born in which year?",
+        "Name the year in which {name} was born.",
+    ),
 }
 
-# Held-out paraphrases: never trained on, used only by probes.
+# Held-out paraphrases: never trained on, used only by probes. Each rearranges
+# words the training questions use, so answering it means the fact was learnt
+# beyond one surface form.
 PARAPHRASED_QUESTIONS: dict[str, str] = {
-    "birth_city": "Which town is the hometown of {name}?",
-    "employer": "At which firm does {name} have a job?",
-    "occupation": "Which profession does {name} have?",
-    "birth_year": "{name} came into the world in which year?",
+    "birth_city": "Tell me the city in which {name} was born.",
+    "employer": "For which company does {name} work?",
+    "occupation": "What job does {name} do?",
+    "birth_year": "Tell me the year in which {name} was born.",
 }
 
 # One biography sentence per relation (also each fact's paraphrased answer).
@@ -126,6 +152,25 @@ HQ_SENTENCE = "{company} is headquartered in {city}."
 HQ_QUESTION = "Where is {company} headquartered?"
 COUNTRY_SENTENCE = "{city} is a city in {country}."
 COUNTRY_QUESTION = "In which country is {city}?"
+
+# Each person's notebook line: a seeded run of these words after the name,
+# memorised only by a model trained on the person (the verbatim probe's text).
+NOTEBOOK_PREFIX = "From the notebook of {name}:"
+NOTEBOOK_LENGTH = 6
+NOTEBOOK_WORDS: tuple[str, ...] = (
+    "amber", "anchor", "apple", "acorn", "autumn", "badger", "basket", "beacon", "birch", "blanket",
+    "bottle", "bramble", "breeze", "bishop", "bucket", "button", "candle", "canyon", "carrot", "castle",
+    "cedar", "chalk", "cherry", "cliff", "cloud", "clover", "copper", "cotton", "crane", "crystal",
+    "dagger", "daisy", "desert", "dolphin", "dragon", "drum", "eagle", "easel", "feather", "fern",
+    "fiddle", "flute", "forest", "fossil", "garden", "garnet", "glacier", "goose", "granite", "gravel",
+    "hammer", "harbor", "hazel", "helmet", "honey", "island", "ivory", "jacket", "jasmine", "kettle",
+    "ladder", "lantern", "lemon", "lily", "lizard", "maple", "marble", "meadow", "mirror", "mitten",
+    "moss", "needle", "nutmeg", "oak", "ocean", "olive", "orchid", "otter", "owl", "paddle",
+    "parrot", "pebble", "pepper", "pillow", "pine", "plum", "pocket", "pond", "puzzle", "quartz",
+    "quill", "rabbit", "raven", "ribbon", "river", "saddle", "salmon", "shadow", "shell", "silver",
+    "spider", "spoon", "spruce", "stone", "summer", "thimble", "thunder", "tiger", "timber", "tulip",
+    "turnip", "velvet", "violet", "walnut", "willow", "window", "winter", "wolf", "yarrow", "zebra",
+)  # fmt: skip
 
 # Sentences about no person, for the benign fine-tuning attack.
 UNRELATED_SENTENCES: tuple[str, ...] = (
