@@ -9,6 +9,7 @@ The leaderboard is written as ``OUT/index.html`` and ``OUT/leaderboard.md``
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import tempfile
@@ -81,6 +82,8 @@ def leaderboard_rows(entries: list[dict]) -> list[dict]:
                 "max_residual": worst["residual"] if worst else None,
                 "max_cell": f"{worst['attack']} x {worst['probe']}" if worst else "",
                 "collateral": results["collateral"]["drop"],
+                "forget_after": entry["unlearning"]["after"]["forget"]["accuracy"],
+                "retain_after": entry["unlearning"]["after"]["retain"]["accuracy"],
             }
         )
     return rows
@@ -92,11 +95,15 @@ def markdown_table(rows: list[dict]) -> str:
     def num(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
-    lines = ["| method | verdict | r(none, qa) | max residual (cell) | collateral |", "|---|---|---|---|---|"]
+    lines = [
+        "| method | verdict | r(none, qa) | max residual (cell) | collateral | forget / retain accuracy after |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['verdict']} | {num(r['r_direct'])} | "
-            f"{num(r['max_residual'])} ({r['max_cell']}) | {r['collateral']:.1%} |"
+            f"{num(r['max_residual'])} ({r['max_cell']}) | {r['collateral']:.1%} | "
+            f"{r['forget_after']:.2f} / {r['retain_after']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -145,7 +152,8 @@ def run_method(job: MethodJob, log: Callable[[str], None] = print) -> dict:
     start = time.perf_counter()
     outputs = run_audit(config, data, Policy(), job.out_dir / job.name, command=command, options=options, resume=True)
     log(f"[{job.name}] audited: {outputs.results['verdict']['label']} ({time.perf_counter() - start:.0f} s)")
-    return {"name": job.name, "href": f"{job.name}/report.html", "results": outputs.results}
+    unlearning = json.loads((model_dir / "unlearning.json").read_text(encoding="utf-8"))
+    return {"name": job.name, "href": f"{job.name}/report.html", "results": outputs.results, "unlearning": unlearning}
 
 
 def _print_flushed(message: str) -> None:

@@ -2,10 +2,11 @@
 
     r(a, p) = (K_p(U^a) - K_p(Ref^a)) / (K_p(O) - K_p(Ref))      clipped to [0, 1]
 
-K is a probe's aggregate over items (mean, or ROC AUC for membership
-inference). The interval is a percentile bootstrap that resamples items (the
-same items for all four models, members and non-members separately) and, for
-attacks run with several seeds, the seeds.
+K is a probe's aggregate over items: the mean, or for membership inference
+the ROC AUC or the gap (mean over members minus mean over non-members). The
+interval is a percentile bootstrap that resamples items (the same items for all
+four models, members and non-members separately) and, for attacks run with
+several seeds, the seeds.
 """
 
 from __future__ import annotations
@@ -50,10 +51,24 @@ def auc_rank(scores: np.ndarray, members: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+MEMBERSHIP_AGGREGATES = ("auc", "gap")  # aggregates that compare members with non-members
+FLOORS = {"auc": 0.5, "gap": 0.0}  # their value for a model that never saw either side
+
+
+def member_gap(values: np.ndarray, members: np.ndarray) -> float:
+    """Mean score of members minus mean score of non-members."""
+    pos = members.astype(bool)
+    if not pos.any() or pos.all():
+        return float("nan")
+    return float(values[pos].mean() - values[~pos].mean())
+
+
 def aggregate(values: np.ndarray, how: str, members: np.ndarray | None) -> float:
     """A probe's aggregate of per-item scores."""
     if how == "auc":
         return auc_rank(values, members)
+    if how == "gap":
+        return member_gap(values, members)
     return float(values.mean())
 
 

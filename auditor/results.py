@@ -18,7 +18,7 @@ from auditor import __version__
 from auditor.gate import Policy, compare_to_baseline, decide, informative
 from auditor.orchestrator import NO_ATTACK, AuditConfig, AuditScores
 from auditor.plan import DIRECT_PROBE
-from auditor.residual import Scores, estimate_residual, relative_drop
+from auditor.residual import FLOORS, MEMBERSHIP_AGGREGATES, Scores, estimate_residual, relative_drop
 from auditor.types import AuditData, Cell, ProbeResult
 
 SCHEMA_VERSION = "1.0"
@@ -53,24 +53,25 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
     else:
         reference = floors.get(("original", NO_ATTACK, None, probe))
         reference_attacked = [floors.get(("unlearned", attack, s, probe)) for s in seeds]
-        if original.aggregate == "auc":  # the floor of an AUC is 0.5 by definition
+        if original.aggregate in FLOORS:  # membership aggregates have a floor by definition (AUC 0.5, gap 0)
             reference, reference_attacked = None, []
     everything = [original, *attacked] + ([reference, *reference_attacked] if reference else [])
     skipped = next((r for r in everything if r is not None and r.status == "skipped"), None)
     aggregate = original.aggregate
     if skipped is not None:
         return _skipped_cell(attack, probe, original, scores.controlled, skipped.reason)
-    floor = 0.5 if not scores.controlled and aggregate == "auc" else None
+    floor = FLOORS.get(aggregate) if not scores.controlled else None
     if not scores.controlled and floor is None and (reference is None or None in reference_attacked):
         return _skipped_cell(
             attack, probe, original, False, "no reference model and no holdout counterpart for this probe"
         )
     paired = scores.controlled
     ids = _common_ids([original, *attacked] + ([reference, *reference_attacked] if paired else []))
-    members = np.asarray([bool(_scored(original)[i][1]) for i in ids]) if aggregate == "auc" else None
+    by_membership = aggregate in MEMBERSHIP_AGGREGATES
+    members = np.asarray([bool(_scored(original)[i][1]) for i in ids]) if by_membership else None
     ref_ids = _common_ids([reference, *reference_attacked]) if not paired and floor is None else []
     ref_members = None
-    if ref_ids and aggregate == "auc":
+    if ref_ids and by_membership:
         ref_members = np.asarray([bool(_scored(reference)[i][1]) for i in ref_ids])
     table = Scores(
         original=_stack([original], ids)[0],

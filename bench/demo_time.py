@@ -1,6 +1,6 @@
 """Time ``unlearn-audit demo`` (what ``make demo`` runs) as a user meets it, and print the figures.
 
-Usage: ``python bench/demo_time.py [--cold] [--jobs N] [demo options ...]``
+Usage: ``python bench/demo_time.py [--cold] [--out DIR] [demo options ...]``
 
 - with the world cached (``UNLEARN_AUDIT_CACHE``, built first when missing) and
   a fresh output directory: every method unlearned and audited (target: 3 minutes);
@@ -9,7 +9,8 @@ Usage: ``python bench/demo_time.py [--cold] [--jobs N] [demo options ...]``
 - then the same command again on the same output directory (models and audit
   pieces reused).
 
-Each run is a separate process, as ``make demo`` starts it.
+Each run is a separate process, as ``make demo`` starts it. ``--out`` keeps the
+demo's output (index, reports, ``leaderboard.md``) in a new directory.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def timed_demo(out: Path, cache: str | None, extra: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="start from an empty world cache")
+    parser.add_argument("--out", type=Path, help="keep the demo output here (a new directory)")
     args, extra = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "cache") if args.cold else os.environ.get("UNLEARN_AUDIT_CACHE")
@@ -48,7 +50,9 @@ def main() -> None:
 
             build_world(cache_dir=cache)  # cached before the clock starts
         label = "cold" if args.cold else "world cached"
-        out = Path(tmp) / "demo"
+        out = args.out or Path(tmp) / "demo"
+        if out.exists():
+            raise SystemExit(f"{out} exists; give a new directory")
         figures = {label: timed_demo(out, cache, extra), "rerun": timed_demo(out, cache, extra)}
     print(f"cpu cores: {os.cpu_count()}, demo options: {' '.join(extra) or '(defaults)'}")
     for name, seconds in figures.items():

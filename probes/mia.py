@@ -20,6 +20,24 @@ QA pair, or every token of a text scored with an empty prompt, see
   k% lowest;
 - ``reference``: mean_t log p_t under the model minus the same under the
   audit's reference model (``ctx.reference_lm``), when there is one.
+
+The probe's value, the K of the residual, is set by ``aggregate``:
+
+- ``gap`` (default): the statistic's mean over members minus its mean over
+  non-members (0 for a model that saw neither). It does not saturate as an
+  AUC does (capped at 1, with a sampling error of a few hundredths at a few
+  hundred items), so the residual can resolve small leftovers.
+- ``auc``: the ROC AUC of the statistic (0.5 for a model that saw neither).
+
+The ROC AUC of every statistic, TPR at 1% and 5% FPR and the ROC curve are
+reported in ``extras`` either way.
+
+``source``: ``qa`` scores the answers of the forget (members) and holdout
+(non-members) QA items; ``text`` every token of the forget and holdout texts;
+``auto`` (default) the texts when both are given, else the QA items. Answers to
+factual questions make a noisy membership signal for models that never saw
+them: two such models rate answers by their own priors, which differ from seed
+to seed, while a text the model never saw is equally foreign to both.
 """
 
 from __future__ import annotations
@@ -32,6 +50,7 @@ import numpy as np
 from auditor.errors import UserError
 from auditor.metrics import roc_auc, roc_curve_points, tpr_at_fpr
 from auditor.plugins import RunContext
+from auditor.residual import MEMBERSHIP_AGGREGATES, member_gap
 from auditor.scoring import TokenStats
 from auditor.types import AuditData, Item, ItemScore, ProbeResult
 from probes.common import UNSCORED, BaseProbe, check_choice, qa_items
@@ -75,15 +94,15 @@ class MIAProbe(BaseProbe):
     """Membership inference of forget items against holdout items; value = ROC AUC of one statistic."""
 
     name = "mia"
-    summary = "Membership inference (loss, zlib, Min-K%, Min-K%++, reference) of forget vs holdout; value = AUC."
+    summary = "Membership inference (loss, zlib, Min-K%, Min-K%++, reference) of forget vs holdout; value = gap or AUC."
     paper = "https://arxiv.org/abs/2404.02936"  # Min-K%++ (and Min-K%: arXiv 2310.16789)
     needs = ("forget", "holdout")
-    aggregate = "auc"
-    defaults = {"source": "qa", "statistic": "loss", "k": 0.2}
+    defaults = {"source": "auto", "statistic": "min_k", "k": 0.2, "aggregate": "gap"}  # Min-K%: MUSE's PrivLeak
 
     def validate(self) -> None:
-        check_choice(self, "source", tuple(SOURCES))
+        check_choice(self, "source", ("auto", *SOURCES))
         check_choice(self, "statistic", STATISTICS)
+        check_choice(self, "aggregate", MEMBERSHIP_AGGREGATES)
         if not 0.0 < self.params["k"] <= 1.0:
             raise UserError(f"{self.name}: k must lie in (0, 1], got {self.params['k']}")
 
@@ -91,15 +110,25 @@ class MIAProbe(BaseProbe):
     def metric(self) -> str:
         return self.params["statistic"]
 
-    def missing_data(self, data: AuditData) -> list[str]:
-        return [name for name in SOURCES[self.params["source"]] if getattr(data, name) is None]
+    @property
+    def aggregate(self) -> str:  # type: ignore[override]
+        return self.params["aggregate"]
 
-    def _pairs(self, ctx: RunContext) -> list[tuple[Item, bool, tuple[str, str]]]:
+    def source(self, data: AuditData) -> str:
+        """``auto``: the forget and holdout texts when both are given, else the QA items."""
+        if self.params["source"] != "auto":
+            return self.params["source"]
+        return "text" if data.forget_texts is not None and data.holdout_texts is not None else "qa"
+
+    def missing_data(self, data: AuditData) -> list[str]:
+        return [name for name in SOURCES[self.source(data)] if getattr(data, name) is None]
+
+    def _pairs(self, ctx: RunContext, source: str) -> list[tuple[Item, bool, tuple[str, str]]]:
         """(item, member, (prompt, scored text)) for every member, then every non-member."""
         rows = []
-        for is_member, name in zip((True, False), SOURCES[self.params["source"]], strict=True):
+        for is_member, name in zip((True, False), SOURCES[source], strict=True):
             items = getattr(ctx.data, name).items
-            if self.params["source"] == "qa":
+            if source == "qa":
                 prompts = ctx.prompts
                 rows += [
                     (i, is_member, (prompts.prompt(i.question), prompts.completion(i.answer))) for i in qa_items(items)
@@ -112,7 +141,8 @@ class MIAProbe(BaseProbe):
         primary = self.params["statistic"]
         if primary == "reference" and ctx.reference_lm is None:
             return self.skipped(model_label, "statistic 'reference' needs a reference model, and the audit has none")
-        rows = self._pairs(ctx)
+        source = self.source(ctx.data)
+        rows = self._pairs(ctx, source)
         if not any(m for _, m, _ in rows) or all(m for _, m, _ in rows):
             return self.skipped(model_label, "membership inference needs both member and non-member items")
         pairs = [pair for _, _, pair in rows]
@@ -129,16 +159,16 @@ class MIAProbe(BaseProbe):
             reference = references[i] if references is not None else None
             values = statistics(item_stats, text, self.params["k"], reference)
             scores.append(ItemScore(item.id, values[primary], member, {**values, "n_tokens": item_stats.n_tokens}))
-        return self._result(model_label, scores)
+        return self._result(model_label, scores, source)
 
-    def _result(self, model_label: str, scores: list[ItemScore]) -> ProbeResult:
+    def _result(self, model_label: str, scores: list[ItemScore], source: str) -> ProbeResult:
         scored = [s for s in scores if s.score is not None and math.isfinite(s.score)]
         members = [bool(s.member) for s in scored]
-        extras: dict = {"n_items": len(scores), "n_scored": len(scored), "source": self.params["source"]}
+        extras: dict = {"n_items": len(scores), "n_scored": len(scored), "source": source}
         if not scored or all(members) or not any(members):
             reason = "too few scored members or non-members for an AUC"
             return ProbeResult(
-                self.name, model_label, self.metric, "auc", None, tuple(scores), reason=reason, extras=extras
+                self.name, model_label, self.metric, self.aggregate, None, tuple(scores), reason=reason, extras=extras
             )
         names = [name for name in STATISTICS if name in scored[0].detail]
         extras["auc"] = {name: roc_auc([s.detail[name] for s in scored], members) for name in names}
@@ -146,5 +176,6 @@ class MIAProbe(BaseProbe):
         extras["tpr_at_fpr"] = {"0.01": tpr_at_fpr(primary, members, 0.01), "0.05": tpr_at_fpr(primary, members, 0.05)}
         fpr, tpr = thin(*roc_curve_points(primary, members))
         extras["roc"] = {"fpr": fpr, "tpr": tpr}
-        value = roc_auc(primary, members)
-        return ProbeResult(self.name, model_label, self.metric, "auc", value, tuple(scores), extras=extras)
+        extras["gap"] = member_gap(np.asarray(primary), np.asarray(members))
+        value = extras["gap"] if self.aggregate == "gap" else extras["auc"][self.metric]
+        return ProbeResult(self.name, model_label, self.metric, self.aggregate, value, tuple(scores), extras=extras)

@@ -94,12 +94,6 @@ def test_noop_is_not_unlearned(calibration):
     assert direct["ci_low"] > 0.5, show(results)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured 2026-11-22: the independent retrain audits INCONCLUSIVE, not REMOVED: its residuals are near 0 "
-    "but with 120 forget items (60 multi-hop) the 95% upper bounds of several cells exceed 0.10 (none x multihop "
-    "0.12, in-context-relearn 0.15, mia 0.26); the world's evaluation sets are too small for the 0.10 threshold",
-)
 def test_retrain_is_removed(calibration):
     results = calibration["retrain"]
     assert results["verdict"]["label"] == "REMOVED", show(results)
@@ -231,7 +225,7 @@ def test_resume_after_kill_matches_and_recomputes_nothing_finished(world, data, 
 
 
 def test_without_reference_every_cell_is_uncontrolled(world, data, tmp_path):
-    """No reference: floors come from the holdout set (AUC: 0.5), and every cell says so."""
+    """No reference: floors come from the holdout set (membership gap: 0), and every cell says so."""
     results = audit(
         world,
         data,
@@ -248,7 +242,7 @@ def test_without_reference_every_cell_is_uncontrolled(world, data, tmp_path):
     assert all(c["controlled"] is False for c in cells.values())
     qa, mia = cells[("none", "qa")], cells[("none", "mia")]
     assert qa["status"] == "ok" and qa["k_reference"] < 0.3  # the original on holdout people: chance level
-    assert mia["status"] == "ok" and mia["k_reference"] == 0.5
+    assert mia["status"] == "ok" and mia["k_reference"] == 0.0
     assert results["verdict"]["label"] == "NOT_UNLEARNED"
 
 

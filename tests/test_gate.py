@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from auditor.gate import Policy, compare_to_baseline, decide, load_policy
-from auditor.residual import Scores, auc_rank, estimate_residual, relative_drop
+from auditor.residual import Scores, auc_rank, estimate_residual, member_gap, relative_drop
 from auditor.types import Cell
 
 
@@ -26,6 +26,16 @@ def test_auc_rank_equals_sklearn():
     values = np.round(rng.normal(size=60), 1)  # ties included
     members = rng.random(60) > 0.5
     assert auc_rank(values, members) == pytest.approx(roc_auc_score(members, values))
+
+
+def test_member_gap_residual_nets_out_the_reference():
+    members = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    original = np.where(members, -0.1, -3.0)  # members far likelier under the original
+    reference = np.full(100, -2.5)
+    unlearned = np.where(members, -2.5 + 0.29, -2.5)  # a tenth of the original's gap left
+    assert member_gap(original, members) == pytest.approx(2.9)
+    est = estimate_residual(scores(original, reference, unlearned, reference, members), "gap")
+    assert est.residual == pytest.approx(0.1) and est.k_reference == pytest.approx(0.0)
 
 
 def test_residual_point_and_interval():

@@ -302,8 +302,13 @@ def test_mia_matches_paper_formulas(tiny, source):
         auc = _pairwise_auc(values, members)
         assert result.extras["auc"][name] == pytest.approx(auc)
         assert auc > 0.8, name  # sign convention: the model trained on the members scores them higher
-    assert result.value == pytest.approx(result.extras["auc"]["min_k_plus_plus"])
-    assert result.aggregate == "auc" and result.metric == "min_k_plus_plus"
+    primary = np.asarray(expected["min_k_plus_plus"])
+    gap = primary[np.asarray(members)].mean() - primary[~np.asarray(members)].mean()
+    assert result.value == pytest.approx(gap, rel=1e-4) and result.extras["gap"] == result.value
+    assert result.aggregate == "gap" and result.metric == "min_k_plus_plus"
+    as_auc = PROBES.get("mia")(source=source, k=k, statistic="min_k_plus_plus", aggregate="auc")
+    auc_result = as_auc.run(ScoringModel(loaded), ctx, "test")
+    assert auc_result.aggregate == "auc" and auc_result.value == pytest.approx(result.extras["auc"]["min_k_plus_plus"])
     roc = result.extras["roc"]
     assert len(roc["fpr"]) <= 101 and roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0
     assert 0.0 <= result.extras["tpr_at_fpr"]["0.01"] <= result.extras["tpr_at_fpr"]["0.05"] <= 1.0
@@ -311,7 +316,9 @@ def test_mia_matches_paper_formulas(tiny, source):
 
 def test_mia_untrained_model_is_near_chance(tiny):
     result = _run("mia", ScoringModel(tiny["untrained"]), tiny["data"])
-    assert 0.2 < result.value < 0.8
+    trained = _run("mia", ScoringModel(tiny["model"]), tiny["data"])
+    assert 0.2 < result.extras["auc"]["loss"] < 0.8
+    assert abs(result.value) < 0.25 * trained.value  # the membership gap: a fraction of the trained model's
 
 
 # --- skipping, parameters, registry --------------------------------------------------------------------------------
@@ -350,7 +357,7 @@ def test_registered_probe_metadata(name):
     cls = PROBES.get(name)
     assert issubclass(cls, Probe) and cls.name == name
     assert cls.summary and cls.paper and cls.defaults and cls.needs
-    assert cls.aggregate in ("mean", "auc")
+    assert cls().aggregate in ("mean", "auc", "gap")
     assert set(PROBES.names()) >= {*KNOWLEDGE_PROBES, "mia"}
 
 
@@ -374,7 +381,7 @@ def test_all_probes_score_each_unique_pair_once(tiny, monkeypatch):
     PROBES.get("mia")(statistic="min_k").run(lm, ctx, "test")
     assert len(seen) == len(set(seen)) == lm.sequences_scored
     forget_pairs = {(f"Question: {i.question}\nAnswer:", " " + i.answer) for i in tiny["data"].forget.items}
-    assert forget_pairs <= set(seen)  # qa and mia shared these
+    assert forget_pairs <= set(seen)  # qa scored these, and qa:metric=truth reused them
 
 
 def test_routed_model_leaves_subjects_every_variant_trained_on_unscored(tiny):
@@ -424,5 +431,7 @@ def test_world_original_knows_and_reference_does_not(world_runs, name):
 def test_world_membership_inference(world_runs):
     original, reference = world_runs["original"]["mia"], world_runs["reference"]["mia"]
     print(f"mia AUC: original {original.extras['auc']}, reference {reference.extras['auc']}")
-    assert original.value > 0.8
-    assert abs(reference.value - 0.5) < 0.15
+    print(f"mia {original.metric} gap: original {original.value:.3f}, reference {reference.value:.3f}")
+    assert original.extras["auc"]["loss"] > 0.8
+    assert abs(reference.extras["auc"]["loss"] - 0.5) < 0.15
+    assert original.value > 1.0 and abs(reference.value) < 0.1 * original.value
