@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from auditor.audit import run_audit
-from auditor.demo import world_data
+from auditor.demo import WORLD_AUDIT_FILES, world_data
 from auditor.gate import Policy
 from auditor.models import load_model
 from auditor.orchestrator import AuditConfig
@@ -73,6 +73,13 @@ def audit(world, data, unlearned: Path, out: Path, cache: Path, preset: str = CA
 def calibration(world, data, controls, shared_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("calibration")
     return {name: audit(world, data, controls[name], out / name, shared_cache) for name in CONTROLS}
+
+
+def world_data_args(world) -> list[str]:
+    """The CLI options that read the same files as the ``data`` fixture."""
+    return [
+        arg for opt, name in WORLD_AUDIT_FILES.items() for arg in (f"--{opt.replace('_', '-')}", str(world.file(name)))
+    ]
 
 
 def cells_of(results, outcome):
@@ -179,12 +186,7 @@ def test_resume_after_kill_matches_and_recomputes_nothing_finished(world, data, 
         str(controls["idk"]),
         "--reference",
         str(world.reference),
-        "--forget",
-        str(world.file("forget")),
-        "--retain",
-        str(world.file("retain")),
-        "--holdout",
-        str(world.file("holdout")),
+        *world_data_args(world),  # the same files as ``data``
         "--preset",
         "quick",
         "--attack",

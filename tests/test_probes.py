@@ -392,7 +392,8 @@ def test_routed_model_leaves_subjects_every_variant_trained_on_unscored(tiny):
     routed = RoutedScoringModel([(lm_a, frozenset({shared, only_first})), (lm_b, frozenset({shared, only_second}))])
     plain = ScoringModel(tiny["model"])
     ctx = RunContext(data=data, seed=0)
-    key = {i.id: i.key for i in (*data.forget.items, *data.forget_texts.items, *data.holdout.items)}
+    items = (*data.forget.items, *data.forget_texts.items, *data.holdout.items, *data.holdout_texts.items)
+    key = {i.id: i.key for i in items}
     for name in ("qa", "paraphrase", "in-context", "in-context-relearn", "verbatim", "mia"):
         result, expected = PROBES.get(name)().run(routed, ctx, "routed"), PROBES.get(name)().run(plain, ctx, "plain")
         by_id = {s.item_id: s for s in expected.items}
