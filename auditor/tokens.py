@@ -33,6 +33,11 @@ class EncodedPair:
         return sum(self.answer_mask)
 
 
+def _require_fast(tokenizer) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("a fast tokenizer is required (character offsets locate the answer tokens)")
+
+
 def encode_pair(tokenizer, prompt: str, answer: str, *, add_eos: bool = False) -> EncodedPair:
     """Tokenize ``prompt + answer`` in one pass and mark the answer tokens by offsets."""
     return encode_pairs(tokenizer, [(prompt, answer)], add_eos=add_eos)[0]
@@ -40,8 +45,7 @@ def encode_pair(tokenizer, prompt: str, answer: str, *, add_eos: bool = False) -
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, add_eos: bool = False) -> list[EncodedPair]:
     """``encode_pair`` of many pairs with one batched tokenizer call."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise UserError("a fast tokenizer is required (character offsets locate the answer tokens)")
+    _require_fast(tokenizer)
     if not pairs:
         return []
     enc = tokenizer([prompt + answer for prompt, answer in pairs], return_offsets_mapping=True, add_special_tokens=True)
@@ -66,8 +70,7 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, add_eos: bool =
 
 def encode_spans(tokenizer, text: str, spans: Sequence[tuple[int, int]], *, add_eos: bool = False) -> EncodedPair:
     """Tokenize ``text`` and mark the tokens overlapping any ``(start, end)`` character span (plus EOS)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise UserError("a fast tokenizer is required (character offsets locate the answer tokens)")
+    _require_fast(tokenizer)
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
     special = set(tokenizer.all_special_ids)
     ids = list(enc["input_ids"])
