@@ -30,9 +30,20 @@ def contains_answer(output: str, answer: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _rouge_scorer():
-    from rouge_score import rouge_scorer
+    """rouge-score's ROUGE-L with its default stemming tokenizer, memoized per text (outputs repeat across models)."""
+    from rouge_score import rouge_scorer, tokenizers
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    stemming = tokenizers.DefaultTokenizer(use_stemmer=True)
+
+    class MemoTokenizer(tokenizers.Tokenizer):
+        @lru_cache(maxsize=1 << 16)  # noqa: B019 - one instance, alive for the process
+        def _tokens(self, text: str) -> tuple[str, ...]:
+            return tuple(stemming.tokenize(text))
+
+        def tokenize(self, text: str) -> list[str]:
+            return list(self._tokens(text))
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=MemoTokenizer())
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:

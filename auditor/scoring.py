@@ -12,6 +12,7 @@ Which tokens count is defined once in ``auditor.tokens``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,22 +20,23 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from auditor.tokens import encode_pairs
+from auditor.tokens import EncodedPair, encode_pairs
 from auditor.training import pad_token_id
 
 
 @dataclass(frozen=True)
 class TokenStats:
-    """Per answer token: its log-probability, and the mean and variance of log p under the model.
+    """Per answer token: its log-probability and, when asked for, the mean and variance of log p under the model.
 
     ``mean_logprob`` and ``var_logprob`` are E[log p(z)] and Var[log p(z)] for z drawn
-    from the model's own next-token distribution at that position (Min-K%++ needs them).
+    from the model's own next-token distribution at that position (Min-K%++ needs them);
+    ``None`` unless the statistics were computed with ``moments=True``.
     """
 
     token_ids: np.ndarray
     logprobs: np.ndarray
-    mean_logprob: np.ndarray
-    var_logprob: np.ndarray
+    mean_logprob: np.ndarray | None = None
+    var_logprob: np.ndarray | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -48,6 +50,10 @@ class TokenStats:
     def mean(self) -> float:
         """Mean log-probability per answer token (minus the average NLL); NaN without tokens."""
         return float(self.logprobs.mean()) if self.logprobs.size else float("nan")
+
+    @property
+    def has_moments(self) -> bool:
+        return self.mean_logprob is not None
 
 
 MAX_BATCH_ROWS = 256  # sequences per forward pass
@@ -73,6 +79,44 @@ def length_buckets(
     return [*batches, current] if current else batches
 
 
+_ENCODINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {(prompt, answer): EncodedPair}
+
+
+def _encoded(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
+    """``encode_pairs``, memoized per tokenizer: every model variant of an audit scores the same pairs."""
+    memo = _ENCODINGS.setdefault(tokenizer, {})
+    todo = list(dict.fromkeys(p for p in pairs if p not in memo))
+    memo.update(zip(todo, encode_pairs(tokenizer, todo), strict=True))
+    return [memo[p] for p in pairs]
+
+
+_HEAD_SPLITS: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _head_splits(model, ids: torch.Tensor, attention: torch.Tensor) -> bool:
+    """Whether the decoder followed by the output head gives the model's own logits (no softcap or scale between)."""
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+        if decoder is None or decoder is model or head is None:
+            return False
+        full = model(input_ids=ids, attention_mask=attention, use_cache=False).logits.float()
+        split = head(decoder(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state).float()
+    except (AttributeError, TypeError, NotImplementedError):
+        return False
+    tolerance = max(1e-3, 4 * torch.finfo(full.dtype if full.is_floating_point() else torch.float32).eps)
+    return split.shape == full.shape and torch.allclose(split, full, rtol=tolerance, atol=tolerance)
+
+
+def _logits_at(model, ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor):
+    """The model's logits at the (row, position) pairs; the output head runs on those positions only when it may."""
+    if model not in _HEAD_SPLITS:
+        _HEAD_SPLITS[model] = _head_splits(model, ids[:4], attention[:4])
+    if not _HEAD_SPLITS[model]:
+        return model(input_ids=ids, attention_mask=attention, use_cache=False).logits[rows, positions]
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+    return model.get_output_embeddings()(hidden[rows, positions])
+
+
 @torch.no_grad()
 def teacher_forced(
     model,
@@ -80,9 +124,14 @@ def teacher_forced(
     pairs: Sequence[tuple[str, str]],
     max_rows: int = MAX_BATCH_ROWS,
     max_tokens: int = MAX_BATCH_TOKENS,
+    moments: bool = False,
 ) -> list[TokenStats]:
-    """Token statistics of each answer given its prompt, from right-padded, length-bucketed batches."""
-    encoded = encode_pairs(tokenizer, pairs)
+    """Token statistics of each answer given its prompt, from right-padded, length-bucketed batches.
+
+    ``moments`` adds the mean and variance of log p over the vocabulary at each
+    answer token (a few passes over the vocabulary per token: only Min-K%++ needs them).
+    """
+    encoded = _encoded(tokenizer, pairs)
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
     results: list[TokenStats | None] = [None] * len(encoded)
@@ -96,20 +145,27 @@ def teacher_forced(
             ids[row, :n] = torch.tensor(encoded[i].input_ids)
             attention[row, :n] = 1
             answer[row, :n] = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
         rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # logits at t predict token t+1
         targets = ids[rows, positions + 1]
-        logp = torch.log_softmax(logits[rows.to(device), positions.to(device)].float(), dim=-1)  # every answer token
-        probs = logp.exp()
-        mean = (probs * logp).sum(-1)
-        var = (probs * (logp - mean.unsqueeze(-1)).square()).sum(-1).clamp(min=0)
-        token_logp = logp.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1)
-        token_logp, mean, var = (t.cpu().double().numpy() for t in (token_logp, mean, var))
+        logits = _logits_at(model, ids.to(device), attention.to(device), rows.to(device), positions.to(device))
+        logp = torch.log_softmax(logits.float(), dim=-1)  # every answer token
+        token_logp = logp.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1).cpu().double().numpy()
+        mean = var = None
+        if moments:
+            probs = logp.exp()
+            mean_t = (probs * logp).sum(-1)
+            var_t = (probs * (logp - mean_t.unsqueeze(-1)).square()).sum(-1).clamp(min=0)
+            mean, var = (t.cpu().double().numpy() for t in (mean_t, var_t))
         target_ids = targets.numpy()
         ends = np.cumsum(torch.bincount(rows, minlength=len(bucket)).numpy())  # rows come out in order
         for row, i in enumerate(bucket):
             part = slice(ends[row - 1] if row else 0, ends[row])
-            results[i] = TokenStats(target_ids[part], token_logp[part], mean[part], var[part])
+            results[i] = TokenStats(
+                target_ids[part],
+                token_logp[part],
+                None if mean is None else mean[part],
+                None if var is None else var[part],
+            )
     return results  # type: ignore[return-value]
 
 
@@ -197,11 +253,16 @@ class ScoringModel:
         self.sequences_scored = 0  # unique teacher-forced sequences run, for tests and benchmarks
         self.prompts_generated = 0
 
-    def token_stats(self, pairs: Sequence[tuple[str, str]], groups: Sequence[str] | None = None) -> list[TokenStats]:
+    def token_stats(
+        self, pairs: Sequence[tuple[str, str]], groups: Sequence[str] | None = None, moments: bool = False
+    ) -> list[TokenStats]:
         """Teacher-forced statistics of each (prompt, answer); ``groups`` only matter when routed."""
-        todo = list(dict.fromkeys(p for p in pairs if p not in self._stats))
+        todo = list(
+            dict.fromkeys(p for p in pairs if p not in self._stats or (moments and not self._stats[p].has_moments))
+        )
         if todo:
-            stats = teacher_forced(self.loaded.model, self.loaded.tokenizer, todo, self.max_rows, self.max_tokens)
+            model, tokenizer = self.loaded.model, self.loaded.tokenizer
+            stats = teacher_forced(model, tokenizer, todo, self.max_rows, self.max_tokens, moments)
             self._stats.update(zip(todo, stats, strict=True))
             self.sequences_scored += len(todo)
         return [self._stats[p] for p in pairs]
@@ -263,8 +324,8 @@ class RoutedScoringModel:
                     results[i] = value
         return results
 
-    def token_stats(self, pairs, groups=None) -> list[TokenStats | None]:
-        return self._dispatch(list(pairs), groups, lambda s, reqs: s.token_stats(reqs))
+    def token_stats(self, pairs, groups=None, moments: bool = False) -> list[TokenStats | None]:
+        return self._dispatch(list(pairs), groups, lambda s, reqs: s.token_stats(reqs, moments=moments))
 
     def generate(self, prompts, max_new_tokens: int = 32, stop=("\n",), groups=None) -> list[str | None]:
         return self._dispatch(list(prompts), groups, lambda s, reqs: s.generate(reqs, max_new_tokens, stop))

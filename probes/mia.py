@@ -147,8 +147,9 @@ class MIAProbe(BaseProbe):
             return self.skipped(model_label, "membership inference needs both member and non-member items")
         pairs = [pair for _, _, pair in rows]
         groups = [item.key for item, _, _ in rows]
-        stats = lm.token_stats(pairs, groups=groups)
-        references = ctx.reference_lm.token_stats(pairs, groups=groups) if ctx.reference_lm is not None else None
+        stats = lm.token_stats(pairs, groups=groups, moments=True)
+        reference_lm = ctx.reference_lm
+        references = reference_lm.token_stats(pairs, groups=groups) if reference_lm is not None else None
         scores = []
         for i, (item, member, (_, text)) in enumerate(rows):
             item_stats = stats[i]

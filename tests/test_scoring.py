@@ -69,12 +69,37 @@ def test_training_marks_eos(tok):
 @pytest.mark.parametrize(("max_rows", "max_tokens"), [(1, 8192), (3, 8192), (32, 8192), (32, 40)])
 def test_batched_matches_plain(tiny, tok, max_rows, max_tokens):
     pairs = list(zip(PROMPTS, ANSWERS, strict=True))
-    batched = teacher_forced(tiny, tok, pairs, max_rows=max_rows, max_tokens=max_tokens)
-    for stats, prompt, answer in zip(batched, PROMPTS, ANSWERS, strict=True):
+    batched = teacher_forced(tiny, tok, pairs, max_rows=max_rows, max_tokens=max_tokens, moments=True)
+    plain = teacher_forced(tiny, tok, pairs, max_rows=max_rows, max_tokens=max_tokens)
+    for stats, without, prompt, answer in zip(batched, plain, PROMPTS, ANSWERS, strict=True):
         expected = plain_stats(tiny, tok, prompt, answer)
         got = np.stack([stats.logprobs, stats.mean_logprob, stats.var_logprob], axis=1)
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert not without.has_moments
+        np.testing.assert_allclose(without.logprobs, expected[:, 0], atol=1e-5)
+
+
+class ScaledLogits(LlamaForCausalLM):
+    """A model whose forward changes the logits after the output head (like Gemma's softcapping)."""
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.logits = 30 * torch.tanh(out.logits / 3)
+        return out
+
+
+def test_head_on_answer_positions_only_where_it_gives_the_model_logits(tiny, tok):
+    capped = ScaledLogits(tiny.config).eval()
+    capped.load_state_dict(tiny.state_dict())
+    pairs = list(zip(PROMPTS, ANSWERS, strict=True))
+    for stats, prompt, answer in zip(teacher_forced(capped, tok, pairs), PROMPTS, ANSWERS, strict=True):
+        pair = encode_pair(tok, prompt, answer)
+        with torch.no_grad():
+            logits = capped(input_ids=torch.tensor([pair.input_ids])).logits[0]
+        logp = torch.log_softmax(logits, -1)
+        expected = [float(logp[t - 1, pair.input_ids[t]]) for t in range(1, len(pair.input_ids)) if pair.answer_mask[t]]
+        np.testing.assert_allclose(stats.logprobs, expected, atol=1e-5)
 
 
 def test_generation_does_not_depend_on_batch_padding(tiny, tok):
@@ -115,6 +140,9 @@ def test_scoring_model_memoizes(tiny, tok):
     lm.token_stats(pairs)
     lm.token_stats(pairs[3:])
     assert lm.sequences_scored == len(pairs)
+    assert all(s.has_moments for s in lm.token_stats(pairs[:2], moments=True))  # moments: those two again
+    lm.token_stats(pairs[:4])
+    assert lm.sequences_scored == len(pairs) + 2
 
 
 def test_routed_model_never_scores_a_trained_subject(tiny, tok):
