@@ -53,16 +53,24 @@ def world_data_options(world) -> str:
     return " ".join(f"--{option.replace('_', '-')} {world.file(name)}" for option, name in WORLD_AUDIT_FILES.items())
 
 
-def knowledge_table(data: AuditData, models: dict) -> str:
-    """What each model knows of each QA split (direct questions, greedy answers)."""
+def knowledge(data: AuditData, models: dict) -> dict[str, dict[str, dict]]:
+    """What each model knows of each QA split (``qa_knowledge``: direct questions, greedy answers)."""
     from auditor.prompts import DEFAULT_FORMAT
     from auditor.unlearn_runner import qa_knowledge
 
     splits = {"forget": data.forget, "retain": data.retain, "holdout": data.holdout}
+    return {
+        name: {split: qa_knowledge(loaded, items, DEFAULT_FORMAT) for split, items in splits.items()}
+        for name, loaded in models.items()
+    }
+
+
+def knowledge_table(known: dict[str, dict[str, dict]]) -> str:
+    """``knowledge`` as a Markdown table of accuracies."""
+    splits = list(next(iter(known.values())))
     lines = ["| model | " + " | ".join(f"{s} accuracy" for s in splits) + " |", "|---" * (len(splits) + 1) + "|"]
-    for name, loaded in models.items():
-        cells = [f"{qa_knowledge(loaded, items, DEFAULT_FORMAT)['accuracy']:.3f}" for items in splits.values()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, per_split in known.items():
+        lines.append(f"| {name} | " + " | ".join(f"{per_split[s]['accuracy']:.3f}" for s in splits) + " |")
     return "\n".join(lines)
 
 
@@ -117,6 +125,7 @@ class MethodJob:
     preset: str
     cache_dir: str | None
     threads: int
+    before: dict | None = None  # the original's forget/retain knowledge, measured once for every method
 
 
 def run_method(job: MethodJob, log: Callable[[str], None] = print) -> dict:
@@ -132,9 +141,8 @@ def run_method(job: MethodJob, log: Callable[[str], None] = print) -> dict:
     model_dir = job.out_dir / "models" / job.name
     if not (model_dir / "unlearning.json").is_file():
         ctx = RunContext(data=data, seed=0)
-        record = unlearn_to_dir(
-            METHODS.get(job.name)(), load_model(original_spec), data.forget, data.retain, model_dir, ctx
-        )
+        method, original = METHODS.get(job.name)(), load_model(original_spec)
+        record = unlearn_to_dir(method, original, data.forget, data.retain, model_dir, ctx, before=job.before)
         log(
             f"[{job.name}] unlearned: forget {record['before']['forget']['accuracy']:.2f} -> "
             f"{record['after']['forget']['accuracy']:.2f}, retain {record['before']['retain']['accuracy']:.2f}"
@@ -187,11 +195,13 @@ def run_demo(
         "original": load_model(ModelSpec(str(world.original))),
         "reference": load_model(ModelSpec(str(world.reference))),
     }
+    known = knowledge(data, models)
     log("What the embedded models know (direct questions):")
-    log(knowledge_table(data, models))
+    log(knowledge_table(known))
+    before = {split: known["original"][split] for split in ("forget", "retain")}
     threads = torch.get_num_threads()
     first, rest = names[0], sorted(names[1:], key=lambda n: n != "retrain")
-    entries = {first: run_method(MethodJob(first, out_dir, preset, cache_dir, threads), log)}
+    entries = {first: run_method(MethodJob(first, out_dir, preset, cache_dir, threads, before), log)}
     if rest:
         log(f"auditing {len(rest)} more methods in {min(jobs, len(rest))} worker process(es) ...")
     if jobs > 1 and len(rest) > 1:
@@ -199,11 +209,12 @@ def run_demo(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(jobs, len(rest)), mp_context=context) as pool:
             futures = [
-                pool.submit(run_method, MethodJob(n, out_dir, preset, cache_dir, per_job), _print_flushed) for n in rest
+                pool.submit(run_method, MethodJob(n, out_dir, preset, cache_dir, per_job, before), _print_flushed)
+                for n in rest
             ]
             entries.update((n, f.result()) for n, f in zip(rest, futures, strict=True))
     else:
-        entries.update((n, run_method(MethodJob(n, out_dir, preset, cache_dir, threads), log)) for n in rest)
+        entries.update((n, run_method(MethodJob(n, out_dir, preset, cache_dir, threads, before), log)) for n in rest)
     ordered = [entries[n] for n in names]
     table = markdown_table(leaderboard_rows(ordered))
     _write_atomic(out_dir / "leaderboard.md", table + "\n")

@@ -12,13 +12,13 @@ Which tokens count is defined once in ``auditor.tokens``.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from auditor.tokens import EncodedPair, encode_pairs
 from auditor.training import pad_token_id
@@ -178,22 +178,67 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-class _StopTokens(StoppingCriteria):
-    """Ends a row once its last token contains a stop string (stops split over tokens are cut afterwards)."""
-
-    def __init__(self, stop_ids: torch.Tensor):
-        self.stop_ids = stop_ids
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        return torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
-
-
 def stop_token_ids(tokenizer, stop: Sequence[str]) -> torch.Tensor:
     """Ids of the tokens whose text contains one of ``stop``."""
     if not stop:
         return torch.zeros(0, dtype=torch.long)
     ids = [i for i in range(len(tokenizer)) if any(m in tokenizer.decode([i]) for m in stop)]
     return torch.tensor(ids, dtype=torch.long)
+
+
+def _accepts(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+def _left_padded(encoded: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask with every prompt ending at the last column."""
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, tokens in enumerate(encoded):
+        ids[row, width - len(tokens) :] = torch.tensor(tokens)
+        attention[row, width - len(tokens) :] = 1
+    return ids, attention
+
+
+def _greedy_tokens(model, ids: torch.Tensor, attention: torch.Tensor, max_new_tokens: int, stop_ids: torch.Tensor):
+    """New token ids per row: greedy decoding with a KV cache; a row leaves the batch at a stop token.
+
+    A row ends after emitting EOS or a token of ``stop_ids`` (kept in its
+    output); finished rows are dropped from the batch and the cache, so the
+    remaining rows run alone.
+    """
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, **extra)
+    cache, last = out.past_key_values, positions[:, -1:]
+    next_ids = out.logits[:, -1].argmax(-1)
+    alive = torch.arange(len(ids), device=ids.device)  # which input row each decoding row is
+    tokens: list[list[int]] = [[] for _ in range(len(ids))]
+    done = [False] * len(ids)
+    for step in range(max_new_tokens):
+        finished = torch.isin(next_ids, stop_ids)
+        for row, token, stops in zip(alive.tolist(), next_ids.tolist(), finished.tolist(), strict=True):
+            if not done[row]:
+                tokens[row].append(token)
+                done[row] = stops
+        if step == max_new_tokens - 1 or all(done):
+            break
+        if bool(finished.any()) and hasattr(cache, "batch_select_indices"):
+            keep = (~finished).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            alive, next_ids, attention, last = alive[keep], next_ids[keep], attention[keep], last[keep]
+        attention = torch.cat([attention, attention.new_ones((len(attention), 1))], dim=1)
+        last = last + 1
+        out = model(
+            input_ids=next_ids[:, None],
+            attention_mask=attention,
+            position_ids=last,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache, next_ids = out.past_key_values, out.logits[:, -1].argmax(-1)
+    return tokens
 
 
 @torch.no_grad()
@@ -213,31 +258,18 @@ def greedy_generate(
     computed from the vocabulary when not given); the text is cut at the first
     stop string either way, so early stopping never changes an output.
     """
-    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"] if prompts else []
     device = next(model.parameters()).device
-    pad = pad_token_id(tokenizer)
-    stopping = StoppingCriteriaList([_StopTokens(stop_token_ids(tokenizer, stop) if stop_ids is None else stop_ids)])
+    stops = stop_token_ids(tokenizer, stop) if stop_ids is None else stop_ids
+    if tokenizer.eos_token_id is not None:
+        stops = torch.cat([stops, torch.tensor([tokenizer.eos_token_id])])
+    stops = stops.to(device)
     outputs: list[str] = [""] * len(prompts)
     for bucket in length_buckets([len(e) for e in encoded], max_rows, max_tokens, extra=max_new_tokens):
-        width = max(len(encoded[i]) for i in bucket)
-        ids = torch.full((len(bucket), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(bucket), width), dtype=torch.long)
-        for row, i in enumerate(bucket):  # left padding: every prompt ends at the last column
-            n = len(encoded[i])
-            ids[row, width - n :] = torch.tensor(encoded[i])
-            attention[row, width - n :] = 1
-        generated = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=attention.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-            stopping_criteria=stopping,
-        )
-        for row, i in enumerate(bucket):
-            text = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
-            outputs[i] = _cut_at_stop(text, stop)
+        ids, attention = _left_padded([encoded[i] for i in bucket], pad_token_id(tokenizer))
+        new_tokens = _greedy_tokens(model, ids.to(device), attention.to(device), max_new_tokens, stops)
+        for i, tokens in zip(bucket, new_tokens, strict=True):
+            outputs[i] = _cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop)
     return outputs
 
 

@@ -36,13 +36,19 @@ def unlearn_to_dir(
     retain: ItemSet,
     out_dir: Path,
     ctx: RunContext,
+    before: dict | None = None,
 ) -> dict:
     """Unlearn, measure before/after knowledge, and write the model and ``unlearning.json`` into ``out_dir``.
+
+    ``before`` is the source model's ``qa_knowledge`` of forget and retain when already measured.
 
     Files are staged beside ``out_dir`` and moved in with ``unlearning.json`` last, so a directory
     with that record holds a complete model.
     """
-    before = {"forget": qa_knowledge(loaded, forget, ctx.prompts), "retain": qa_knowledge(loaded, retain, ctx.prompts)}
+    if before is None:
+        before = {
+            split: qa_knowledge(loaded, items, ctx.prompts) for split, items in (("forget", forget), ("retain", retain))
+        }
     start = time.perf_counter()
     outcome = method.unlearn(loaded, forget, retain, ctx)
     seconds = time.perf_counter() - start

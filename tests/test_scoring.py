@@ -108,6 +108,15 @@ def test_generation_does_not_depend_on_batch_padding(tiny, tok):
     assert alone == together
 
 
+def test_generation_matches_transformers_generate(tiny, tok):
+    ours = greedy_generate(tiny, tok, PROMPTS, max_new_tokens=8, stop=())
+    for prompt, text in zip(PROMPTS, ours, strict=True):
+        ids = tok(prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = tiny.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert text == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
 def test_early_stopping_never_changes_an_output(tiny, tok):
     stop = tuple({tok.decode([i]) for i in range(40, 60)} - {""})  # stop strings the tiny model does emit
     stopped = greedy_generate(tiny, tok, PROMPTS, max_new_tokens=12, stop=stop)
