@@ -16,6 +16,7 @@ import click
 from auditor import __version__
 from auditor.cli_common import EXIT_PASS, EXIT_RUNTIME, EXIT_USAGE, set_threads
 from auditor.errors import UserError
+from auditor.quiet import quiet_libraries
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -74,21 +75,9 @@ def list_plugins(kind: str) -> None:
         click.echo(f"{name:22s}{cls.summary}{tier}{status}")
 
 
-def _quiet_libraries() -> None:
-    """No library progress bars or deprecation chatter unless debugging."""
-    if os.environ.get("UNLEARN_AUDIT_DEBUG") == "1":
-        return
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
-
 def main() -> None:
     """Console entry point: map errors to exit codes."""
-    _quiet_libraries()
+    quiet_libraries()
     try:
         code = cli.main(standalone_mode=False)
     except UserError as exc:

@@ -26,6 +26,7 @@ from auditor.models import load_model
 from auditor.orchestrator import AuditConfig
 from auditor.plan import make_plan
 from auditor.plugins import RunContext
+from auditor.quiet import quiet_libraries
 from auditor.registry import METHODS
 from auditor.types import AuditData, ModelSpec
 from auditor.unlearn_runner import unlearn_to_dir
@@ -188,9 +189,10 @@ def run_demo(
     from auditor.world import WorldSpec, build_world
     from reports.index import render_index
 
-    world = build_world(WorldSpec(), cache_dir=cache_dir, progress=log)
-    data = world_data(world)
     names = list(methods) or METHODS.names()
+    retrains = (METHODS.get("retrain").defaults["seed"],) if "retrain" in names else ()
+    world = build_world(WorldSpec(), cache_dir=cache_dir, progress=log, retrains=retrains)
+    data = world_data(world)
     models = {
         "original": load_model(ModelSpec(str(world.original))),
         "reference": load_model(ModelSpec(str(world.reference))),
@@ -207,7 +209,7 @@ def run_demo(
     if jobs > 1 and len(rest) > 1:
         per_job = max(1, threads // jobs)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(jobs, len(rest)), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(jobs, len(rest)), mp_context=context, initializer=quiet_libraries) as pool:
             futures = [
                 pool.submit(run_method, MethodJob(n, out_dir, preset, cache_dir, per_job, before), _print_flushed)
                 for n in rest

@@ -1,11 +1,12 @@
 """Time ``unlearn-audit demo`` (what ``make demo`` runs) as a user meets it, and print the figures.
 
-Usage: ``python bench/demo_time.py [--cold] [--out DIR] [demo options ...]``
+Usage: ``python bench/demo_time.py [--cold] [--out DIR] [--cache-dir DIR] [demo options ...]``
 
 - with the world cached (``UNLEARN_AUDIT_CACHE``, built first when missing) and
   a fresh output directory: every method unlearned and audited (target: 3 minutes);
-- ``--cold``: an empty world cache as well, so the world's models are trained
-  too (target: 10 minutes);
+- ``--cold``: an empty world cache as well (a temporary one, or ``--cache-dir``
+  when it does not hold the world yet, which keeps the world afterwards), so
+  the world's models are trained too (target: 10 minutes);
 - then the same command again on the same output directory (models and audit
   pieces reused).
 
@@ -42,13 +43,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="start from an empty world cache")
     parser.add_argument("--out", type=Path, help="keep the demo output here (a new directory)")
+    parser.add_argument("--cache-dir", type=Path, help="world cache (default: $UNLEARN_AUDIT_CACHE; --cold: temporary)")
     args, extra = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cache = str(Path(tmp) / "cache") if args.cold else os.environ.get("UNLEARN_AUDIT_CACHE")
-        if not args.cold:
+        cache = str(args.cache_dir) if args.cache_dir else os.environ.get("UNLEARN_AUDIT_CACHE")
+        if args.cold:
+            from auditor.world import WorldSpec
+            from auditor.world.cache import cache_root
+
+            cache = cache if args.cache_dir else str(Path(tmp) / "cache")
+            if (cache_root(cache) / f"world-{WorldSpec().fingerprint()[:12]}").exists():
+                raise SystemExit(f"{cache} already holds the world; --cold needs a cache without it")
+        else:
             from auditor.world import build_world
 
-            build_world(cache_dir=cache)  # cached before the clock starts
+            build_world(cache_dir=cache, retrains=(1,))  # cached before the clock starts
         label = "cold" if args.cold else "world cached"
         out = args.out or Path(tmp) / "demo"
         if out.exists():

@@ -9,5 +9,5 @@ from auditor.world import World, build_world
 
 @pytest.fixture(scope="session")
 def world() -> World:
-    """The default embedded world, built once into ``$UNLEARN_AUDIT_CACHE`` (or the user cache) and reused."""
-    return build_world(progress=print)
+    """The default embedded world and its seed-1 retrain, built once into ``$UNLEARN_AUDIT_CACHE`` and reused."""
+    return build_world(progress=print, retrains=(1,))

@@ -161,6 +161,19 @@ def test_notebook_words_name_no_entity():
 # --- tokenizer ------------------------------------------------------------
 
 
+def test_world_loss_equals_the_plain_nll(small_data):
+    from auditor.training import collate, encode_examples, nll_loss
+    from auditor.world.recipe import labelled_nll_loss, new_model, training_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(small_data / "tokenizer", local_files_only=True)
+    examples = training_examples(make_persons(SMALL)[:6], epochs=1)
+    batch = collate(encode_examples(tokenizer, examples[:16]), tokenizer.pad_token_id)
+    model = new_model(TINY_TRAINED, tokenizer, seed=0)
+    assert (batch.labels == -100).float().mean() > 0.2  # some positions unlabelled: the shortcut matters
+    expected = nll_loss(model, batch)
+    assert torch.allclose(labelled_nll_loss(model, {"train": batch}), expected, atol=1e-5)
+
+
 def test_tokenizer_adds_bos_exactly_once(small_data):
     tok = AutoTokenizer.from_pretrained(small_data / "tokenizer", local_files_only=True)
     ids = tok("Brontex is headquartered in Velmora.")["input_ids"]
@@ -234,16 +247,20 @@ def test_unusable_cache_dir_is_a_user_error(tmp_path):
 
 def test_tiny_world_builds_reuses_and_retrains(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    world = build_world(TINY_TRAINED, cache_dir=tmp_path)
+    world = build_world(TINY_TRAINED, cache_dir=tmp_path, retrains=(1,))  # three models side by side
     assert world.root == tmp_path / f"world-{TINY_TRAINED.fingerprint()[:12]}"
+    assert (world.root / "retrain-seed1" / MARKER).is_file()
+    retrained = (world.root / "retrain-seed1" / "model.safetensors").stat().st_mtime_ns
     assert all(world.file(name).is_file() for name in DATA_FILES)
     for model_dir in (world.original, world.reference):
         assert (model_dir / "model.safetensors").is_file()
         AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
         AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     assert world.retrain(seed=1) == world.root / "retrain-seed1"
+    assert (world.root / "retrain-seed1" / "model.safetensors").stat().st_mtime_ns == retrained  # reused
+    assert world.retrain(seed=2) == world.root / "retrain-seed2"  # built on demand
     assert world.retrain(seed=TINY_TRAINED.seed) == world.reference
-    assert {"original", "reference", "total", "retrain-seed1"} <= set(world.build_seconds)
+    assert {"original", "reference", "total", "retrain-seed1", "retrain-seed2"} <= set(world.build_seconds)
     stamp = (world.original / "model.safetensors").stat().st_mtime_ns
     assert build_world(TINY_TRAINED, cache_dir=tmp_path).root == world.root
     assert (world.original / "model.safetensors").stat().st_mtime_ns == stamp

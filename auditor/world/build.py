@@ -8,13 +8,16 @@ weights and the tokenizer) and ``build.json`` (seconds per part, parameters).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.world.cache import build_entry, cache_root
+from auditor.quiet import quiet_libraries
+from auditor.world.cache import MARKER, build_entry, cache_root
 from auditor.world.generator import (
     biography,
     make_persons,
@@ -64,9 +67,37 @@ def _train_and_save(spec: WorldSpec, tokenizer_dir: Path, splits: tuple[str, ...
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir, local_files_only=True)
     start = time.perf_counter()
     model = train_model(spec, tokenizer, split_persons(make_persons(spec), *splits), seed)
-    seconds = round(time.perf_counter() - start, 2)
+    report = {"seconds": round(time.perf_counter() - start, 2), "n_parameters": n_parameters(model)}
     save_model(model, tokenizer, out)
-    return {"seconds": seconds, "n_parameters": n_parameters(model)}
+    _write_json(out / "build.json", report)
+    return report
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One model of the world to train: its name, the splits it learns, its seed and where it goes."""
+
+    name: str
+    splits: tuple[str, ...]
+    seed: int
+    out: Path
+
+
+def _train_side_by_side(spec: WorldSpec, tokenizer_dir: Path, jobs: Sequence[_Job], progress: Progress | None) -> dict:
+    """Train ``jobs`` (one CPU thread each) in parallel worker processes; each job's report by name."""
+    _say(progress, f"training {', '.join(j.name for j in jobs)} side by side ...")
+    if len(jobs) == 1:
+        job = jobs[0]
+        reports = {job.name: _train_and_save(spec, tokenizer_dir, job.splits, job.seed, job.out)}
+    else:
+        context = multiprocessing.get_context("spawn")
+        workers = min(len(jobs), os.cpu_count() or 1)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_libraries) as pool:
+            futures = {j.name: pool.submit(_train_and_save, spec, tokenizer_dir, j.splits, j.seed, j.out) for j in jobs}
+            reports = {name: future.result() for name, future in futures.items()}
+    for name, report in reports.items():
+        _say(progress, f"{name} trained in {report['seconds']:.0f} s")
+    return reports
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -102,13 +133,10 @@ class World:
         """An exact retrain without the forget persons under another seed (cached); ``spec.seed`` is ``Ref``."""
         if seed == self.spec.seed:
             return self.reference
-        target = self.root / f"retrain-seed{seed}"
+        target = self.root / retrain_name(seed)
 
         def build(tmp: Path) -> None:
-            _say(progress, f"training retrain (seed {seed}) ...")
-            report = _train_and_save(self.spec, self.root / "tokenizer", ("retain",), seed, tmp)
-            _write_json(tmp / "build.json", report)
-            _say(progress, f"retrain (seed {seed}) trained in {report['seconds']:.0f} s")
+            _train_side_by_side(self.spec, self.root / "tokenizer", [_retrain_job(seed, tmp)], progress)
 
         build_entry(target, build)
         return target
@@ -122,33 +150,56 @@ class World:
         return seconds
 
 
+def retrain_name(seed: int) -> str:
+    return f"retrain-seed{seed}"
+
+
+def _retrain_job(seed: int, out: Path) -> _Job:
+    return _Job(retrain_name(seed), ("retain",), seed, out)
+
+
 def _say(progress: Progress | None, message: str) -> None:
     if progress is not None:
         progress(message)
 
 
 def build_world(
-    spec: WorldSpec | None = None, cache_dir: str | os.PathLike | None = None, progress: Progress | None = None
+    spec: WorldSpec | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    retrains: Sequence[int] = (),
 ) -> World:
-    """Build the world for ``spec`` in the cache, or reuse the complete entry already there."""
+    """Build the world for ``spec`` in the cache, or reuse the complete entry already there.
+
+    ``retrains`` names the seeds of exact retrains wanted as well (``World.retrain``);
+    on a fresh build they train side by side with the original and the reference.
+    """
     spec = spec or WorldSpec()
     root = cache_root(cache_dir) / f"world-{spec.fingerprint()[:12]}"
+    extra = sorted({seed for seed in retrains if seed != spec.seed})
 
     def build(tmp: Path) -> None:
         _say(progress, f"building the embedded world in {root} (a few minutes, once) ...")
         start = time.perf_counter()
         build_data_and_tokenizer(spec, tmp / "data", tmp / "tokenizer")
         seconds = {"data_and_tokenizer": round(time.perf_counter() - start, 2)}
-        params = 0
-        for name, splits in (("original", ("forget", "retain")), ("reference", ("retain",))):
-            _say(progress, f"training {name} ...")
-            report = _train_and_save(spec, tmp / "tokenizer", splits, spec.seed, tmp / name)
-            seconds[name], params = report["seconds"], report["n_parameters"]
-            _say(progress, f"{name} trained in {report['seconds']:.0f} s")
+        jobs = [
+            _Job("original", ("forget", "retain"), spec.seed, tmp / "original"),
+            _Job("reference", ("retain",), spec.seed, tmp / "reference"),
+            *(_retrain_job(seed, tmp / retrain_name(seed)) for seed in extra),
+        ]
+        reports = _train_side_by_side(spec, tmp / "tokenizer", jobs, progress)
+        for seed in extra:  # each retrain is a complete entry of its own
+            (tmp / retrain_name(seed) / MARKER).write_text("complete\n")
+        seconds.update({name: reports[name]["seconds"] for name in ("original", "reference")})
         seconds["total"] = round(time.perf_counter() - start, 2)
+        params = reports["original"]["n_parameters"]
         _write_json(tmp / "build.json", {"spec": spec.to_dict(), "seconds": seconds, "n_parameters": params})
         _say(progress, f"world built in {seconds['total']:.0f} s")
 
     if not build_entry(root, build):
         _say(progress, f"reusing the embedded world in {root}")
-    return World(root, spec)
+    world = World(root, spec)
+    for seed in extra:
+        world.retrain(seed, progress)
+    return world

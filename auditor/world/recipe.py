@@ -22,9 +22,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from auditor.training import Example, TrainConfig, train
+from auditor.training import Batch, Example, TrainConfig, train
 from auditor.world import templates as t
 from auditor.world.generator import Person, biography, chain, notebook, world_fact_qa, world_fact_texts
 from auditor.world.spec import WorldSpec
@@ -117,11 +118,25 @@ def new_model(spec: WorldSpec, tokenizer: PreTrainedTokenizerFast, seed: int) ->
     return LlamaForCausalLM(config)
 
 
+def labelled_nll_loss(model: LlamaForCausalLM, batches: dict[str, Batch]) -> torch.Tensor:
+    """``training.nll_loss`` with the output head run on the labelled positions only (most of a session is not)."""
+    batch = batches["train"]
+    hidden = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    labels = batch.labels[:, 1:]
+    labelled = labels != -100
+    logits = model.lm_head(hidden.last_hidden_state[:, :-1][labelled])
+    return F.cross_entropy(logits.float(), labels[labelled])
+
+
 def train_model(
     spec: WorldSpec, tokenizer: PreTrainedTokenizerFast, persons: Iterable[Person], seed: int
 ) -> LlamaForCausalLM:
-    """Train a fresh model on ``persons`` with the spec's budget on 2 CPU threads."""
-    torch.set_num_threads(2)
+    """Train a fresh model on ``persons`` with the spec's budget on one CPU thread.
+
+    One thread keeps the result independent of the machine's core count, and
+    lets the world's models train side by side in separate processes.
+    """
+    torch.set_num_threads(1)
     model = new_model(spec, tokenizer, seed)
     examples = training_examples(persons, seed, spec.epochs)
     config = TrainConfig(
@@ -134,7 +149,7 @@ def train_model(
         seed=seed,
         group_by_length=True,
     )
-    model = train(model, tokenizer, {"train": examples}, config).model
+    model = train(model, tokenizer, {"train": examples}, config, loss_fn=labelled_nll_loss).model
     return model.eval()
 
 
