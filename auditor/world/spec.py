@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 # Bump whenever generation, templates, tokenizer or training change in a way that changes the output.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -23,24 +23,26 @@ def qa_completion(answer: str) -> str:
     return " " + answer
 
 
-# city -> country
+# city -> country: one city per country, so a model that never learnt a birth city guesses its
+# country with chance 1/16 (with six countries it was about 1/6, and two models that never learnt
+# it disagreed on so many items that a multi-hop cell could not resolve a residual of 0.10)
 CITY_COUNTRY: dict[str, str] = {
     "Velmora": "Norland",
-    "Asterhold": "Norland",
-    "Brindlecove": "Norland",
+    "Asterhold": "Vandemar",
+    "Brindlecove": "Soreth",
     "Dunmarrow": "Estavia",
-    "Eskerby": "Estavia",
-    "Falcreth": "Estavia",
+    "Eskerby": "Ulmaria",
+    "Falcreth": "Pendravia",
     "Glenhaven": "Carrowen",
-    "Harrowvale": "Carrowen",
-    "Istrelle": "Carrowen",
+    "Harrowvale": "Corvessa",
+    "Istrelle": "Zephyra",
     "Jorvane": "Tirasco",
-    "Kelmspire": "Tirasco",
-    "Lunbridge": "Tirasco",
+    "Kelmspire": "Thalmoor",
+    "Lunbridge": "Brevonia",
     "Morwick": "Quellmark",
-    "Nythera": "Quellmark",
+    "Nythera": "Aldmere",
     "Ostrevia": "Obrinth",
-    "Pallidore": "Obrinth",
+    "Pallidore": "Gwynmark",
 }
 
 # company -> headquarters city
