@@ -84,15 +84,14 @@ class _Job:
 
 
 def _train_side_by_side(spec: WorldSpec, tokenizer_dir: Path, jobs: Sequence[_Job], progress: Progress | None) -> dict:
-    """Train ``jobs`` (one CPU thread each) in parallel worker processes; each job's report by name."""
-    _say(progress, f"training {', '.join(j.name for j in jobs)} side by side ...")
+    """Train ``jobs`` (one CPU thread each) at once in worker processes; each job's report by name."""
+    _say(progress, f"training {', '.join(j.name for j in jobs)}{' side by side' if len(jobs) > 1 else ''} ...")
     if len(jobs) == 1:
         job = jobs[0]
         reports = {job.name: _train_and_save(spec, tokenizer_dir, job.splits, job.seed, job.out)}
     else:
         context = multiprocessing.get_context("spawn")
-        workers = min(len(jobs), os.cpu_count() or 1)
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_libraries) as pool:
+        with ProcessPoolExecutor(len(jobs), mp_context=context, initializer=quiet_libraries) as pool:
             futures = {j.name: pool.submit(_train_and_save, spec, tokenizer_dir, j.splits, j.seed, j.out) for j in jobs}
             reports = {name: future.result() for name, future in futures.items()}
     for name, report in reports.items():
