@@ -61,11 +61,19 @@ def world_build(persons: int, seed: int, cache_dir: str | None) -> None:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["attacks", "probes", "methods"]))
+@click.argument("kind", type=click.Choice(["attacks", "probes", "methods", "presets"]))
 def list_plugins(kind: str) -> None:
-    """List registered attacks, probes or unlearning methods."""
+    """List registered attacks, probes or unlearning methods, or what each audit preset runs."""
     from auditor.registry import ATTACKS, METHODS, PROBES
 
+    if kind == "presets":
+        from auditor.plan import PRESETS
+
+        for name, preset in PRESETS.items():
+            click.echo(f"{name}: {preset['seeds']} seed(s) per stochastic attack")
+            click.echo(f"  attacks: {', '.join(preset['attacks'])}")
+            click.echo(f"  probes:  {', '.join(preset['probes'])}")
+        return
     registry = {"attacks": ATTACKS, "probes": PROBES, "methods": METHODS}[kind]
     for name in registry.names():
         cls = registry.get(name)

@@ -71,7 +71,13 @@ def opt(name: str, *dest: str, **kwargs):
 @opt("field-map", help="Field mapping for QA files: question=q,answer=a,...")
 @opt("attack", "attacks", multiple=True, help="NAME[:k=v,...] (repeatable); replaces the preset's attacks.")
 @opt("probe", "probes", multiple=True, help="NAME[:k=v,...] (repeatable); replaces the preset's probes.")
-@opt("preset", type=click.Choice(["quick", "standard", "thorough"]), default="standard", show_default=True)
+@opt(
+    "preset",
+    type=click.Choice(["quick", "standard", "thorough"]),
+    default="standard",
+    show_default=True,
+    help="Attacks and probes to run (`unlearn-audit list presets` shows them).",
+)
 @opt("policy", type=click.Path(dir_okay=False), help="Policy YAML: thresholds, overrides, collateral limit, fail_on.")
 @opt("baseline", type=click.Path(dir_okay=False), help="A previous results.json: fail cells whose residual rose.")
 @opt("seed", default=0, show_default=True, type=int)
@@ -190,7 +196,13 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
 
 @click.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--preset", type=click.Choice(["quick", "standard", "thorough"]), default="standard", show_default=True)
+@click.option(
+    "--preset",
+    type=click.Choice(["quick", "standard", "thorough"]),
+    default="standard",
+    show_default=True,
+    help="Audit preset for every method (`unlearn-audit list presets`).",
+)
 @click.option("--method", "methods", multiple=True, help="Only these methods (repeatable); default: all.")
 @click.option(
     "--cache-dir",

@@ -16,11 +16,9 @@ PRESETS: dict[str, dict] = {
         "probes": ["qa", "paraphrase", "mia"],
         "seeds": 1,
     },
-    "standard": {
+    "standard": {  # every attack family once; the sweeps over bits and budgets are thorough's
         "attacks": [
-            "quant-rtn:bits=8",
             "quant-rtn:bits=4",
-            "quant-rtn:bits=3",
             "quant-bnb:mode=nf4",
             "relearn-forget",
             "relearn-retain",

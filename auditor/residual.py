@@ -41,14 +41,36 @@ class Scores:
     floor: float | None = None
 
 
-def auc_rank(scores: np.ndarray, members: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic (equal to scikit-learn's roc_auc_score, ties counted half)."""
+def _auc_rows(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of ``values`` [..., n] as the Mann-Whitney statistic (ties counted half)."""
     pos = members.astype(bool)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        return np.full(values.shape[:-1], np.nan)
+    ranks = rankdata(values, axis=-1)
+    return (ranks[..., pos].sum(-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _gap_rows(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Mean over members minus mean over non-members, per row of ``values`` [..., n]."""
+    pos = members.astype(bool)
+    if not pos.any() or pos.all():
+        return np.full(values.shape[:-1], np.nan)
+    return values[..., pos].mean(-1) - values[..., ~pos].mean(-1)
+
+
+def aggregate_rows(values: np.ndarray, how: str, members: np.ndarray | None) -> np.ndarray:
+    """A probe's aggregate of each row of per-item scores ``values`` [..., n] (one membership for all rows)."""
+    if how == "auc":
+        return _auc_rows(values, members)
+    if how == "gap":
+        return _gap_rows(values, members)
+    return values.mean(-1)
+
+
+def auc_rank(scores: np.ndarray, members: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (equal to scikit-learn's roc_auc_score, ties counted half)."""
+    return float(_auc_rows(np.asarray(scores, dtype=float), members))
 
 
 MEMBERSHIP_AGGREGATES = ("auc", "gap")  # aggregates that compare members with non-members
@@ -57,36 +79,31 @@ FLOORS = {"auc": 0.5, "gap": 0.0}  # their value for a model that never saw eith
 
 def member_gap(values: np.ndarray, members: np.ndarray) -> float:
     """Mean score of members minus mean score of non-members."""
-    pos = members.astype(bool)
-    if not pos.any() or pos.all():
-        return float("nan")
-    return float(values[pos].mean() - values[~pos].mean())
+    return float(_gap_rows(np.asarray(values, dtype=float), members))
 
 
-def aggregate(values: np.ndarray, how: str, members: np.ndarray | None) -> float:
-    """A probe's aggregate of per-item scores."""
-    if how == "auc":
-        return auc_rank(values, members)
-    if how == "gap":
-        return member_gap(values, members)
-    return float(values.mean())
-
-
-def _residual(k_u: float, k_ra: float, k_o: float, k_r: float) -> float:
+def _residuals(k_u: np.ndarray, k_ra: np.ndarray, k_o: np.ndarray, k_r: np.ndarray) -> np.ndarray:
+    """r per draw, clipped to [0, 1]; NaN where the original knows no more than the floor."""
     gap = k_o - k_r
-    if not np.isfinite(gap) or gap <= MIN_GAP:
-        return float("nan")
-    return float(np.clip((k_u - k_ra) / gap, 0.0, 1.0))
+    informative = np.isfinite(gap) & (gap > MIN_GAP)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.clip((k_u - k_ra) / np.where(informative, gap, 1.0), 0.0, 1.0)
+    return np.where(informative, ratio, np.nan)
 
 
-def _resample_items(rng: np.random.Generator, n: int, members: np.ndarray | None) -> np.ndarray:
-    """Item indices drawn with replacement; members and non-members separately (stratified)."""
+def _draw_items(
+    rng: np.random.Generator, draws: int, n: int, members: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """[draws, n] item indices drawn with replacement, members and non-members separately (stratified).
+
+    Stratified columns hold the members first, so every draw has the same
+    membership per column, which is returned with the indices.
+    """
     if members is None:
-        return rng.integers(0, n, n)
-    parts = []
-    for stratum in (np.flatnonzero(members), np.flatnonzero(~members)):
-        parts.append(stratum[rng.integers(0, stratum.size, stratum.size)])
-    return np.concatenate(parts)
+        return rng.integers(0, n, (draws, n)), None
+    strata = [s for s in (np.flatnonzero(members), np.flatnonzero(~members)) if s.size]
+    idx = np.concatenate([s[rng.integers(0, s.size, (draws, s.size))] for s in strata], axis=1)
+    return idx, members[idx[0]]
 
 
 @dataclass(frozen=True)
@@ -105,33 +122,38 @@ def _nan_to_none(x: float) -> float | None:
 
 
 def estimate_residual(scores: Scores, how: str, seed: int = 0) -> Estimate:
-    """Point estimate and percentile bootstrap interval of r for one cell."""
+    """Point estimate and percentile bootstrap interval of r for one cell (all resamples at once)."""
 
-    def k_of(values: np.ndarray, idx: np.ndarray, members: np.ndarray | None) -> float:
-        return aggregate(values[idx], how, None if members is None else members[idx])
+    def k_of(values: np.ndarray, idx: np.ndarray, members: np.ndarray | None) -> np.ndarray:
+        return aggregate_rows(values[idx], how, members)  # [draws]
 
-    def sides(u_idx, r_idx, seeds) -> tuple[float, float, float, float]:
-        k_o = k_of(scores.original, u_idx, scores.members)
-        k_u = float(np.mean([k_of(scores.unlearned[s], u_idx, scores.members) for s in seeds]))
+    def k_seeds(values: np.ndarray, idx: np.ndarray, members: np.ndarray | None, picks: np.ndarray) -> np.ndarray:
+        per_seed = aggregate_rows(values[:, idx], how, members).T  # [draws, seeds]
+        return np.take_along_axis(per_seed, picks, axis=1).mean(1)
+
+    def sides(u_idx, u_members, r_idx, r_members, picks) -> np.ndarray:
+        k_o = k_of(scores.original, u_idx, u_members)
+        k_u = k_seeds(scores.unlearned, u_idx, u_members, picks)
         if scores.floor is not None:
-            return k_u, scores.floor, k_o, scores.floor
-        ref_members = scores.members if scores.paired else scores.reference_members
-        k_r = k_of(scores.reference, r_idx, ref_members)
-        k_ra = float(np.mean([k_of(scores.reference_attacked[s], r_idx, ref_members) for s in seeds]))
-        return k_u, k_ra, k_o, k_r
+            floor = np.full_like(k_o, scores.floor)
+            return np.stack([k_u, floor, k_o, floor])
+        k_r = k_of(scores.reference, r_idx, r_members)
+        k_ra = k_seeds(scores.reference_attacked, r_idx, r_members, picks)
+        return np.stack([k_u, k_ra, k_o, k_r])
 
     n = scores.original.size
     m = n if scores.paired or scores.reference is None else scores.reference.size
     n_seeds = scores.unlearned.shape[0]
-    k_u, k_ra, k_o, k_r = sides(np.arange(n), np.arange(m), np.arange(n_seeds))
-    point = _residual(k_u, k_ra, k_o, k_r)
+    ref_members = scores.members if scores.paired else scores.reference_members
+    whole = sides(np.arange(n)[None], scores.members, np.arange(m)[None], ref_members, np.arange(n_seeds)[None])
+    k_u, k_ra, k_o, k_r = (float(k[0]) for k in whole)
+    point = float(_residuals(*whole)[0])
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(N_RESAMPLES):
-        u_idx = _resample_items(rng, n, scores.members)
-        r_idx = u_idx if scores.paired else _resample_items(rng, m, scores.reference_members)
-        draws.append(_residual(*sides(u_idx, r_idx, rng.integers(0, n_seeds, n_seeds))))
-    finite = np.asarray([d for d in draws if np.isfinite(d)])
+    u_idx, u_members = _draw_items(rng, N_RESAMPLES, n, scores.members)
+    r_idx, r_members = (u_idx, u_members) if scores.paired else _draw_items(rng, N_RESAMPLES, m, ref_members)
+    picks = rng.integers(0, n_seeds, (N_RESAMPLES, n_seeds))
+    draws = _residuals(*sides(u_idx, u_members, r_idx, r_members, picks))
+    finite = draws[np.isfinite(draws)]
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (np.nan, np.nan)
     if not np.isfinite(point):
@@ -143,13 +165,14 @@ def relative_drop(original: Sequence[float], unlearned: Sequence[float], seed: i
     """Collateral damage: (K(O) - K(U)) / K(O) on retain items, with a paired bootstrap interval."""
     o, u = np.asarray(original, dtype=float), np.asarray(unlearned, dtype=float)
 
-    def drop(idx: np.ndarray) -> float:
-        base = o[idx].mean()
-        return float((base - u[idx].mean()) / base) if base > 0 else float("nan")
+    def drops(idx: np.ndarray) -> np.ndarray:
+        base = o[idx].mean(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(base > 0, (base - u[idx].mean(-1)) / np.where(base > 0, base, 1.0), np.nan)
 
     rng = np.random.default_rng(seed)
-    draws = np.asarray([drop(rng.integers(0, o.size, o.size)) for _ in range(N_RESAMPLES)])
+    draws = drops(rng.integers(0, o.size, (N_RESAMPLES, o.size)))
     draws = draws[np.isfinite(draws)]
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail]) if draws.size else (np.nan, np.nan)
-    return drop(np.arange(o.size)), float(low), float(high)
+    return float(drops(np.arange(o.size))), float(low), float(high)

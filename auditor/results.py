@@ -31,7 +31,8 @@ def _scored(result: ProbeResult) -> dict[str, tuple[float, bool | None]]:
 
 
 def _stack(results: list[ProbeResult], ids: list[str]) -> np.ndarray:
-    return np.asarray([[_scored(r)[i][0] for i in ids] for r in results], dtype=float)
+    maps = [_scored(r) for r in results]
+    return np.asarray([[scored[i][0] for i in ids] for scored in maps], dtype=float)
 
 
 def _common_ids(results: list[ProbeResult]) -> list[str]:
@@ -68,11 +69,13 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
     paired = scores.controlled
     ids = _common_ids([original, *attacked] + ([reference, *reference_attacked] if paired else []))
     by_membership = aggregate in MEMBERSHIP_AGGREGATES
-    members = np.asarray([bool(_scored(original)[i][1]) for i in ids]) if by_membership else None
+    original_scored = _scored(original)
+    members = np.asarray([bool(original_scored[i][1]) for i in ids]) if by_membership else None
     ref_ids = _common_ids([reference, *reference_attacked]) if not paired and floor is None else []
     ref_members = None
     if ref_ids and by_membership:
-        ref_members = np.asarray([bool(_scored(reference)[i][1]) for i in ref_ids])
+        reference_scored = _scored(reference)
+        ref_members = np.asarray([bool(reference_scored[i][1]) for i in ref_ids])
     table = Scores(
         original=_stack([original], ids)[0],
         unlearned=_stack(attacked, ids),

@@ -100,3 +100,5 @@ def test_help_and_list_are_fast_and_clean():
     for kind in ("attacks", "probes", "methods"):
         listed = run_cli("list", kind)
         assert listed.returncode == 0 and len(listed.stdout.splitlines()) >= 3, listed.stderr
+    presets = run_cli("list", "presets")
+    assert presets.returncode == 0 and "standard:" in presets.stdout and "quant-rtn:bits=4" in presets.stdout

@@ -64,6 +64,28 @@ def test_auc_cells_use_members():
     assert est.k_original == 1.0 and est.k_reference == 0.5 and est.residual == 1.0
 
 
+def test_seeds_average_and_widen_the_interval():
+    n = 200
+    o, r = np.ones(n), np.zeros(n)
+    quarter, half, three_quarters = (np.r_[np.ones(k), np.zeros(n - k)] for k in (n // 4, n // 2, 3 * n // 4))
+    steady = estimate_residual(Scores(o, np.stack([half, half]), r, np.zeros((2, n))), "mean")
+    spread = estimate_residual(Scores(o, np.stack([quarter, three_quarters]), r, np.zeros((2, n))), "mean")
+    assert spread.residual == pytest.approx(0.5) and spread.k_unlearned == pytest.approx(0.5)
+    assert spread.ci_low < 0.3 and spread.ci_high > 0.7  # resampling the two seeds spans both of them
+    assert steady.ci_high - steady.ci_low < spread.ci_high - spread.ci_low
+
+
+def test_unpaired_floor_and_constant_floor():
+    members = np.r_[np.ones(30, bool), np.zeros(30, bool)]
+    o = np.r_[np.ones(30), np.zeros(30)]
+    holdout = np.full(40, 0.2)  # floor from other items, resampled on their own
+    est = estimate_residual(Scores(o, np.full((1, 60), 0.35), holdout, np.full((1, 40), 0.2), paired=False), "mean")
+    assert est.residual == pytest.approx((0.35 - 0.2) / (0.5 - 0.2))
+    assert est.k_reference == pytest.approx(0.2)
+    auc = estimate_residual(Scores(o, np.zeros((1, 60)), None, None, members, paired=False, floor=0.5), "auc")
+    assert auc.k_original == 1.0 and auc.k_reference == 0.5 and auc.residual == 0.0 and auc.ci_high == 0.0
+
+
 def test_collateral_drop():
     drop, low, high = relative_drop(np.ones(100), np.r_[np.ones(80), np.zeros(20)])
     assert drop == pytest.approx(0.2) and low < 0.2 < high
