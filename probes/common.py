@@ -4,9 +4,9 @@ Every QA-style probe (qa, paraphrase, multihop, in-context) scores an item the
 same way once it has a prompt: one greedy generation and the teacher-forced
 statistics of the expected answer (and, for ``qa`` or ``metric=truth`` where the
 item has perturbed answers, of the true and perturbed answers for TOFU's truth
-ratio). All of it goes
-through the memoized model interface, so probes asking for the same
-(prompt, answer) share one forward pass.
+ratio). All of it goes through the memoized model interface
+(``generate_scored``: the prompt's generation prefill also scores its answers),
+so probes asking for the same (prompt, answer) share one forward pass.
 """
 
 from __future__ import annotations
@@ -104,21 +104,17 @@ def score_answers(
     ``truth`` = max(0, 1 - R).
     """
     truth = truth or metric == "truth"
-    groups = [r.item.key for r in requests]
-    outputs = lm.generate([r.prompt for r in requests], max_new_tokens, stop=("\n",), groups=groups)
-    answer_lists = [_answers(r.item, truth) for r in requests]
-    pairs, pair_groups = [], []
-    for request, group, answers in zip(requests, groups, answer_lists, strict=True):
-        pairs += [(request.prompt, ctx.prompts.completion(a)) for a in answers]
-        pair_groups += [group] * len(answers)
-    stats = iter(lm.token_stats(pairs, groups=pair_groups))
+    completions = [[ctx.prompts.completion(a) for a in _answers(r.item, truth)] for r in requests]
+    answered = lm.generate_scored(
+        [r.prompt for r in requests], completions, max_new_tokens, stop=("\n",), groups=[r.item.key for r in requests]
+    )
     scores = []
-    for request, output, answers in zip(requests, outputs, answer_lists, strict=True):
-        item_stats = [next(stats) for _ in answers]
+    for request, result in zip(requests, answered, strict=True):
         detail = {"prompt": request.prompt, "answer": request.item.answer, **(request.detail or {})}
-        if output is None or any(s is None for s in item_stats):
+        if result is None:
             scores.append(ItemScore(request.item.id, None, detail={**detail, "unscored": UNSCORED}))
             continue
+        output, item_stats = result
         detail.update(
             output=output,
             correct=contains_answer(output, request.item.answer),

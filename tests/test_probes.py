@@ -366,13 +366,22 @@ def test_registered_probe_metadata(name):
 
 def test_all_probes_score_each_unique_pair_once(tiny, monkeypatch):
     seen: list[tuple[str, str]] = []
-    original = auditor.scoring.teacher_forced
+    original, prefilled = auditor.scoring.teacher_forced, auditor.scoring.generate_scored
 
     def counting(model, tokenizer, pairs, *args):
         seen.extend(pairs)
         return original(model, tokenizer, pairs, *args)
 
+    def counting_prefilled(model, tokenizer, prompts, answers, *args):
+        seen.extend((p, a) for p, prompt_answers in zip(prompts, answers, strict=True) for a in prompt_answers)
+        monkeypatch.setattr(auditor.scoring, "teacher_forced", original)  # its fallback pairs are counted above
+        try:
+            return prefilled(model, tokenizer, prompts, answers, *args)
+        finally:
+            monkeypatch.setattr(auditor.scoring, "teacher_forced", counting)
+
     monkeypatch.setattr(auditor.scoring, "teacher_forced", counting)
+    monkeypatch.setattr(auditor.scoring, "generate_scored", counting_prefilled)
     lm = ScoringModel(tiny["model"])
     ctx = RunContext(data=tiny["data"], seed=0)
     for name in PROBES.names():

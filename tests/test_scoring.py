@@ -7,7 +7,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from auditor.scoring import RoutedScoringModel, ScoringModel, greedy_generate, length_buckets, teacher_forced
+import auditor.scoring
+from auditor.scoring import (
+    RoutedScoringModel,
+    ScoringModel,
+    generate_scored,
+    greedy_generate,
+    length_buckets,
+    teacher_forced,
+)
 from auditor.tokens import encode_pair
 from auditor.training import Example, TrainConfig, train
 from auditor.world.tokenizer import train_tokenizer
@@ -128,6 +136,55 @@ def test_early_stopping_never_changes_an_output(tiny, tok):
 def _cut(text: str, stop: tuple[str, ...]) -> str:
     found = [text.find(m) for m in stop if m in text]
     return text[: min(found)] if found else text
+
+
+def _scored_against_separate(model, tok, answers, prompts=PROMPTS, **budget):
+    texts, stats = generate_scored(model, tok, prompts, answers, max_new_tokens=8, stop=(), **budget)
+    assert texts == greedy_generate(model, tok, prompts, max_new_tokens=8, stop=())
+    for prompt, prompt_answers, prompt_stats in zip(prompts, answers, stats, strict=True):
+        separate = teacher_forced(model, tok, [(prompt, a) for a in prompt_answers])
+        assert len(prompt_stats) == len(prompt_answers)
+        for got, expected in zip(prompt_stats, separate, strict=True):
+            np.testing.assert_array_equal(got.token_ids, expected.token_ids)
+            np.testing.assert_allclose(got.logprobs, expected.logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize(("max_rows", "max_tokens"), [(256, 8192), (3, 8192), (32, 60)])
+def test_generation_prefill_scores_answers_like_teacher_forcing(tiny, tok, monkeypatch, max_rows, max_tokens):
+    fallback: list = []
+    plain = auditor.scoring.teacher_forced
+
+    def counting(model, tokenizer, pairs, *args):
+        fallback.extend(pairs)
+        return plain(model, tokenizer, pairs, *args)
+
+    monkeypatch.setattr(auditor.scoring, "teacher_forced", counting)
+    answers = [[a, " Town9", ""][: 1 + i % 3] for i, a in enumerate(ANSWERS)]  # several answers, an empty one
+    _scored_against_separate(tiny, tok, answers, max_rows=max_rows, max_tokens=max_tokens)
+    assert not fallback  # every prompt's cache served its answers
+    cut = [p + " Tow" for p in PROMPTS]  # + "n1": BPE merges " Tow" and "n" into " Town", so the prompt's tokens differ
+    fallback.clear()
+    _scored_against_separate(tiny, tok, [["n1", "\n"] for _ in cut], cut, max_rows=max_rows, max_tokens=max_tokens)
+    assert sorted(fallback) == sorted((p, "n1") for p in cut)  # "\n" follows the prompt's own tokens
+
+
+def test_generation_prefill_scores_with_the_models_own_logits(tiny, tok):
+    capped = ScaledLogits(tiny.config).eval()
+    capped.load_state_dict(tiny.state_dict())
+    _scored_against_separate(capped, tok, [[a] for a in ANSWERS])
+
+
+def test_scoring_model_generate_scored_memoizes_both(tiny, tok):
+    from types import SimpleNamespace
+
+    lm = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
+    lm.token_stats([(PROMPTS[0], ANSWERS[0])])
+    first = lm.generate_scored(PROMPTS[:4], [[a] for a in ANSWERS[:4]], max_new_tokens=8, stop=())
+    assert lm.sequences_scored == 4 and lm.prompts_generated == 4  # the held pair was not scored again
+    again = lm.generate_scored(PROMPTS[:4], [[a, " Town9"] for a in ANSWERS[:4]], max_new_tokens=8, stop=())
+    assert lm.sequences_scored == 8 and lm.prompts_generated == 4  # new answers of generated prompts: teacher-forced
+    assert [text for text, _ in again] == [text for text, _ in first] == lm.generate(PROMPTS[:4], 8, stop=())
+    assert all(a[1][0] is f[1][0] for a, f in zip(again, first, strict=True))
 
 
 def test_length_buckets_respect_rows_and_tokens():
