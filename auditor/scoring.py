@@ -436,15 +436,9 @@ class ScoringModel:
         keys = [(p, max_new_tokens, tuple(stop)) for p in prompts]
         todo = list(dict.fromkeys(k for k in keys if k not in self._texts))
         if todo:
+            prompts_todo = [k[0] for k in todo]
             texts = greedy_generate(
-                self.loaded.model,
-                self.loaded.tokenizer,
-                [k[0] for k in todo],
-                max_new_tokens,
-                stop,
-                self.max_rows,
-                self.max_tokens,
-                self._stop_ids_for(stop),
+                *self._model_and_tokenizer, prompts_todo, max_new_tokens, stop, *self._batching(stop)
             )
             self._texts.update(zip(todo, texts, strict=True))
             self.prompts_generated += len(todo)
@@ -467,17 +461,9 @@ class ScoringModel:
                 if prompt in wanted:
                     new = (a for a in prompt_answers if (prompt, a) not in self._stats)
                     wanted[prompt] = list(dict.fromkeys([*wanted[prompt], *new]))
-            asked = [wanted.pop(k[0], []) for k in todo]  # a prompt asked with two budgets scores its answers once
+            prompts_todo, asked = [k[0] for k in todo], [wanted[k[0]] for k in todo]
             texts, stats = generate_scored(
-                self.loaded.model,
-                self.loaded.tokenizer,
-                [k[0] for k in todo],
-                asked,
-                max_new_tokens,
-                stop,
-                self.max_rows,
-                self.max_tokens,
-                self._stop_ids_for(stop),
+                *self._model_and_tokenizer, prompts_todo, asked, max_new_tokens, stop, *self._batching(stop)
             )
             self._texts.update(zip(todo, texts, strict=True))
             for key, prompt_answers, prompt_stats in zip(todo, asked, stats, strict=True):
@@ -488,10 +474,15 @@ class ScoringModel:
         flat = iter(self.token_stats(pairs))  # held now, except answers of prompts generated before
         return [(self._texts[key], [next(flat) for _ in asked]) for key, asked in zip(keys, answers, strict=True)]
 
-    def _stop_ids_for(self, stop: Sequence[str]) -> torch.Tensor:
+    @property
+    def _model_and_tokenizer(self) -> tuple:
+        return self.loaded.model, self.loaded.tokenizer
+
+    def _batching(self, stop: Sequence[str]) -> tuple[int, int, torch.Tensor]:
+        """The kernels' batch limits and the stop token ids (computed once per stop strings)."""
         if tuple(stop) not in self._stop_ids:
             self._stop_ids[tuple(stop)] = stop_token_ids(self.loaded.tokenizer, stop)
-        return self._stop_ids[tuple(stop)]
+        return self.max_rows, self.max_tokens, self._stop_ids[tuple(stop)]
 
 
 class RoutedScoringModel:
