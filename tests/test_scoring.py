@@ -171,7 +171,13 @@ def test_generation_prefill_scores_answers_like_teacher_forcing(tiny, tok, monke
 def test_generation_prefill_scores_with_the_models_own_logits(tiny, tok):
     capped = ScaledLogits(tiny.config).eval()
     capped.load_state_dict(tiny.state_dict())
-    _scored_against_separate(capped, tok, [[a] for a in ANSWERS])
+    answers = [[a] for a in ANSWERS]
+    _scored_against_separate(capped, tok, answers)  # equal to teacher forcing through the capped forward
+    capped_stats = generate_scored(capped, tok, PROMPTS, answers, max_new_tokens=2, stop=())[1]
+    plain_stats = generate_scored(tiny, tok, PROMPTS, answers, max_new_tokens=2, stop=())[1]
+    assert any(  # the cap changes the scores: they came from the model's forward, not its bare head
+        not np.allclose(c[0].logprobs, p[0].logprobs, atol=1e-4) for c, p in zip(capped_stats, plain_stats, strict=True)
+    )
 
 
 def test_scoring_model_generate_scored_memoizes_both(tiny, tok):
