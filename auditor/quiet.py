@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -14,3 +15,6 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # bitsandbytes (imported by peft) warns on every import on CPUs with AVX512-BF16 that an optional kernel
+    # package is missing; installing it would make bitsandbytes fetch kernels from the hub.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

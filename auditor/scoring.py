@@ -497,6 +497,8 @@ class RoutedScoringModel:
 
     def _route(self, groups: Sequence[str] | None, n: int) -> list[int | None]:
         if groups is None:
+            if any(seen for _, seen in self.variants):  # a fine-tune saw some subjects: unknown items could leak
+                raise ValueError("a model fine-tuned on some subjects is asked without the items' groups")
             groups = [None] * n  # type: ignore[list-item]
         routes = []
         for group in groups:

@@ -26,8 +26,9 @@ class Judgement:
 
 
 def policy(results: dict[str, Any]) -> dict[str, Any]:
-    """The run's policy over the defaults."""
-    return {**DEFAULT_POLICY, **(results.get("policy") or {})}
+    """The run's policy over the defaults, its ``thresholds`` (as results.json nests them) flattened in."""
+    given = dict(results.get("policy") or {})
+    return {**DEFAULT_POLICY, **given, **(given.pop("thresholds", None) or {})}
 
 
 def thresholds(results: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:

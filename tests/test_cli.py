@@ -69,6 +69,7 @@ CASES = {
     "unknown attack": lambda w, t, b: {"--attack": "quant-rtm"},
     "unknown probe": lambda w, t, b: {"--probe": "paraphrse"},
     "bad attack parameter": lambda w, t, b: {"--attack": "quant-rtn:bitz=4"},
+    "negative seed": lambda w, t, b: {"--seed": "-5"},
 }
 
 

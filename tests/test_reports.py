@@ -25,7 +25,7 @@ from reports.load import load_results
 from reports.markdown import md_code, render_markdown, write_step_summary
 from reports.schema import ResultsError, validate_results
 from reports.text import show, visible
-from reports.view import judge
+from reports.view import judge, policy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "results-example.json"
@@ -357,6 +357,14 @@ def test_judgements_follow_thresholds(example):
     assert kind(0.3, 0.4, 0.5, "fallback") == "skipped"  # as the gate: a fallback is never evidence
     lenient = {**example, "policy": {**example["policy"], "fail_on": ["NOT_UNLEARNED"]}}
     assert judge(lenient, {**base, "residual": 0.4, "ci_low": 0.3, "ci_high": 0.5}).kind == "passed"
+
+
+def test_custom_policy_thresholds_reach_the_reports():
+    from auditor.gate import Policy, Thresholds
+
+    custom = {"policy": Policy(thresholds=Thresholds(hidden=0.4, removed=0.05)).to_dict()}
+    assert policy(custom)["hidden"] == 0.4 and policy(custom)["removed"] == 0.05
+    assert policy({})["hidden"] == 0.25  # the defaults without a policy
 
 
 # ---- Markdown

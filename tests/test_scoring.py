@@ -229,6 +229,10 @@ def test_routed_model_never_scores_a_trained_subject(tiny, tok):
     assert a.sequences_scored == 2 and b.sequences_scored == 1  # "x" went to b, "y" and "z" to a
     routed_both = RoutedScoringModel([(a, frozenset({"x", "y"}))])
     assert routed_both.token_stats(pairs[:1], groups=["x"]) == [None]
+    with pytest.raises(ValueError, match="groups"):  # without groups every item went to a model trained on it
+        routed.token_stats(pairs)
+    untrained = RoutedScoringModel([(a, frozenset())])  # no subjects seen: nothing can leak
+    assert untrained.token_stats(pairs[:1])[0] is not None
 
 
 def test_training_lowers_loss_and_is_deterministic(tiny, tok):
