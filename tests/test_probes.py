@@ -431,6 +431,7 @@ def world_runs(world) -> dict:
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", KNOWLEDGE_PROBES)
 def test_world_original_knows_and_reference_does_not(world_runs, name):
     original, reference = world_runs["original"][name].value, world_runs["reference"][name].value
@@ -438,6 +439,7 @@ def test_world_original_knows_and_reference_does_not(world_runs, name):
     assert original > 0.7 and reference < 0.3, (name, original, reference)
 
 
+@pytest.mark.slow
 def test_world_membership_inference(world_runs):
     original, reference = world_runs["original"]["mia"], world_runs["reference"]["mia"]
     print(f"mia AUC: original {original.extras['auc']}, reference {reference.extras['auc']}")

@@ -14,8 +14,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from auditor.errors import UserError
+from auditor.models import fingerprint_dir
 from auditor.tokens import encode_pair
-from auditor.world import DATA_FILES, WorldSpec, build_world, qa_completion, qa_prompt
+from auditor.world import DATA_FILES, WorldSpec, build_world, qa_completion, qa_prompt, shipped
+from auditor.world import build as world_build
 from auditor.world import templates as t
 from auditor.world.build import build_data_and_tokenizer
 from auditor.world.cache import MARKER, build_entry
@@ -77,15 +79,17 @@ def test_files_and_fields(small_data):
     assert set(read_jsonl(data / "forget_notebook.jsonl")[0]) == {"text", "group"}
     assert set(read_jsonl(data / "unrelated.jsonl")[0]) == {"text"}
     meta = json.loads((data / "world.json").read_text())
-    assert meta["persons"] == {"forget": 8, "retain": 24, "holdout": 8}
+    n = SMALL.n_persons
+    forget, retain = round(n * SMALL.forget_fraction), round(n * SMALL.retain_fraction)
+    assert meta["persons"] == {"forget": forget, "retain": retain, "holdout": n - forget - retain}
     assert set(meta["forget_base_rates"]) == set(t.RELATIONS) | set(t.MULTIHOP_QUESTIONS)
 
 
 def test_splits_are_disjoint_and_names_unique():
     persons = make_persons(WorldSpec())
-    assert len({p.name for p in persons}) == len(persons) == 300
+    assert len({p.name for p in persons}) == len(persons) == 400
     counts = {split: sum(p.split == split for p in persons) for split in ("forget", "retain", "holdout")}
-    assert counts == {"forget": 60, "retain": 180, "holdout": 60}
+    assert counts == {"forget": 120, "retain": 200, "holdout": 80}  # the default spec: 30% / 50% / 20%
 
 
 def test_split_files_share_no_person(small_data):
@@ -266,6 +270,57 @@ def test_tiny_world_builds_reuses_and_retrains(tmp_path, monkeypatch):
     assert (world.original / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(KeyError):
         world.file("secrets")
+
+
+# --- shipped models ---------------------------------------------------------
+
+
+def test_shipped_models_come_from_the_current_recipe(tmp_path):
+    manifest = shipped.read_manifest()
+    assert manifest is not None, f"no shipped world models; make them with `{shipped.REBUILD_COMMAND}`"
+    assert manifest["fingerprint"] == WorldSpec().fingerprint(), (
+        f"the world recipe changed since its models were shipped; rebuild them with `{shipped.REBUILD_COMMAND}`"
+    )
+    entry = shipped.shipped_entry(WorldSpec().fingerprint())
+    build_data_and_tokenizer(WorldSpec(), tmp_path / "data", tmp_path / "tokenizer")
+    for name in DATA_FILES:  # the shipped data files are the generator's, byte for byte
+        assert (entry / "data" / f"{name}.jsonl").read_bytes() == (tmp_path / "data" / f"{name}.jsonl").read_bytes()
+    for model in ("original", "reference", *(f"retrain-seed{s}" for s in shipped.SHIPPED_RETRAINS)):
+        assert (entry / model / "model.safetensors").is_file(), model
+        assert set(manifest["knowledge"][model]) == set(shipped.SPLITS)
+
+
+def test_default_world_installs_the_shipped_models_without_training(tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the default world must not train")
+
+    monkeypatch.setattr(world_build, "_train_side_by_side", no_training)
+    world = build_world(cache_dir=tmp_path, retrains=shipped.SHIPPED_RETRAINS)
+    entry = shipped.shipped_entry(WorldSpec().fingerprint())
+    for model in ("original", "reference", "retrain-seed1"):
+        assert fingerprint_dir(world.root / model) == fingerprint_dir(entry / model), model
+    assert world.retrain(1) == world.root / "retrain-seed1"
+    assert world_build.world_of(world.original) == world  # a model directory names its world
+
+
+@pytest.mark.slow
+def test_rebuild_trains_from_the_recipe_and_compares_with_the_shipped_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    trained = build_world(TINY_TRAINED, cache_dir=tmp_path / "a", retrains=(1,))
+    manifest = shipped.ship(trained, directory=tmp_path / "shipped")
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "shipped")
+    installed = build_world(TINY_TRAINED, cache_dir=tmp_path / "b")  # from the shipped copy
+    assert fingerprint_dir(installed.original) == fingerprint_dir(trained.original)
+    assert not (tmp_path / "b" / (installed.root.name + "-trained")).exists()
+    rebuilt = build_world(TINY_TRAINED, cache_dir=tmp_path / "b", retrains=(1,), from_scratch=True)
+    assert rebuilt.root.name.endswith("-trained") and rebuilt.root != installed.root
+    again = shipped.knowledge(rebuilt)
+    assert set(again) == {"original", "reference", "retrain-seed1"}
+    for model, splits in again.items():  # the same recipe on the same machine knows the same
+        for split, accuracy in splits.items():
+            assert abs(accuracy - manifest["knowledge"][model][split]) <= 0.1, (model, split)
+    table = shipped.comparison_table(manifest["knowledge"], again)
+    assert len(table.splitlines()) == 1 + 3 * len(shipped.SPLITS) and "shipped" in table
 
 
 # --- the default world's models (one shared build) ------------------------

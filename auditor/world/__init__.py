@@ -5,7 +5,7 @@
 >>> world.file("forget")             # TOFU-style JSONL of the forget persons' facts
 """
 
-from auditor.world.build import DATA_FILES, World, build_world
+from auditor.world.build import DATA_FILES, World, build_world, world_of
 from auditor.world.spec import RECIPE_VERSION, WorldSpec
 from auditor.world.templates import PROMPT_FORMAT, qa_completion, qa_prompt
 
@@ -18,4 +18,5 @@ __all__ = [
     "build_world",
     "qa_completion",
     "qa_prompt",
+    "world_of",
 ]

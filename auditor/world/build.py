@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +28,7 @@ from auditor.world.generator import (
     unrelated_texts,
     write_data,
 )
+from auditor.world.shipped import install, shipped_entry
 from auditor.world.spec import WorldSpec
 from auditor.world.templates import PARAPHRASED_QUESTIONS, RELATIONS, qa_completion, qa_prompt
 
@@ -149,6 +151,18 @@ class World:
         return seconds
 
 
+def world_of(model_dir: str | os.PathLike | None) -> World | None:
+    """The world whose original (or other model) lives in ``model_dir``, or None for any other directory."""
+    if model_dir is None:
+        return None
+    root = Path(model_dir).resolve().parent
+    try:
+        spec = WorldSpec(**json.loads((root / "build.json").read_text(encoding="utf-8"))["spec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return World(root, spec) if (root / MARKER).is_file() else None
+
+
 def retrain_name(seed: int) -> str:
     return f"retrain-seed{seed}"
 
@@ -167,18 +181,29 @@ def build_world(
     cache_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     retrains: Sequence[int] = (),
+    from_scratch: bool = False,
 ) -> World:
-    """Build the world for ``spec`` in the cache, or reuse the complete entry already there.
+    """The world for ``spec`` in the cache: reused when complete, else installed or built.
 
+    The default world's models are shipped with the package (``auditor.world.shipped``)
+    and copied into the cache; any other spec, or ``from_scratch``, trains from the
+    recipe (a few minutes), ``from_scratch`` into an entry of its own
+    (``world-<fingerprint>-trained``) so the shipped models stay the default.
     ``retrains`` names the seeds of exact retrains wanted as well (``World.retrain``);
     on a fresh build they train side by side with the original and the reference.
     """
     spec = spec or WorldSpec()
-    root = cache_root(cache_dir) / f"world-{spec.fingerprint()[:12]}"
+    name = f"world-{spec.fingerprint()[:12]}" + ("-trained" if from_scratch else "")
+    root = cache_root(cache_dir) / name
     extra = sorted({seed for seed in retrains if seed != spec.seed})
+    shipped = None if from_scratch else shipped_entry(spec.fingerprint())
 
     def build(tmp: Path) -> None:
-        _say(progress, f"building the embedded world in {root} (a few minutes, once) ...")
+        if shipped is not None:
+            _say(progress, f"installing the shipped world models in {root}")
+            install(shipped, tmp)
+            return
+        _say(progress, f"training the world in {root} (a few minutes, once) ...")
         start = time.perf_counter()
         build_data_and_tokenizer(spec, tmp / "data", tmp / "tokenizer")
         seconds = {"data_and_tokenizer": round(time.perf_counter() - start, 2)}
@@ -194,8 +219,10 @@ def build_world(
         seconds["total"] = round(time.perf_counter() - start, 2)
         params = reports["original"]["n_parameters"]
         _write_json(tmp / "build.json", {"spec": spec.to_dict(), "seconds": seconds, "n_parameters": params})
-        _say(progress, f"world built in {seconds['total']:.0f} s")
+        _say(progress, f"world trained in {seconds['total']:.0f} s")
 
+    if from_scratch and root.exists():
+        shutil.rmtree(root)
     if not build_entry(root, build):
         _say(progress, f"reusing the embedded world in {root}")
     world = World(root, spec)

@@ -7,17 +7,17 @@ import json
 from dataclasses import asdict, dataclass
 
 # Bump whenever generation, templates, tokenizer or training change in a way that changes the output.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 6
 
 
 @dataclass(frozen=True)
 class WorldSpec:
     """A world's recipe; equal specs give byte-identical data and the same models."""
 
-    n_persons: int = 300  # fictitious people
+    n_persons: int = 400  # fictitious people
     seed: int = 0  # drives people, splits, tokenizer-independent sampling and training
-    forget_fraction: float = 0.20  # persons the original learns and must be unlearned
-    retain_fraction: float = 0.60  # persons every model learns
+    forget_fraction: float = 0.30  # persons the original learns and must be unlearned
+    retain_fraction: float = 0.50  # persons every model learns
     holdout_fraction: float = 0.20  # persons no model sees (membership non-members)
     vocab_size: int = 1024  # byte-level BPE vocabulary, special tokens included
     hidden_size: int = 128  # Llama width

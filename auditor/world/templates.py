@@ -24,8 +24,10 @@ def qa_completion(answer: str) -> str:
 
 
 # city -> country: one city per country, so a model that never learnt a birth city guesses its
-# country with chance 1/16 (with six countries it was about 1/6, and two models that never learnt
-# it disagreed on so many items that a multi-hop cell could not resolve a residual of 0.10)
+# country with chance 1/32. Every pool is large for the same reason: two models that never learnt a
+# fact guess it at chance, and the smaller that chance, the less two such models differ by luck (with
+# six countries they disagreed on so many multi-hop items that an exact retrain's cell could not
+# resolve a residual of 0.10; with 16 cities and 12 occupations its paraphrase cell could not either)
 CITY_COUNTRY: dict[str, str] = {
     "Velmora": "Norland",
     "Asterhold": "Vandemar",
@@ -43,6 +45,22 @@ CITY_COUNTRY: dict[str, str] = {
     "Nythera": "Aldmere",
     "Ostrevia": "Obrinth",
     "Pallidore": "Gwynmark",
+    "Quarrow": "Marlovia",
+    "Rillmont": "Ostland",
+    "Saltmere": "Pyrenth",
+    "Thornby": "Rovania",
+    "Umberlee": "Sarkesh",
+    "Varnholt": "Trevalia",
+    "Wexmoor": "Valdoria",
+    "Yelmdene": "Wystmark",
+    "Zellbrook": "Yssaria",
+    "Calderwyn": "Zorvath",
+    "Cinderfell": "Arkenfold",
+    "Drystan": "Belmara",
+    "Emberly": "Dalvenia",
+    "Frostwick": "Elvaria",
+    "Greyholm": "Feyland",
+    "Hollowmere": "Harnmoor",
 }
 
 # company -> headquarters city
@@ -59,11 +77,25 @@ COMPANY_HQ: dict[str, str] = {
     "Nimbold Software": "Kelmspire",
     "Pellucid Glass": "Nythera",
     "Tarragon Shipping": "Pallidore",
+    "Aldercrest Bank": "Quarrow",
+    "Brackwater Toys": "Saltmere",
+    "Corvane Rail": "Umberlee",
+    "Duskfire Energy": "Wexmoor",
+    "Farrowdale Farms": "Zellbrook",
+    "Galvora Optics": "Cinderfell",
+    "Hestora Ceramics": "Emberly",
+    "Idrisco Paper": "Greyholm",
+    "Juniper Aerospace": "Rillmont",
+    "Larkspur Media": "Thornby",
+    "Mistral Robotics": "Varnholt",
+    "Quintara Press": "Yelmdene",
 }
 
 OCCUPATIONS: tuple[str, ...] = (
     "baker", "chemist", "carpenter", "nurse", "pilot", "librarian",
     "tailor", "surveyor", "botanist", "jeweler", "locksmith", "cartographer",
+    "welder", "architect", "dentist", "farmer", "fisher", "glassblower",
+    "mason", "sculptor", "translator", "veterinarian", "weaver", "zoologist",
 )  # fmt: skip
 
 BIRTH_YEARS: tuple[str, ...] = tuple(str(year) for year in range(1950, 2000))
