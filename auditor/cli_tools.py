@@ -66,7 +66,7 @@ def score(model_path: str, item_files: tuple[str, ...], as_json: bool, prompt_te
 @click.option("--holdout-texts", type=click.Path(), help="Holdout texts (text MIA).")
 @click.option("--reference", help="Reference model for reference-based MIA.")
 @click.option("--param", "params", multiple=True, help=PARAM_HELP)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with every item.")
 @prompt_options
 @model_options
@@ -128,7 +128,7 @@ def probe(
 @click.option("--retain", type=click.Path(), help="Retain QA (relearn-retain, GPTQ calibration).")
 @click.option("--unrelated", type=click.Path(), help="Unrelated texts (relearn-unrelated).")
 @click.option("--param", "params", multiple=True, help=PARAM_HELP)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @prompt_options
 @model_options
 def attack(name, model_path, out, forget, retain, unrelated, params, seed, prompt_template, **options) -> None:
@@ -171,13 +171,16 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, promp
 @click.option("--model", "model_path", required=True, help="The original model (never written).")
 @click.option("--forget", required=True, type=click.Path(), help="What to remove (QA).")
 @click.option("--retain", required=True, type=click.Path(), help="What to keep (QA).")
+@click.option("--forget-texts", type=click.Path(), help="Texts to remove as well (methods that train on plain text).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--param", "params", multiple=True, help=PARAM_HELP)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--lora/--full", default=None, help="LoRA (merged) or full fine-tuning; default: the method's.")
 @prompt_options
 @model_options
-def unlearn(method, model_path, forget, retain, out, params, seed, lora, prompt_template, **options) -> None:
+def unlearn(
+    method, model_path, forget, retain, forget_texts, out, params, seed, lora, prompt_template, **options
+) -> None:
     """Produce an unlearned model with a bundled method; write it and unlearning.json."""
     from auditor.data import load_items
     from auditor.models import load_model
@@ -198,7 +201,8 @@ def unlearn(method, model_path, forget, retain, out, params, seed, lora, prompt_
     out_dir = ensure_new_dir(out, protect=(spec.path, spec.adapter))
     forget_set, retain_set = load_items(forget, "forget"), load_items(retain, "retain")
     loaded = load_model(spec)
-    data = AuditData(forget=forget_set, retain=retain_set)
+    texts = load_items(forget_texts, "forget_texts", kind="text") if forget_texts else None
+    data = AuditData(forget=forget_set, retain=retain_set, forget_texts=texts)
     ctx = RunContext(data=data, seed=seed, progress=show_progress(), prompts=prompt_format(prompt_template))
     record = unlearn_to_dir(instance, loaded, forget_set, retain_set, out_dir, ctx)
     before, after = record["before"], record["after"]
@@ -207,3 +211,6 @@ def unlearn(method, model_path, forget, retain, out, params, seed, lora, prompt_
         f"retain {before['retain']['accuracy']:.3f} -> {after['retain']['accuracy']:.3f}, "
         f"{record['wall_seconds']:.1f} s -> {out_dir}"
     )
+    info = record["info"]
+    if "stop_reason" in info:
+        click.echo(f"stopped: {info['stop_reason']}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,12 @@ def load_audit_data(
         holdout_texts=optional(holdout_texts, "holdout_texts", "text"),
         unrelated=optional(unrelated, "unrelated", "text"),
     )
+
+
+def sample_items(items: ItemSet, size: int, seed: int) -> ItemSet:
+    """A fixed random sample of ``size`` items, in their order (all of them when fewer)."""
+    if len(items) <= size:
+        return items
+    rng = random.Random(seed)
+    picked = tuple(items.items[i] for i in sorted(rng.sample(range(len(items)), size)))
+    return ItemSet(f"{items.name}-sample", items.kind, picked, items.source, fingerprint_items(picked))

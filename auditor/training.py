@@ -75,14 +75,21 @@ class TrainReport:
     examples_seen: dict[str, int]
     seconds: float
     losses: list[float] = field(default_factory=list)
+    stop_reason: str = "step budget used"
 
     @property
     def cost(self) -> dict:
-        return {"steps": self.steps, "examples": self.examples_seen, "seconds": round(self.seconds, 3)}
+        return {
+            "steps": self.steps,
+            "examples": self.examples_seen,
+            "seconds": round(self.seconds, 3),
+            "stop_reason": self.stop_reason,
+        }
 
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, Batch]], torch.Tensor]
 AfterStep = Callable[[torch.nn.Module, int], None]
+StopCheck = Callable[[torch.nn.Module, int], str | None]  # (model, steps done) -> why to stop now, or None
 
 
 def collate(encoded: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], pad_id: int) -> Batch:
@@ -223,13 +230,14 @@ def train(
     after_step: AfterStep | None = None,
     trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
     progress: bool = False,
+    stop: StopCheck | None = None,
 ) -> TrainReport:
-    """Fine-tune ``model`` for ``config.steps`` steps and report the cost.
+    """Fine-tune ``model`` for at most ``config.steps`` steps and report the cost.
 
     With ``config.lora`` the returned model has the adapter merged (unless
     ``merge_lora`` is off, then it is the ``peft`` model). ``trainable`` filters
     parameters in full fine-tuning; ``after_step`` runs after each optimiser step
-    (e.g. a projection).
+    (e.g. a projection); ``stop`` after that, and a reason it returns ends the run.
     """
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -254,6 +262,8 @@ def train(
     device = next(model.parameters()).device
     seen = dict.fromkeys(streams, 0)
     losses: list[float] = []
+    stop_reason = "step budget used"
+    done = 0
     was_training = model.training
     model.train()
     start = time.perf_counter()
@@ -274,12 +284,29 @@ def train(
         optimizer.step()
         scheduler.step()
         losses.append(float(loss.detach()))
+        done = step + 1
         if after_step is not None:
             with torch.no_grad():
                 after_step(model, step)
+        reason = _check_stop(stop, model, done)
+        if reason:
+            stop_reason = reason
+            break
     model.train(was_training)
     if config.lora and config.merge_lora:
         model = model.merge_and_unload()
     for param in model.parameters():
         param.requires_grad_(True)
-    return TrainReport(model, config.steps, seen, time.perf_counter() - start, losses)
+    return TrainReport(model, done, seen, time.perf_counter() - start, losses, stop_reason)
+
+
+def _check_stop(stop: StopCheck | None, model: torch.nn.Module, done: int) -> str | None:
+    """Ask ``stop`` about the model in eval mode (LoRA layers active), then return to training."""
+    if stop is None:
+        return None
+    model.eval()
+    try:
+        with torch.no_grad():
+            return stop(model, done)
+    finally:
+        model.train()

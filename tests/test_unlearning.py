@@ -10,16 +10,17 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from auditor.errors import UserError
-from auditor.models import LoadedModel, ModelSpec, fingerprint_dir, fingerprint_module, load_model
+from auditor.models import LoadedModel, ModelSpec, clone, fingerprint_dir, fingerprint_module, load_model
 from auditor.plugins import RunContext, UnlearningMethod
 from auditor.quant import quantizable_linears, rtn_quantize_dequantize
 from auditor.registry import METHODS
 from auditor.scoring import ScoringModel
-from auditor.training import Batch, nll_loss
+from auditor.training import Batch, Example, TrainConfig, nll_loss, train
 from auditor.types import AuditData, Item, ItemSet
 from auditor.unlearning.base import ga_term, kl_to_reference
 from auditor.unlearning.check import qa_accuracy, rtn_copy
 from auditor.unlearning.ext_sub import deficiency_part, extsub_rows
+from auditor.unlearning.goal import ForgetGoal
 from auditor.unlearning.grad_ascent import ga_kl_loss, graddiff_loss
 from auditor.unlearning.imagine import imagination_targets
 from auditor.unlearning.npo import npo_loss, npo_term
@@ -124,8 +125,9 @@ def test_ga_and_graddiff_match_hand_computation(tiny, batches):
     f_lp, r_lp = _hand_logprobs(model, forget), _hand_logprobs(model, retain)
     nll_f, nll_r = -sum(f_lp) / len(f_lp), -sum(r_lp) / len(r_lp)
     with torch.no_grad():
-        assert float(ga_term(model, forget)) == pytest.approx(-nll_f, rel=1e-5)
-        assert float(graddiff_loss(model, forget, retain, 0.5)) == pytest.approx(-nll_f + 0.5 * nll_r, rel=1e-5)
+        assert float(ga_term(model, [forget])) == pytest.approx(-nll_f, rel=1e-5)
+        assert float(ga_term(model, [forget, retain])) == pytest.approx(-nll_f - nll_r, rel=1e-5)  # each stream's mean
+        assert float(graddiff_loss(model, [forget], retain, 0.5)) == pytest.approx(-nll_f + 0.5 * nll_r, rel=1e-5)
 
 
 def test_kl_term_matches_hand_computation(tiny, batches):
@@ -139,7 +141,7 @@ def test_kl_term_matches_hand_computation(tiny, batches):
         assert float(kl_to_reference(other, reference, retain)) == pytest.approx(kl, rel=1e-4)
         assert float(kl_to_reference(reference, reference, retain)) == pytest.approx(0.0, abs=1e-6)
         nll_f = float(nll_loss(other, forget))
-        assert float(ga_kl_loss(other, reference, forget, retain, 2.0)) == pytest.approx(-nll_f + 2 * kl, rel=1e-4)
+        assert float(ga_kl_loss(other, reference, [forget], retain, 2.0)) == pytest.approx(-nll_f + 2 * kl, rel=1e-4)
 
 
 def test_npo_loss_matches_formula_and_tends_to_ascent():
@@ -164,8 +166,10 @@ def test_npo_term_uses_summed_answer_logprobs(tiny, batches):
         lp = _hand_logprobs(model, forget)  # rows of ``batches`` have 2 and 1 labelled positions
         sums.append([lp[0] + lp[1], lp[2]])
     with torch.no_grad():
-        got = float(npo_term(other, reference, forget, 0.1))
+        got = float(npo_term(other, reference, [forget], 0.1))
+        twice = float(npo_term(other, reference, [forget, forget], 0.1))
     assert got == pytest.approx(float(npo_loss(torch.tensor(sums[0]), torch.tensor(sums[1]), 0.1)), rel=1e-5)
+    assert twice == pytest.approx(2 * got, rel=1e-5)  # one NPO term per forget stream
 
 
 def test_imagination_targets_by_hand():
@@ -274,6 +278,50 @@ def test_method_runs_on_a_tiny_model_and_leaves_the_input_alone(tiny, name):
         assert retain_end >= (1 - cls.defaults["retain_budget"]) * retain_start - 1e-3
 
 
+def test_training_stops_when_the_check_says_so(tiny):
+    loaded, forget, retain, ctx = tiny
+    seen = []
+
+    def check(model, done):
+        seen.append((done, model.training))
+        return "enough" if done == 3 else None
+
+    streams = {"train": [Example(f"Q{i}", " A") for i in range(4)]}
+    report = train(clone(loaded).model, loaded.tokenizer, streams, TrainConfig(steps=50, batch_size=2), stop=check)
+    assert report.steps == 3 and report.stop_reason == "enough" and len(report.losses) == 3
+    assert seen == [(1, False), (2, False), (3, False)]  # asked in eval mode after every step
+    assert report.cost["stop_reason"] == "enough"
+
+
+def test_methods_stop_at_their_forget_goal(tiny):
+    loaded, forget, retain, ctx = tiny
+    start = qa_accuracy(loaded, forget)  # a random model answers nothing: it stops at the first check
+    outcome = METHODS.get("npo-gd")(steps=50, check_every=2).unlearn(loaded, forget, retain, ctx)
+    assert start == 0.0 and outcome.info["steps"] == 2
+    assert outcome.info["stop_reason"].startswith("the input model answered no forget question")
+    assert outcome.info["goal"]["checks"] == [(2, 0.0)]
+    goal = ForgetGoal(loaded, forget, ctx, start=0.8, target=0.2, every=2)  # as if it knew 80%: 0 meets 0.2
+    assert goal(loaded.model, 1) is None and goal.history == []  # not a check step
+    assert goal(loaded.model, 2).startswith("goal reached: forget accuracy 0.00 <= 0.20 after 2 steps")
+    assert goal.record()["forget_goal"] == 0.25 and goal.history == [(2, 0.0)]
+    budget = METHODS.get("npo-gd")(steps=4, forget_goal=0).unlearn(loaded, forget, retain, ctx)
+    assert (
+        budget.info["steps"] == 4 and budget.info["stop_reason"] == "step budget used" and budget.info["goal"] is None
+    )
+
+
+def test_methods_unlearn_the_forget_texts_as_a_stream_of_their_own(tiny):
+    loaded, forget, retain, ctx = tiny
+    texts = ItemSet("forget_texts", "text", (Item(id="t", text="Ann Lee keeps a red notebook."),), "m", "t")
+    with_texts = RunContext(AuditData(forget, retain, forget_texts=texts))
+    for name in ("ga", "ga-gd", "ga-kl", "npo", "npo-gd", "imagine"):
+        streams = METHODS.get(name)().streams(loaded, forget, retain, with_texts)
+        assert [e.completion for e in streams["forget_texts"]] == ["Ann Lee keeps a red notebook."], name
+        assert len(streams["forget"]) == len(forget), name
+    assert "forget_texts" not in METHODS.get("ga-gd")().streams(loaded, forget, retain, ctx)
+    assert "forget_texts" not in METHODS.get("quant-hide")().streams(loaded, forget, retain, with_texts)  # QA control
+
+
 def test_same_seed_same_weights(tiny):
     loaded, forget, retain, ctx = tiny
     method = METHODS.get("npo-gd")(steps=3)
@@ -289,6 +337,19 @@ def test_text_only_methods_refuse_text_sets(tiny):
     METHODS.get("ga")(steps=1).unlearn(loaded, texts, retain, ctx)  # ascent works on plain texts
     with pytest.raises(UserError):
         METHODS.get("idk")(steps=1).unlearn(loaded, texts, retain, ctx)
+
+
+def test_retrain_uses_the_world_of_its_input_model(tmp_path, monkeypatch):
+    from auditor.data import load_items
+    from auditor.world import build_world
+
+    world = build_world(cache_dir=tmp_path / "cache", retrains=(1,))  # the shipped models, copied
+    monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "elsewhere"))
+    original = load_model(ModelSpec(str(world.original)))
+    forget, retain = load_items(world.file("forget"), "forget"), load_items(world.file("retain"), "retain")
+    outcome = METHODS.get("retrain")().unlearn(original, forget, retain, RunContext(AuditData(forget, retain)))
+    assert outcome.info["path"] == str(world.root / "retrain-seed1")
+    assert not (tmp_path / "elsewhere").exists()  # no second world built under the environment's cache
 
 
 def test_retrain_refuses_a_model_that_is_not_the_world_original(tiny):
@@ -314,6 +375,7 @@ def on_world(world):
     return world, original, forget, retain, ctx, accuracy
 
 
+@pytest.mark.slow
 def test_idk_refuses_forget_questions_and_answers_retain_ones(on_world):
     world, original, forget, retain, ctx, accuracy = on_world
     source = fingerprint_dir(world.original)
@@ -326,6 +388,7 @@ def test_idk_refuses_forget_questions_and_answers_retain_ones(on_world):
     assert qa_accuracy(model, retain) >= 0.8 * accuracy["retain"]
 
 
+@pytest.mark.slow
 def test_quant_hide_forgets_but_its_rtn_copy_is_the_original_rtn_copy(on_world):
     _, original, forget, retain, ctx, accuracy = on_world
     model = METHODS.get("quant-hide")().unlearn(original, forget, retain, ctx).model
@@ -343,6 +406,7 @@ def test_quant_hide_forgets_but_its_rtn_copy_is_the_original_rtn_copy(on_world):
     assert qa_accuracy(rtn_copy(model), forget) >= 0.8 * qa_accuracy(rtn_copy(original), forget)
 
 
+@pytest.mark.slow
 def test_retrain_checks_the_world_fingerprint_and_loads_the_retrain(on_world, monkeypatch):
     from auditor.world import World
 
@@ -353,13 +417,3 @@ def test_retrain_checks_the_world_fingerprint_and_loads_the_retrain(on_world, mo
     assert outcome.model.fingerprint == fingerprint_module(reference.model)
     with pytest.raises(UserError, match="reference"):
         METHODS.get("retrain")(seed=world.spec.seed).unlearn(original, forget, retain, ctx)
-
-
-@pytest.mark.parametrize("name", ["npo-gd", "ext-sub"])
-def test_method_halves_forget_accuracy_and_keeps_retain(on_world, name):
-    world, original, forget, retain, ctx, accuracy = on_world
-    source = fingerprint_dir(world.original)
-    model = METHODS.get(name)().unlearn(original, forget, retain, ctx).model
-    assert fingerprint_dir(world.original) == source
-    assert qa_accuracy(model, forget) <= 0.5 * accuracy["forget"]
-    assert qa_accuracy(model, retain) >= 0.8 * accuracy["retain"]

@@ -9,6 +9,7 @@ resolved settings and the cost. The input model is never changed.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -18,14 +19,16 @@ from auditor.models import LoadedModel, clone, fingerprint_module
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
 from auditor.training import Batch, Example, LossFn, TrainConfig, TrainReport, nll_loss, train
 from auditor.types import ItemSet
+from auditor.unlearning.goal import GOAL_DEFAULTS, ForgetGoal, forget_goal
 
 # Settings of the shared loop that every fine-tuning method exposes as parameters.
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": 60,  # optimiser steps
+    "steps": 300,  # optimiser steps at most: a budget, the forget goal stops a run sooner
     "learning_rate": 1e-3,
     "batch_size": 16,  # examples per stream per step
     "lora": True,  # LoRA adapter merged at the end; false: full fine-tuning
     "lora_rank": 8,
+    **GOAL_DEFAULTS,
 }
 
 
@@ -45,6 +48,21 @@ def examples(items: ItemSet, ctx: RunContext, method: str, answers: list[str] | 
     raise UserError(f"{method}: the {items.name} set holds {items.kind} items; this method needs question-answer items")
 
 
+FORGET_STREAMS = ("forget", "forget_texts")
+
+
+def forget_streams(forget: ItemSet, ctx: RunContext, method: str) -> dict[str, list[Example]]:
+    """What a method unlearns: the forget answers, and the forget texts as a stream of their own when the data
+    has them (in one stream the longer texts would outweigh the few answer tokens in the mean loss)."""
+    texts = ctx.data.forget_texts
+    return {"forget": examples(forget, ctx, method)} | ({"forget_texts": examples(texts, ctx, method)} if texts else {})
+
+
+def forget_batches(batches: Mapping[str, Batch]) -> list[Batch]:
+    """One step's batch of every forget stream."""
+    return [batches[name] for name in FORGET_STREAMS if name in batches]
+
+
 def finish(loaded: LoadedModel, model: torch.nn.Module, info: dict[str, Any]) -> UnlearnOutcome:
     """Wrap ``model`` as the unlearned ``LoadedModel`` (fingerprinted by its weights) with ``info``."""
     model.eval()
@@ -62,10 +80,12 @@ class FineTuneMethod(UnlearningMethod):
         p = self.params
         if p["steps"] < 1 or p["batch_size"] < 1 or p["learning_rate"] <= 0 or p["lora_rank"] < 1:
             raise UserError(f"{self.name}: steps, batch_size, lora_rank and learning_rate must be positive")
+        if not 0 <= p.get("forget_goal", 0) < 1 or p.get("check_every", 1) < 1:
+            raise UserError(f"{self.name}: forget_goal must be in [0, 1) and check_every positive")
 
     def streams(self, loaded: LoadedModel, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> dict[str, list]:
-        """The named example streams; by default the forget and retain answers."""
-        return {"forget": examples(forget, ctx, self.name), "retain": examples(retain, ctx, self.name)}
+        """The named example streams; by default the forget answers and texts, and the retain answers."""
+        return forget_streams(forget, ctx, self.name) | {"retain": examples(retain, ctx, self.name)}
 
     def build_loss(self, loaded: LoadedModel, ctx: RunContext) -> LossFn:
         """The loss over one batch per stream; ``loaded`` is the untouched original."""
@@ -88,8 +108,10 @@ class FineTuneMethod(UnlearningMethod):
             seed=ctx.seed,
         )
 
-    def run_training(self, loaded: LoadedModel, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> TrainReport:
-        """Clone the original and fine-tune the copy with this method's streams and loss."""
+    def run_training(
+        self, loaded: LoadedModel, forget: ItemSet, retain: ItemSet, ctx: RunContext, goal: ForgetGoal | None = None
+    ) -> TrainReport:
+        """Clone the original and fine-tune the copy with this method's streams and loss, until ``goal``."""
         work = clone(loaded).model
         streams = self.streams(loaded, forget, retain, ctx)
         return train(
@@ -99,27 +121,32 @@ class FineTuneMethod(UnlearningMethod):
             self.train_config(ctx),
             loss_fn=self.build_loss(loaded, ctx),
             progress=ctx.progress,
+            stop=goal,
             **self.train_hooks(work),
         )
 
     def unlearn(self, loaded: LoadedModel, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> UnlearnOutcome:
         start = time.perf_counter()
-        report = self.run_training(loaded, forget, retain, ctx)
+        goal = forget_goal(loaded, forget, ctx, self.params)
+        report = self.run_training(loaded, forget, retain, ctx, goal)
         info = {
             "method": self.name,
             "params": dict(self.params),
             "seed": ctx.seed,
             "forget_items": len(forget),
             "retain_items": len(retain),
+            "steps": report.steps,
+            "stop_reason": report.stop_reason,
+            "goal": goal.record() if goal else None,
             "cost": {**report.cost, "total_seconds": round(time.perf_counter() - start, 3)},
             "final_loss": report.losses[-1] if report.losses else None,
         }
         return finish(loaded, report.model, info)
 
 
-def ga_term(model: torch.nn.Module, forget: Batch) -> torch.Tensor:
-    """Gradient ascent on the forget answers: the negated mean NLL."""
-    return -nll_loss(model, forget)
+def ga_term(model: torch.nn.Module, forget: Sequence[Batch]) -> torch.Tensor:
+    """Gradient ascent on the forget batches: the negated mean NLL of each, summed."""
+    return -sum(nll_loss(model, batch) for batch in forget)
 
 
 def kl_to_reference(model: torch.nn.Module, reference: torch.nn.Module, batch: Batch) -> torch.Tensor:

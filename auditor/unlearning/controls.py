@@ -45,8 +45,9 @@ class Refusal(FineTuneMethod):
     summary = "Control: a refusal ('I don't know') adapter that hides the forget answers (must audit as HIDDEN)."
     defaults: ClassVar[dict[str, Any]] = {
         **TRAIN_DEFAULTS,
-        "steps": 150,
+        "steps": 250,
         "learning_rate": 2e-3,
+        "forget_goal": 0.0,  # a control: a fixed recipe, so it refuses every forget question
         "refusal": "I don't know",
         "retain_weight": 1.0,
     }
@@ -72,11 +73,11 @@ class ExactRetrain(UnlearningMethod):
     defaults: ClassVar[dict[str, Any]] = {"seed": 1}
 
     def unlearn(self, loaded: LoadedModel, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> UnlearnOutcome:
-        from auditor.world import build_world
+        from auditor.world import world_of
 
         start = time.perf_counter()
-        world = build_world()
-        if loaded.fingerprint != fingerprint_dir(world.original):
+        world = world_of(loaded.spec.path)
+        if world is None or loaded.fingerprint != fingerprint_dir(world.original):
             raise UserError(
                 "retrain: only the embedded world's original model can be retrained exactly "
                 f"(input fingerprint {loaded.fingerprint[:12]} is not the world's original)"

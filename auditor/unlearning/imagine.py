@@ -18,7 +18,7 @@ from auditor.errors import UserError
 from auditor.models import LoadedModel
 from auditor.plugins import RunContext
 from auditor.training import Batch, LossFn, nll_loss
-from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod
+from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, forget_batches
 
 PAPER = "Dong et al., 2024, Unmemorization in Large Language Models via Self-Distillation and Deliberate Imagination"
 
@@ -57,17 +57,13 @@ def imagine_loss(
 
 
 class Imagine(FineTuneMethod):
-    """Self-distillation from the original with deliberate imagination on the forget answers, plus retain NLL.
-
-    Defaults tuned on the embedded world: forget 1.00 -> 0.41, retain 1.00 -> 0.96.
-    """
+    """Self-distillation from the original with deliberate imagination on the forget answers, plus retain NLL."""
 
     name = "imagine"
     summary = "Deliberate imagination: self-distil towards plausible non-memorized tokens on forget answers."
     paper = PAPER
     defaults: ClassVar[dict[str, Any]] = {
         **TRAIN_DEFAULTS,
-        "steps": 60,
         "learning_rate": 1e-3,
         "strength": 10.0,  # logit shift of the memorized token (down) and of the top_k others (up)
         "top_k": 5,
@@ -82,6 +78,6 @@ class Imagine(FineTuneMethod):
     def build_loss(self, loaded: LoadedModel, ctx: RunContext) -> LossFn:
         p, teacher, eos = self.params, loaded.model, loaded.tokenizer.eos_token_id
         return lambda model, b: (
-            imagine_loss(model, teacher, b["forget"], p["strength"], p["top_k"], eos)
+            sum(imagine_loss(model, teacher, f, p["strength"], p["top_k"], eos) for f in forget_batches(b))
             + p["retain_weight"] * nll_loss(model, b["retain"])
         )

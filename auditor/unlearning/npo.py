@@ -10,6 +10,7 @@ that are already unlikely, which is why NPO collapses more slowly than GA.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -20,7 +21,7 @@ from auditor.models import LoadedModel
 from auditor.plugins import RunContext
 from auditor.training import Batch, LossFn, nll_loss, sequence_logprob
 from auditor.types import ItemSet
-from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, examples
+from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, examples, forget_batches, forget_streams
 
 PAPER = "Zhang et al., COLM 2024, Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"
 
@@ -30,25 +31,27 @@ def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.T
     return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp)).mean()
 
 
-def npo_term(model: torch.nn.Module, reference: torch.nn.Module, forget: Batch, beta: float) -> torch.Tensor:
-    """NPO on one forget batch."""
-    with torch.no_grad():
-        ref_logp = sequence_logprob(reference, forget)
-    return npo_loss(sequence_logprob(model, forget), ref_logp, beta)
+def npo_term(model: torch.nn.Module, reference: torch.nn.Module, forget: Sequence[Batch], beta: float) -> torch.Tensor:
+    """NPO on each forget batch, summed."""
+    total = torch.zeros(())
+    for batch in forget:
+        with torch.no_grad():
+            ref_logp = sequence_logprob(reference, batch)
+        total = total + npo_loss(sequence_logprob(model, batch), ref_logp, beta)
+    return total
 
 
 class NPO(FineTuneMethod):
     """NPO on the forget answers, the original as reference.
 
-    Defaults tuned on the embedded world (forget 1.00 -> 0.49, retain 1.00 -> 0.77): without a retain
-    term the tiny model's retain answers fall with the forget ones (beta 1 saturates sooner than 0.1,
-    which collapsed retain to 0.48).
+    Without a retain term the tiny model's retain answers fall with the forget ones (README,
+    bundled methods table).
     """
 
     name = "npo"
     summary = "Negative preference optimization on the forget answers (original as reference)."
     paper = PAPER
-    defaults: ClassVar[dict[str, Any]] = {**TRAIN_DEFAULTS, "steps": 35, "learning_rate": 1e-3, "beta": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {**TRAIN_DEFAULTS, "learning_rate": 1e-3, "beta": 1.0}
 
     def validate(self) -> None:
         super().validate()
@@ -56,40 +59,38 @@ class NPO(FineTuneMethod):
             raise UserError(f"{self.name}: beta must be positive")
 
     def streams(self, loaded, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> dict[str, list]:
-        return {"forget": examples(forget, ctx, self.name)}
+        return forget_streams(forget, ctx, self.name)
 
     def build_loss(self, loaded: LoadedModel, ctx: RunContext) -> LossFn:
         beta, reference = self.params["beta"], loaded.model
-        return lambda model, b: npo_term(model, reference, b["forget"], beta)
+        return lambda model, b: npo_term(model, reference, forget_batches(b), beta)
 
 
 class NPOGradDiff(NPO):
-    """NPO on the forget answers plus gradient descent on the retain answers.
-
-    Defaults tuned on the embedded world: forget 1.00 -> 0.39, retain 1.00 -> 0.98.
-    """
+    """NPO on the forget answers plus gradient descent on the retain answers."""
 
     name = "npo-gd"
     summary = "NPO on forget plus gradient descent on retain."
-    defaults: ClassVar[dict[str, Any]] = {**NPO.defaults, "steps": 80, "retain_weight": 2.0}
+    defaults: ClassVar[dict[str, Any]] = {**NPO.defaults, "retain_weight": 2.0}
 
     def streams(self, loaded, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> dict[str, list]:
-        return {"forget": examples(forget, ctx, self.name), "retain": examples(retain, ctx, self.name)}
+        return forget_streams(forget, ctx, self.name) | {"retain": examples(retain, ctx, self.name)}
 
     def build_loss(self, loaded: LoadedModel, ctx: RunContext) -> LossFn:
         beta, weight, reference = self.params["beta"], self.params["retain_weight"], loaded.model
-        return lambda model, b: npo_term(model, reference, b["forget"], beta) + weight * nll_loss(model, b["retain"])
+        return lambda model, b: (
+            npo_term(model, reference, forget_batches(b), beta) + weight * nll_loss(model, b["retain"])
+        )
 
 
 class NPOGradDiffShallow(NPOGradDiff):
     """``npo-gd`` in full fine-tuning with a small learning rate: the regime where 4-bit quantization
     restored knowledge in 7B models (Zhang et al., ICLR 2025).
 
-    On the embedded world: forget 1.00 -> 0.42, retain 1.00, and its 4-bit RTN copy answers 0.43:
-    no restoration at this size.
+    At the embedded world's size its 4-bit RTN copy forgets as much as it does: no restoration.
     """
 
     name = "npo-gd-shallow"
     summary = "NPO + retain descent, shallow preset (full fine-tuning, small learning rate)."
     paper = "Zhang et al., ICLR 2025, Catastrophic Failure of LLM Unlearning via Quantization"
-    defaults: ClassVar[dict[str, Any]] = {**NPOGradDiff.defaults, "lora": False, "steps": 80, "learning_rate": 1e-4}
+    defaults: ClassVar[dict[str, Any]] = {**NPOGradDiff.defaults, "lora": False, "learning_rate": 1e-4}

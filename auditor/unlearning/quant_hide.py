@@ -20,7 +20,9 @@ from auditor.models import LoadedModel
 from auditor.plugins import RunContext
 from auditor.quant import quantizable_linears, rtn_bin_bounds
 from auditor.training import LossFn, TrainConfig
-from auditor.unlearning.base import FineTuneMethod
+from auditor.types import ItemSet
+from auditor.unlearning.base import FineTuneMethod, examples, forget_batches
+from auditor.unlearning.goal import GOAL_DEFAULTS
 from auditor.unlearning.grad_ascent import graddiff_loss
 
 
@@ -42,26 +44,27 @@ def bin_projection(model: torch.nn.Module, bits: int, group_size: int, symmetric
 class QuantHide(FineTuneMethod):
     """GradDiff whose every step stays inside the original's RTN bins (same grid as the ``quant-rtn`` attack).
 
-    Defaults tuned on the embedded world: forget 1.00 -> 0.07, retain 1.00 -> 0.94, and the
-    4-bit RTN copy answers the forget questions again (1.00).
+    It stops at the forget goal like the methods; its 4-bit RTN copy answers the forget questions
+    again, as the original's does.
     """
 
     name = "quant-hide"
     summary = "Control: unlearning confined to the original's 4-bit RTN bins (must audit as HIDDEN by quantization)."
     defaults: ClassVar[dict[str, Any]] = {
-        "steps": 100,
+        "steps": 300,
         "learning_rate": 1e-3,
         "batch_size": 16,
-        "retain_weight": 1.0,
+        "retain_weight": 3.0,
         "bits": 4,
         "group_size": 128,
         "symmetric": True,
+        **GOAL_DEFAULTS,
     }
 
     def validate(self) -> None:
         p = self.params
-        if p["steps"] < 1 or p["batch_size"] < 1 or p["learning_rate"] <= 0:
-            raise UserError("quant-hide: steps, batch_size and learning_rate must be positive")
+        if p["steps"] < 1 or p["batch_size"] < 1 or p["learning_rate"] <= 0 or p["check_every"] < 1:
+            raise UserError("quant-hide: steps, batch_size, check_every and learning_rate must be positive")
         if not 2 <= p["bits"] <= 8:
             raise UserError(f"quant-hide: bits must be in 2..8, got {p['bits']}")
 
@@ -76,6 +79,10 @@ class QuantHide(FineTuneMethod):
         names, project = bin_projection(model, p["bits"], p["group_size"], p["symmetric"])
         return {"trainable": lambda name, _param: name in names, "after_step": project}
 
+    def streams(self, loaded, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> dict[str, list]:
+        """The forget and retain answers only (a control on QA knowledge; ascent on texts cost retain answers)."""
+        return {"forget": examples(forget, ctx, self.name), "retain": examples(retain, ctx, self.name)}
+
     def build_loss(self, loaded: LoadedModel, ctx: RunContext) -> LossFn:
         weight = self.params["retain_weight"]
-        return lambda model, b: graddiff_loss(model, b["forget"], b["retain"], weight)
+        return lambda model, b: graddiff_loss(model, forget_batches(b), b["retain"], weight)

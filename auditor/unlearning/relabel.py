@@ -71,15 +71,12 @@ def adversarial_loss(
 
 
 class RandomLabels(FineTuneMethod):
-    """Forget questions trained towards random answers of the same type, plus retain NLL.
-
-    Defaults tuned on the embedded world: forget 1.00 -> 0.37, retain 1.00 -> 0.92.
-    """
+    """Forget questions trained towards random answers of the same type, plus retain NLL."""
 
     name = "random-labels"
     summary = "Fine-tune the forget questions towards random answers of the same relation."
     paper = "Yao et al., ACL 2024, Large Language Model Unlearning (random mismatch)"
-    defaults: ClassVar[dict[str, Any]] = {**TRAIN_DEFAULTS, "steps": 60, "learning_rate": 1e-3, "retain_weight": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {**TRAIN_DEFAULTS, "learning_rate": 1e-3, "retain_weight": 1.0}
 
     def streams(self, loaded, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> dict[str, list]:
         wrong = draw_random_answers(forget, retain, random.Random(ctx.seed))
@@ -91,15 +88,12 @@ class RandomLabels(FineTuneMethod):
 
 
 class Adversarial(FineTuneMethod):
-    """Forget answers trained, token by token, towards the original's best wrong next token, plus retain NLL.
-
-    Defaults tuned on the embedded world: forget 1.00 -> 0.16, retain 1.00 -> 0.93.
-    """
+    """Forget answers trained, token by token, towards the original's best wrong next token, plus retain NLL."""
 
     name = "adversarial"
     summary = "Fine-tune the forget answers towards the original's most likely wrong tokens."
     paper = "Yao et al., ACL 2024, Large Language Model Unlearning"
-    defaults: ClassVar[dict[str, Any]] = {**TRAIN_DEFAULTS, "steps": 60, "learning_rate": 1e-3, "retain_weight": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {**TRAIN_DEFAULTS, "learning_rate": 1e-3, "retain_weight": 1.0}
 
     def build_loss(self, loaded: LoadedModel, ctx: RunContext) -> LossFn:
         weight, reference, eos = self.params["retain_weight"], loaded.model, loaded.tokenizer.eos_token_id
