@@ -80,7 +80,7 @@ def opt(name: str, *dest: str, **kwargs):
 )
 @opt("policy", type=click.Path(dir_okay=False), help="Policy YAML: thresholds, overrides, collateral limit, fail_on.")
 @opt("baseline", type=click.Path(dir_okay=False), help="A previous results.json: fail cells whose residual rose.")
-@opt("seed", default=0, show_default=True, type=int)
+@opt("seed", default=0, show_default=True, type=click.IntRange(min=0))
 @opt("out", default="runs/audit", show_default=True, type=click.Path(file_okay=False))
 @opt("resume", is_flag=True, help="Reuse finished pieces in OUT/cache instead of starting afresh.")
 @prompt_options
@@ -203,7 +203,13 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     show_default=True,
     help="Audit preset for every method (`unlearn-audit list presets`).",
 )
-@click.option("--method", "methods", multiple=True, help="Only these methods (repeatable); default: all.")
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    help="Only these methods (repeatable); default: the controls and one method per family.",
+)
+@click.option("--all", "all_methods", is_flag=True, help="Every bundled method ('unlearn-audit list methods').")
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False),
@@ -217,10 +223,18 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     show_default="CPU cores, at most 4",
     help="Methods audited at once, in worker processes that share the CPU threads.",
 )
-def demo(out: str, preset: str, methods: tuple[str, ...], cache_dir: str | None, jobs: int) -> None:
-    """Build the embedded world, run every bundled unlearning method, audit each, write an index report."""
-    from auditor.demo import run_demo
+def demo(out: str, preset: str, methods: tuple[str, ...], all_methods: bool, cache_dir: str | None, jobs: int) -> None:
+    """Install the embedded world, unlearn it with the bundled methods, audit each, write an index report.
 
+    By default: the known-answer controls (retrain, noop, idk, quant-hide) and one
+    method of each family (ga-gd, npo-gd, ext-sub, prune); --all runs every method.
+    """
+    from auditor.demo import run_demo
+    from auditor.registry import METHODS
+
+    if all_methods and methods:
+        raise UserError("--all and --method exclude each other")
+    methods = tuple(METHODS.names()) if all_methods else methods
     set_threads()
     out_dir = ensure_new_dir(out)
     index = run_demo(out_dir, preset, methods, cache_dir, jobs=jobs, log=click.echo)

@@ -1,4 +1,5 @@
-"""The demo: the embedded world, every bundled unlearning method, one audit each, and a leaderboard.
+"""The demo: the embedded world, the bundled unlearning methods (the controls and one per family by
+default, every one with ``--all``), one audit each, and a leaderboard.
 
 Unlearned models are kept under ``OUT/models`` and finished audit pieces under
 ``OUT/cache`` (shared between the audits: the original, the reference and the
@@ -75,24 +76,43 @@ def knowledge_table(known: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+MEMBERSHIP_PROBES = ("mia",)  # text-membership cells; every other probe asks for the knowledge itself
+
+
+def _worst(cells: list[dict]) -> dict | None:
+    return max(cells, key=lambda c: c["residual"], default=None)
+
+
+def _cell_text(cell: dict | None) -> str:
+    return "n/a" if cell is None else f"{cell['residual']:.2f} ({cell['attack']} x {cell['probe']})"
+
+
+def _steps_text(info: dict) -> str:
+    """How far the method went: optimiser steps, Ext-Sub's subtraction weight, or '-' for a fixed control."""
+    if "steps" in info:
+        return str(info["steps"])
+    return f"lam {info['lam_used']:g}" if "lam_used" in info else "-"
+
+
 def leaderboard_rows(entries: list[dict]) -> list[dict]:
-    """One summary row per audited method."""
+    """One summary row per audited method: the strongest knowledge cell and text-membership cell apart."""
     rows = []
     for entry in entries:
         results = entry["results"]
         cells = [c for c in results["cells"] if c["residual"] is not None]
         direct = next((c for c in cells if c["attack"] == "none" and c["probe"] == "qa"), None)
-        worst = max(cells, key=lambda c: c["residual"], default=None)
+        info = entry["unlearning"].get("info", {})
         rows.append(
             {
                 "method": entry["name"],
                 "verdict": results["verdict"]["label"],
                 "r_direct": direct["residual"] if direct else None,
-                "max_residual": worst["residual"] if worst else None,
-                "max_cell": f"{worst['attack']} x {worst['probe']}" if worst else "",
+                "knowledge": _cell_text(_worst([c for c in cells if c["probe"] not in MEMBERSHIP_PROBES])),
+                "membership": _cell_text(_worst([c for c in cells if c["probe"] in MEMBERSHIP_PROBES])),
                 "collateral": results["collateral"]["drop"],
                 "forget_after": entry["unlearning"]["after"]["forget"]["accuracy"],
                 "retain_after": entry["unlearning"]["after"]["retain"]["accuracy"],
+                "steps": _steps_text(info),
             }
         )
     return rows
@@ -105,14 +125,14 @@ def markdown_table(rows: list[dict]) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
     lines = [
-        "| method | verdict | r(none, qa) | max residual (cell) | collateral | forget / retain accuracy after |",
-        "|---|---|---|---|---|---|",
+        "| method | verdict | r(none, qa) | max knowledge residual (cell) | max text-membership residual (cell) "
+        "| collateral | forget / retain accuracy after | steps |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['verdict']} | {num(r['r_direct'])} | "
-            f"{num(r['max_residual'])} ({r['max_cell']}) | {r['collateral']:.1%} | "
-            f"{r['forget_after']:.2f} / {r['retain_after']:.2f} |"
+            f"| {r['method']} | {r['verdict']} | {num(r['r_direct'])} | {r['knowledge']} | {r['membership']} | "
+            f"{r['collateral']:.1%} | {r['forget_after']:.2f} / {r['retain_after']:.2f} | {r['steps']} |"
         )
     return "\n".join(lines)
 
@@ -138,21 +158,17 @@ def run_method(job: MethodJob, log: Callable[[str], None] = print) -> dict:
     torch.set_num_threads(job.threads)
     world = build_world(WorldSpec(), cache_dir=job.cache_dir)
     data = world_data(world)
-    original_spec, reference_spec = ModelSpec(str(world.original)), ModelSpec(str(world.reference))
     model_dir = job.out_dir / "models" / job.name
     if not (model_dir / "unlearning.json").is_file():
         ctx = RunContext(data=data, seed=0)
-        method, original = METHODS.get(job.name)(), load_model(original_spec)
+        method, original = METHODS.get(job.name)(), load_model(ModelSpec(str(world.original)))
         record = unlearn_to_dir(method, original, data.forget, data.retain, model_dir, ctx, before=job.before)
         log(
             f"[{job.name}] unlearned: forget {record['before']['forget']['accuracy']:.2f} -> "
             f"{record['after']['forget']['accuracy']:.2f}, retain {record['before']['retain']['accuracy']:.2f}"
             f" -> {record['after']['retain']['accuracy']:.2f} ({record['wall_seconds']:.1f} s)"
         )
-    plan = make_plan(job.preset, (), (), 0)
-    config = AuditConfig(
-        original_spec, ModelSpec(str(model_dir)), reference_spec, plan, cache_dir=job.out_dir / "cache"
-    )
+    config = audit_config(world, model_dir, job.preset, job.out_dir)
     command = (
         f"unlearn-audit audit --original {world.original} --unlearned {model_dir} --reference {world.reference} "
         f"{world_data_options(world)} --preset {job.preset} --out {job.out_dir / job.name}"
@@ -169,6 +185,22 @@ def _print_flushed(message: str) -> None:
     print(message, flush=True)
 
 
+# The default demo: the four known-answer controls, then one method of each family the mission names.
+DEMO_METHODS = ("retrain", "noop", "idk", "quant-hide", "ga-gd", "npo-gd", "ext-sub", "prune")
+
+
+def audit_config(world, unlearned: Path, preset: str, out_dir: Path) -> AuditConfig:
+    """The audit of ``unlearned`` against the world's original and reference, pieces cached under ``out_dir``."""
+    plan = make_plan(preset, (), (), 0)
+    return AuditConfig(
+        ModelSpec(str(world.original)),
+        ModelSpec(str(unlearned)),
+        ModelSpec(str(world.reference)),
+        plan,
+        cache_dir=out_dir / "cache",
+    )
+
+
 def run_demo(
     out_dir: Path,
     preset: str,
@@ -179,17 +211,18 @@ def run_demo(
 ) -> Path:
     """Run the whole demo and return the path of the index report.
 
-    The first method runs alone, so the audit pieces every method shares (the
-    original, the reference and the attacked reference) are computed once;
-    the others then run in ``jobs`` worker processes, the CPU threads split
-    between them, the exact retrain (the slowest to make) first.
+    The pieces every method's audit shares (the original, the reference and the
+    attacked reference) are computed first, once; the methods then run in
+    ``jobs`` worker processes, the CPU threads split between them, the exact
+    retrain (the slowest to make) first.
     """
     import torch
 
+    from auditor.orchestrator import Orchestrator
     from auditor.world import WorldSpec, build_world
     from reports.index import render_index
 
-    names = list(methods) or METHODS.names()
+    names = list(methods or DEMO_METHODS)
     retrains = (METHODS.get("retrain").defaults["seed"],) if "retrain" in names else ()
     world = build_world(WorldSpec(), cache_dir=cache_dir, progress=log, retrains=retrains)
     data = world_data(world)
@@ -201,22 +234,26 @@ def run_demo(
     log("What the embedded models know (direct questions):")
     log(knowledge_table(known))
     before = {split: known["original"][split] for split in ("forget", "retain")}
+    start = time.perf_counter()
+    Orchestrator(audit_config(world, world.original, preset, out_dir), data).run_shared()
+    log(
+        f"original, reference and attacked reference probed once for every method ({time.perf_counter() - start:.0f} s)"
+    )
     threads = torch.get_num_threads()
-    first, rest = names[0], sorted(names[1:], key=lambda n: n != "retrain")
-    entries = {first: run_method(MethodJob(first, out_dir, preset, cache_dir, threads, before), log)}
-    if rest:
-        log(f"auditing {len(rest)} more methods in {min(jobs, len(rest))} worker process(es) ...")
-    if jobs > 1 and len(rest) > 1:
-        per_job = max(1, threads // jobs)
+    ordered_names = sorted(names, key=lambda n: n != "retrain")
+    workers = min(jobs, len(ordered_names))
+    log(f"unlearning and auditing {len(names)} methods in {workers} worker process(es) ...")
+    if workers > 1:
+        per_job = max(1, threads // workers)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(jobs, len(rest)), mp_context=context, initializer=quiet_libraries) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_libraries) as pool:
             futures = [
                 pool.submit(run_method, MethodJob(n, out_dir, preset, cache_dir, per_job, before), _print_flushed)
-                for n in rest
+                for n in ordered_names
             ]
-            entries.update((n, f.result()) for n, f in zip(rest, futures, strict=True))
+            entries = {n: f.result() for n, f in zip(ordered_names, futures, strict=True)}
     else:
-        entries.update((n, run_method(MethodJob(n, out_dir, preset, cache_dir, threads, before), log)) for n in rest)
+        entries = {n: run_method(MethodJob(n, out_dir, preset, cache_dir, threads, before), log) for n in ordered_names}
     ordered = [entries[n] for n in names]
     table = markdown_table(leaderboard_rows(ordered))
     _write_atomic(out_dir / "leaderboard.md", table + "\n")

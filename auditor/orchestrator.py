@@ -14,20 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from auditor.data import fingerprint_items
+from auditor.data import sample_items
 from auditor.models import LoadedModel, check_compatible, load_model
 from auditor.plan import DIRECT_PROBE, Plan, PlannedAttack
 from auditor.plugins import Probe, RunContext
 from auditor.prompts import PromptFormat
 from auditor.registry import PROBES
 from auditor.scoring import RoutedScoringModel, ScoringModel
-from auditor.types import AttackResult, AuditData, ItemScore, ItemSet, ModelSpec, ProbeResult, VariantRecord
+from auditor.types import AttackResult, AuditData, ItemScore, ModelSpec, ProbeResult, VariantRecord
 
 NO_ATTACK = "none"
 
@@ -98,15 +97,6 @@ class AuditScores:
     collateral: dict[str, ProbeResult]  # role -> the direct probe on (a sample of) the retain set
 
 
-def retain_sample(retain: ItemSet, size: int, seed: int) -> ItemSet:
-    """A fixed random sample of the retain set (all of it when small)."""
-    if len(retain) <= size:
-        return retain
-    rng = random.Random(seed)
-    picked = tuple(retain.items[i] for i in sorted(rng.sample(range(len(retain)), size)))
-    return ItemSet(f"{retain.name}-sample", retain.kind, picked, retain.source, fingerprint_items(picked))
-
-
 def floor_data(data: AuditData) -> AuditData | None:
     """Without a reference, holdout items stand in for the forget items (the floor of a model that never saw them)."""
     if data.holdout is None:
@@ -122,11 +112,12 @@ class Orchestrator:
         self.store = PieceStore(config.cache_dir)
         self.models: dict[str, LoadedModel] = {}
 
-    def load(self) -> None:
-        """Load the three models and check that they can be compared."""
+    def load(self, unlearned: bool = True) -> None:
+        """Load the models (the unlearned one unless told not to) and check that they can be compared."""
         self.models["original"] = load_model(self.config.original)
-        self.models["unlearned"] = load_model(self.config.unlearned)
-        check_compatible(self.models["original"], self.models["unlearned"], "unlearned")
+        if unlearned:
+            self.models["unlearned"] = load_model(self.config.unlearned)
+            check_compatible(self.models["original"], self.models["unlearned"], "unlearned")
         if self.config.reference is not None:
             self.models["reference"] = load_model(self.config.reference)
             check_compatible(self.models["original"], self.models["reference"], "reference")
@@ -185,15 +176,32 @@ class Orchestrator:
 
     def run(self) -> AuditScores:
         """Run every attack and probe of the plan (loading the models first if needed)."""
-        from auditor.attack_runner import run_attack
-
         if not self.models:
             self.load()
+        results, floors, attacks = self._run_roles(tuple(self.models))
+        fingerprints = {role: m.fingerprint for role, m in self.models.items()}
+        collateral = self._collateral()
+        return AuditScores(results, floors, attacks, fingerprints, "reference" in self.models, collateral)
+
+    def run_shared(self) -> None:
+        """Only the pieces every audit of this original against this reference shares (the original,
+        the reference and the attacked reference), stored for the audits that follow."""
+        if self.config.reference is None:
+            raise ValueError("shared pieces need a reference model")
+        if not self.models:
+            self.load(unlearned=False)
+        self._run_roles(("original", "reference"))
+
+    def _run_roles(self, roles: tuple[str, ...]) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]]]:
+        """Probe the models of ``roles``, attack those that attacks apply to, and probe the attacked models."""
+        from auditor.attack_runner import run_attack
+
         self._reference_lm = ScoringModel(self.models["reference"]) if "reference" in self.models else None
         results: dict = {}
         floors: dict = {}
         floor = floor_data(self.data) if "reference" not in self.models else None
-        for role, loaded in self.models.items():
+        for role in roles:
+            loaded = self.models[role]
             self.log(f"probing {role}")
             lm = self._reference_lm if role == "reference" else None
             factory = (lambda lm=lm: lm) if lm is not None else (lambda loaded=loaded: ScoringModel(loaded))
@@ -204,7 +212,7 @@ class Orchestrator:
                 for name, result in probed.items():
                     floors[(role, NO_ATTACK, None, name)] = result
         attacks: dict[str, dict[str, list[AttackResult]]] = {}
-        targets = [r for r in ("unlearned", "reference") if r in self.models]
+        targets = [r for r in ("unlearned", "reference") if r in roles]
         for planned in self.config.plan.attacks:
             attacks[planned.id] = {role: [] for role in targets}
             for seed in self.config.plan.seeds_for(planned):
@@ -212,13 +220,11 @@ class Orchestrator:
                     self.log(f"attack {planned.id} (seed {seed}) on {role}")
                     result = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
                     attacks[planned.id][role].append(result)
-        fingerprints = {role: m.fingerprint for role, m in self.models.items()}
-        collateral = self._collateral()
-        return AuditScores(results, floors, attacks, fingerprints, "reference" in self.models, collateral)
+        return results, floors, attacks
 
     def _collateral(self) -> dict[str, ProbeResult]:
         """The direct probe on a fixed sample of the retain set, for the original and the unlearned model."""
-        sample = retain_sample(self.data.retain, self.config.collateral_items, self.config.seed)
+        sample = sample_items(self.data.retain, self.config.collateral_items, self.config.seed)
         data = replace(self.data, forget=sample)
         probe = PROBES.get(DIRECT_PROBE)()
         out = {}
