@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 # Without it, OpenMP threads spin-wait and training slows down many times when other processes share the cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# Everything but the tests marked slow (those that train or audit models on the embedded world).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
 lint: install
 	$(BIN)/ruff check auditor attacks probes reports tests bench
 	$(BIN)/ruff format --check auditor attacks probes reports tests bench
-
 
 clean:
 	rm -rf $(VENV) .cache runs
