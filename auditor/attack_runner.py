@@ -82,7 +82,7 @@ def _load_entry(entry: Path, loaded: LoadedModel) -> AttackOutcome | None:
             variants.append(AttackedVariant(model, record.name, frozenset(record.trained_groups)))
     except Exception:  # an unreadable entry (any loader error): compute it again
         return None
-    return AttackOutcome(result, variants)
+    return AttackOutcome(result, variants, reused=True)
 
 
 def _write_entry(entry: Path, outcome: AttackOutcome, protect: tuple[str, ...]) -> None:

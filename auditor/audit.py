@@ -70,7 +70,9 @@ def run_audit(
     orchestrator = Orchestrator(config, data, log)
     orchestrator.load()
     scores = orchestrator.run()
-    results = build_results(config, data, scores, policy, command, options, baseline, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    phases = orchestrator.phases.to_json()
+    results = build_results(config, data, scores, policy, command, options, baseline, seconds, phases)
     write_samples(out_dir, scores)
     write_json_atomic(out_dir / "results.json", results)
     files = {"results": out_dir / "results.json", **write_reports(results, out_dir)}

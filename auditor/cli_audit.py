@@ -93,12 +93,14 @@ def audit(**kw) -> None:
     from auditor.audit import read_baseline, run_audit
     from auditor.data import load_audit_data, parse_mapping
     from auditor.gate import load_policy
+    from auditor.models import load_tokenizer
     from auditor.orchestrator import AuditConfig
     from auditor.plan import make_plan
 
     set_threads()
     original, unlearned = spec_of(kw["original"], kw), spec_of(kw["unlearned"], kw)
     reference = spec_of(kw["reference"], kw) if kw["reference"] else None
+    prompts = prompt_format(load_tokenizer(original), kw)  # before anything is written: it may refuse
     inputs = [s.path for s in (original, unlearned, reference) if s] + [s.adapter for s in (unlearned,) if s.adapter]
     out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))
     policy = load_policy(kw["policy"])
@@ -120,7 +122,7 @@ def audit(**kw) -> None:
         reference,
         plan,
         seed=kw["seed"],
-        prompts=prompt_format(kw["prompt_template"]),
+        prompts=prompts,
         cache_dir=out_dir / "cache",
         progress=show_progress(),
     )

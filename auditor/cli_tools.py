@@ -14,20 +14,46 @@ PARAM_HELP = "Plugin parameter key=value (repeatable); see 'unlearn-audit list'.
 
 
 def prompt_options(func):
-    """--prompt-template, shared by everything that turns questions into prompts."""
-    return click.option(
-        "--prompt-template",
-        default="Question: {question}\nAnswer:",
-        show_default=True,
-        envvar="UNLEARN_AUDIT_PROMPT_TEMPLATE",
-        help="How a question becomes a prompt; the answer follows after one space.",
-    )(func)
+    """How questions become prompts and answers completions, shared by every command that asks a model."""
+    options = [
+        click.option(
+            "--chat-template",
+            default="auto",
+            show_default=True,
+            envvar="UNLEARN_AUDIT_CHAT_TEMPLATE",
+            help="auto: the tokenizer's chat template when it has one; none: plain text; or a Jinja template file.",
+        ),
+        click.option(
+            "--prompt-template",
+            envvar="UNLEARN_AUDIT_PROMPT_TEMPLATE",
+            help="The prompt around {question}: the whole prompt in plain mode (default "
+            "'Question: {question}\\nAnswer:'), the user turn with a chat template (default '{question}').",
+        ),
+        click.option("--system-prompt", help="A system turn before each question (chat templates only)."),
+        click.option(
+            "--answer-prefix",
+            help="What precedes each answer (default: one space in plain mode, what the chat template writes).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
-def prompt_format(template: str):
-    from auditor.prompts import PromptFormat
+def prompt_format(tokenizer, options: dict):
+    """The ``PromptFormat`` the prompt options ask for, for a model with ``tokenizer``."""
+    from auditor.prompts import resolve_format
 
-    return PromptFormat(template=template.replace("\\n", "\n"))
+    def unescaped(text: str | None) -> str | None:
+        return None if text is None else text.replace("\\n", "\n")
+
+    return resolve_format(
+        tokenizer,
+        chat_template=options["chat_template"],
+        prompt_template=unescaped(options["prompt_template"]),
+        system_prompt=options["system_prompt"],
+        answer_prefix=unescaped(options["answer_prefix"]),
+    )
 
 
 @click.command("score")
@@ -36,7 +62,7 @@ def prompt_format(template: str):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @prompt_options
 @model_options
-def score(model_path: str, item_files: tuple[str, ...], as_json: bool, prompt_template: str, **options) -> None:
+def score(model_path: str, item_files: tuple[str, ...], as_json: bool, **options) -> None:
     """Print what a model knows of each QA item set: accuracy, ROUGE-L recall, answer probability."""
     from auditor.data import load_items
     from auditor.models import load_model
@@ -45,7 +71,7 @@ def score(model_path: str, item_files: tuple[str, ...], as_json: bool, prompt_te
     set_threads()
     sets = [load_items(path, Path(path).stem) for path in item_files]
     loaded = load_model(spec_of(model_path, options))
-    prompts = prompt_format(prompt_template)
+    prompts = prompt_format(loaded.tokenizer, options)
     rows = {itemset.source: qa_knowledge(loaded, itemset, prompts) for itemset in sets}
     if as_json:
         echo_json({"model": model_path, "fingerprint": loaded.fingerprint, "sets": rows})
@@ -83,7 +109,6 @@ def probe(
     params,
     seed,
     as_json,
-    prompt_template,
     **options,
 ) -> None:
     """Run one probe on one model and print its result."""
@@ -100,7 +125,7 @@ def probe(
     )
     loaded = load_model(spec_of(model_path, options))
     reference_lm = ScoringModel(load_model(spec_of(reference, options))) if reference else None
-    ctx = RunContext(data=data, seed=seed, prompts=prompt_format(prompt_template), reference_lm=reference_lm)
+    ctx = RunContext(data=data, seed=seed, prompts=prompt_format(loaded.tokenizer, options), reference_lm=reference_lm)
     result = instance.run(ScoringModel(loaded), ctx, model_path)
     if as_json:
         from dataclasses import asdict
@@ -131,7 +156,7 @@ def probe(
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @prompt_options
 @model_options
-def attack(name, model_path, out, forget, retain, unrelated, params, seed, prompt_template, **options) -> None:
+def attack(name, model_path, out, forget, retain, unrelated, params, seed, **options) -> None:
     """Apply one attack to a model and save the result(s) as Hugging Face directories."""
     from auditor.data import load_audit_data
     from auditor.models import load_model, save_model
@@ -146,9 +171,8 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, promp
         raise UserError("give --forget and/or --retain (the attack's data; relearning needs them)")
     data = load_audit_data(forget or retain, retain or forget, unrelated=unrelated)
     loaded = load_model(spec)
-    ctx = RunContext(
-        data=data, seed=seed, work_dir=out_dir, progress=show_progress(), prompts=prompt_format(prompt_template)
-    )
+    prompts = prompt_format(loaded.tokenizer, options)
+    ctx = RunContext(data=data, seed=seed, work_dir=out_dir, progress=show_progress(), prompts=prompts)
     outcome = instance.apply(loaded, ctx)
     saved = {}
     for variant in outcome.variants:
@@ -178,9 +202,7 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, promp
 @click.option("--lora/--full", default=None, help="LoRA (merged) or full fine-tuning; default: the method's.")
 @prompt_options
 @model_options
-def unlearn(
-    method, model_path, forget, retain, forget_texts, out, params, seed, lora, prompt_template, **options
-) -> None:
+def unlearn(method, model_path, forget, retain, forget_texts, out, params, seed, lora, **options) -> None:
     """Produce an unlearned model with a bundled method; write it and unlearning.json."""
     from auditor.data import load_items
     from auditor.models import load_model
@@ -203,7 +225,7 @@ def unlearn(
     loaded = load_model(spec)
     texts = load_items(forget_texts, "forget_texts", kind="text") if forget_texts else None
     data = AuditData(forget=forget_set, retain=retain_set, forget_texts=texts)
-    ctx = RunContext(data=data, seed=seed, progress=show_progress(), prompts=prompt_format(prompt_template))
+    ctx = RunContext(data=data, seed=seed, progress=show_progress(), prompts=prompt_format(loaded.tokenizer, options))
     record = unlearn_to_dir(instance, loaded, forget_set, retain_set, out_dir, ctx)
     before, after = record["before"], record["after"]
     click.echo(

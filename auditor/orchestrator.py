@@ -6,7 +6,8 @@ reference and each attacked model. A probe result is stored as soon as it is
 finished, under a key made of everything it depends on (model fingerprints,
 attack, seed, probe, data, prompt format), so a resumed or repeated run
 recomputes nothing that finished, and an interrupted run resumed gives the same
-scores as an uninterrupted one.
+scores as an uninterrupted one. Every model load, attack and computed probe
+result is a timed phase (``auditor.progress``); a reused piece is not.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from auditor.data import sample_items
 from auditor.models import LoadedModel, check_compatible, load_model
 from auditor.plan import DIRECT_PROBE, Plan, PlannedAttack
 from auditor.plugins import Probe, RunContext
+from auditor.progress import PhaseRecorder
 from auditor.prompts import PromptFormat
 from auditor.registry import PROBES
 from auditor.scoring import RoutedScoringModel, ScoringModel
@@ -108,19 +110,29 @@ class Orchestrator:
     """Runs a plan on loaded models, checkpointing every finished probe result."""
 
     def __init__(self, config: AuditConfig, data: AuditData, log: Callable[[str], None] = lambda _: None):
-        self.config, self.data, self.log = config, data, log
+        self.config, self.data = config, data
         self.store = PieceStore(config.cache_dir)
+        self.phases = PhaseRecorder(log)
         self.models: dict[str, LoadedModel] = {}
 
     def load(self, unlearned: bool = True) -> None:
-        """Load the models (the unlearned one unless told not to) and check that they can be compared."""
-        self.models["original"] = load_model(self.config.original)
-        if unlearned:
-            self.models["unlearned"] = load_model(self.config.unlearned)
-            check_compatible(self.models["original"], self.models["unlearned"], "unlearned")
-        if self.config.reference is not None:
-            self.models["reference"] = load_model(self.config.reference)
-            check_compatible(self.models["original"], self.models["reference"], "reference")
+        """Load the models (the unlearned one unless told not to) and check that they can be compared.
+
+        Their lines are logged once all are loaded and checked, so a bad model gives one error line only.
+        """
+        specs = {
+            "original": self.config.original,
+            "unlearned": self.config.unlearned,
+            "reference": self.config.reference,
+        }
+        with self.phases.held():
+            for role, spec in specs.items():
+                if spec is None or (role == "unlearned" and not unlearned):
+                    continue
+                with self.phases.phase(f"load {role}"):
+                    self.models[role] = load_model(spec)
+                if role != "original":
+                    check_compatible(self.models["original"], self.models[role], role)
 
     def _context(self, seed: int, data: AuditData | None = None) -> RunContext:
         reference = self.models.get("reference")
@@ -155,8 +167,11 @@ class Orchestrator:
         data: AuditData,
         lm_factory: Callable,
         skip_reason: Callable[[], str | None] = lambda: None,
+        phase_label: str | None = None,
     ) -> dict[str, ProbeResult]:
-        """Every probe of the plan on one model (or attacked model), each reused from the store when finished."""
+        """Every probe of the plan on one model (or attacked model), each reused from the store when finished.
+
+        ``phase_label`` names the model in the phase lines (default: ``label``)."""
         holder: dict = {}
         out = {}
         for probe in self.config.plan.probes:
@@ -171,7 +186,8 @@ class Orchestrator:
                 return probe.run(holder["lm"], self._context(self.config.seed if seed is None else seed, data), label)
 
             key = self._piece_key(fingerprint, attack, seed, probe, data)
-            out[probe.name] = self.store.get_or_compute(key, compute)
+            phase = f"probe {probe.name} on {phase_label or label}"
+            out[probe.name] = self.store.get_or_compute(key, self.phases.timed(phase, compute))
         return out
 
     def run(self) -> AuditScores:
@@ -202,13 +218,14 @@ class Orchestrator:
         floor = floor_data(self.data) if "reference" not in self.models else None
         for role in roles:
             loaded = self.models[role]
-            self.log(f"probing {role}")
             lm = self._reference_lm if role == "reference" else None
             factory = (lambda lm=lm: lm) if lm is not None else (lambda loaded=loaded: ScoringModel(loaded))
             for name, result in self._probe_all(role, loaded.fingerprint, NO_ATTACK, None, self.data, factory).items():
                 results[(role, NO_ATTACK, None, name)] = result
             if floor is not None and role in ("original", "unlearned"):
-                probed = self._probe_all(role, loaded.fingerprint, NO_ATTACK, None, floor, factory)
+                probed = self._probe_all(
+                    role, loaded.fingerprint, NO_ATTACK, None, floor, factory, phase_label=f"{role} (holdout floor)"
+                )
                 for name, result in probed.items():
                     floors[(role, NO_ATTACK, None, name)] = result
         attacks: dict[str, dict[str, list[AttackResult]]] = {}
@@ -217,7 +234,6 @@ class Orchestrator:
             attacks[planned.id] = {role: [] for role in targets}
             for seed in self.config.plan.seeds_for(planned):
                 for role in targets:
-                    self.log(f"attack {planned.id} (seed {seed}) on {role}")
                     result = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
                     attacks[planned.id][role].append(result)
         return results, floors, attacks
@@ -231,12 +247,12 @@ class Orchestrator:
         for role in ("original", "unlearned"):
             loaded = self.models[role]
             key = self._piece_key(loaded.fingerprint, "collateral", None, probe, data)
-            out[role] = self.store.get_or_compute(
-                key,
-                lambda loaded=loaded, role=role: probe.run(
-                    ScoringModel(loaded), self._context(self.config.seed, data), role
-                ),
-            )
+
+            def compute(loaded=loaded, role=role) -> ProbeResult:
+                return probe.run(ScoringModel(loaded), self._context(self.config.seed, data), role)
+
+            phase = f"probe {probe.name} on {role} (retain sample)"
+            out[role] = self.store.get_or_compute(key, self.phases.timed(phase, compute))
         return out
 
     def _attack_and_probe(
@@ -246,10 +262,14 @@ class Orchestrator:
         loaded = self.models[role]
         attack_cache = self.config.cache_dir / "attacks" if self.config.cache_dir else None
         state: dict = {}
+        tag = planned.id + (f" seed {seed}" if len(self.config.plan.seeds_for(planned)) > 1 else "")
 
         def outcome():
             if "outcome" not in state:
-                state["outcome"] = run_attack(planned.attack, loaded, self._context(seed), attack_cache)
+                slow = planned.attack.tier == "white-box-compute"  # fine-tunes or calibrates: a line when it starts
+                with self.phases.phase(f"attack {tag} on {role}", announce=slow) as phase:
+                    state["outcome"] = run_attack(planned.attack, loaded, self._context(seed), attack_cache)
+                    phase.reused = state["outcome"].reused
             return state["outcome"]
 
         def routed_lm() -> RoutedScoringModel:
@@ -262,7 +282,10 @@ class Orchestrator:
         label = f"{role}@{planned.id}"
         targets = [(self.data, results)] + ([(floor, floors)] if floor is not None and role == "unlearned" else [])
         for data, out in targets:
-            probed = self._probe_all(label, loaded.fingerprint, planned.attack.spec, seed, data, routed_lm, skip_reason)
+            phase_label = f"{role}@{tag}" + (" (holdout floor)" if data is floor else "")
+            probed = self._probe_all(
+                label, loaded.fingerprint, planned.attack.spec, seed, data, routed_lm, skip_reason, phase_label
+            )
             for name, result in probed.items():
                 out[(role, planned.id, seed, name)] = result
         if "outcome" in state:

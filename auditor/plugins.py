@@ -116,6 +116,7 @@ class AttackOutcome:
 
     result: AttackResult
     variants: list[AttackedVariant] = field(default_factory=list)
+    reused: bool = False  # loaded from the attack cache, not computed
 
 
 class Attack(Plugin):

@@ -257,8 +257,9 @@ def build_results(
     options: dict,
     baseline: dict | None = None,
     seconds: float | None = None,
+    phases: list[dict] | None = None,
 ) -> dict:
-    """The whole record of an audit, as ``results.json`` holds it."""
+    """The whole record of an audit, as ``results.json`` holds it; ``phases`` from ``PhaseRecorder.to_json``."""
     cells = build_cells(scores, config)
     collateral = collateral_record(scores, policy, config.seed)
     verdict = decide(cells, policy, collateral["drop"])
@@ -321,6 +322,7 @@ def build_results(
         "curves": _curves(cells, config),
         "samples_dir": "samples",
         "timings": {"total_seconds": round(seconds, 1) if seconds is not None else None},
+        "phases": phases or [],
     }
     return json.loads(json.dumps(results, default=str))  # plain JSON types: what results.json will hold
 

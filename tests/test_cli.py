@@ -70,6 +70,8 @@ CASES = {
     "unknown probe": lambda w, t, b: {"--probe": "paraphrse"},
     "bad attack parameter": lambda w, t, b: {"--attack": "quant-rtn:bitz=4"},
     "negative seed": lambda w, t, b: {"--seed": "-5"},
+    "system prompt without a chat template": lambda w, t, b: {"--system-prompt": "Be brief."},
+    "missing chat template file": lambda w, t, b: {"--chat-template": str(t / "missing.jinja")},
 }
 
 

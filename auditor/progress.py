@@ -1,0 +1,93 @@
+"""Phases of a run timed: one timestamped line per finished phase, and the seconds of each for results.json.
+
+A phase nested in another (an attack run on demand by the first probe of the
+attacked model) is reported on its own line, and its time is not counted again
+in the enclosing phase.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Phase:
+    """One finished phase: its seconds (without nested phases) and whether its output came from a cache."""
+
+    phase: str
+    seconds: float = 0.0
+    reused: bool = False
+
+
+def _clock_time() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+class PhaseRecorder:
+    """Times phases, logs ``[HH:MM:SS] NAME: 3.2 s`` as each ends, and keeps every phase in order."""
+
+    def __init__(
+        self,
+        log: Callable[[str], None] = lambda _: None,
+        clock: Callable[[], float] = time.perf_counter,
+        stamp: Callable[[], str] = _clock_time,
+    ):
+        self.log, self.clock, self.stamp = log, clock, stamp
+        self.phases: list[Phase] = []
+        self._nested: list[float] = []  # per open phase: seconds spent in the phases nested in it
+
+    def _say(self, text: str) -> None:
+        self.log(f"[{self.stamp()}] {text}")
+
+    @contextmanager
+    def phase(self, name: str, announce: bool = False) -> Iterator[Phase]:
+        """Time the body as phase ``name``; the body may mark it ``reused``. ``announce``: a line when it starts too.
+
+        A phase whose body raises is neither logged nor kept.
+        """
+        if announce:
+            self._say(f"{name} ...")
+        record = Phase(name)
+        start = self.clock()
+        self._nested.append(0.0)
+        try:
+            yield record
+        finally:
+            nested = self._nested.pop()
+        elapsed = self.clock() - start
+        if self._nested:
+            self._nested[-1] += elapsed
+        record.seconds = elapsed - nested
+        self.phases.append(record)
+        self._say(f"{name}: {record.seconds:.1f} s" + (" (reused)" if record.reused else ""))
+
+    def timed(self, name: str, func: Callable[[], T]) -> Callable[[], T]:
+        """``func`` run as phase ``name`` when called (for work done only when a cache misses)."""
+
+        def run() -> T:
+            with self.phase(name):
+                return func()
+
+        return run
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Log the lines of the body's phases when it ends; drop them if it raises (its error is then the only line)."""
+        log, lines = self.log, []
+        self.log = lines.append
+        try:
+            yield
+        finally:
+            self.log = log
+        for line in lines:
+            log(line)
+
+    def to_json(self) -> list[dict]:
+        """The finished phases in order, seconds rounded to milliseconds."""
+        return [{**asdict(p), "seconds": round(p.seconds, 3)} for p in self.phases]

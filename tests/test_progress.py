@@ -1,0 +1,131 @@
+"""Progress without a terminal: one timestamped line per phase on stderr, the seconds of each in results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from auditor.errors import UserError
+from auditor.progress import PhaseRecorder
+
+STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+PHASE_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (?P<phase>.+): (?P<seconds>\d+\.\d) s(?P<reused> \(reused\))?$")
+
+
+def test_recorder_logs_stamped_lines_and_keeps_seconds():
+    ticks = iter([0.0, 1.0, 1.5, 4.0, 10.0, 10.3])
+    lines: list[str] = []
+    recorder = PhaseRecorder(lines.append, clock=lambda: next(ticks))
+    with recorder.phase("probe qa on unlearned@quant"), recorder.phase("attack quant on unlearned", announce=True) as a:
+        a.reused = True  # the attack runs inside the probe that first needs the attacked model
+    with recorder.phase("load original"):
+        pass
+    assert all(STAMP.match(line) for line in lines), lines
+    assert [STAMP.sub("", line) for line in lines] == [
+        "attack quant on unlearned ...",
+        "attack quant on unlearned: 0.5 s (reused)",
+        "probe qa on unlearned@quant: 3.5 s",  # 4 s less the 0.5 s of the attack run inside it
+        "load original: 0.3 s",
+    ]
+    assert recorder.to_json() == [
+        {"phase": "attack quant on unlearned", "seconds": 0.5, "reused": True},
+        {"phase": "probe qa on unlearned@quant", "seconds": 3.5, "reused": False},
+        {"phase": "load original", "seconds": 0.3, "reused": False},
+    ]
+    assert sum(p["seconds"] for p in recorder.to_json()) == pytest.approx(4.3)  # wall time, nothing counted twice
+
+
+def test_held_lines_come_at_the_end_and_not_at_all_on_error():
+    lines: list[str] = []
+    recorder = PhaseRecorder(lines.append)
+    with recorder.held():
+        with recorder.phase("load original"):
+            pass
+        assert lines == []
+    assert len(lines) == 1 and lines[0].endswith("load original: 0.0 s")
+    lines.clear()
+    with pytest.raises(UserError), recorder.held():
+        with recorder.phase("load unlearned"):
+            pass
+        raise UserError("tokenizers differ")
+    with pytest.raises(UserError), recorder.phase("load reference"):
+        raise UserError("no such model")
+    assert lines == [] and [p.phase for p in recorder.phases] == ["load original", "load unlearned"]
+
+
+@pytest.mark.slow
+def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(world, tmp_path):
+    from reports.schema import validate_results
+
+    files = {}
+    for name in ("forget", "retain"):  # 40 items each keep the audit short
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(world.file(name).read_text().splitlines(keepends=True)[:40]))
+    out = tmp_path / "out"
+    args = [
+        sys.executable,
+        "-m",
+        "auditor",
+        "audit",
+        "--original",
+        str(world.original),
+        "--unlearned",
+        str(world.retrain(1)),
+        "--reference",
+        str(world.reference),
+        "--forget",
+        str(files["forget"]),
+        "--retain",
+        str(files["retain"]),
+        "--preset",
+        "quick",
+        "--attack",
+        "quant-rtn:bits=4",
+        "--probe",
+        "qa",
+        "--out",
+        str(out),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)  # stderr is a pipe, not a TTY
+    assert run.returncode in (0, 1, 3), run.stderr
+    printed = [m.group("phase") for m in map(PHASE_LINE.match, run.stderr.splitlines()) if m]
+    assert printed == [
+        "load original",
+        "load unlearned",
+        "load reference",
+        "probe qa on original",
+        "probe qa on unlearned",
+        "probe qa on reference",
+        "attack quant-rtn:bits=4 on unlearned",
+        "probe qa on unlearned@quant-rtn:bits=4",
+        "attack quant-rtn:bits=4 on reference",
+        "probe qa on reference@quant-rtn:bits=4",
+        "probe qa on original (retain sample)",
+        "probe qa on unlearned (retain sample)",
+    ], run.stderr
+    results = json.loads((out / "results.json").read_text())
+    validate_results(results)
+    assert [p["phase"] for p in results["phases"]] == printed
+    assert all(p["seconds"] >= 0 and p["reused"] is False for p in results["phases"])
+    assert sum(p["seconds"] for p in results["phases"]) <= results["timings"]["total_seconds"] + 0.1
+
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == run.returncode, resumed.stderr
+    printed = [m.group("phase") for m in map(PHASE_LINE.match, resumed.stderr.splitlines()) if m]
+    assert printed == ["load original", "load unlearned", "load reference"], resumed.stderr  # every piece reused
+    assert "pieces computed 0, reused 7" in resumed.stderr
+
+    shutil.rmtree(out / "cache" / "pieces")  # the probes run again on the attacked models kept in cache/attacks
+    rerun = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == run.returncode, rerun.stderr
+    reused = [m.group("phase") for m in map(PHASE_LINE.match, rerun.stderr.splitlines()) if m and m.group("reused")]
+    assert reused == ["attack quant-rtn:bits=4 on unlearned", "attack quant-rtn:bits=4 on reference"], rerun.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [p["phase"] for p in results["phases"] if p["reused"]] == reused
