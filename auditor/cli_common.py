@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -55,16 +56,18 @@ def model_options(func):
 
 
 def spec_of(text: str, options: dict):
-    """A ``ModelSpec`` from a model argument and the shared model options."""
+    """A ``ModelSpec`` from a model argument and the shared model options (a .gguf file: its safetensors copy)."""
+    from auditor.gguf_input import gguf_directory, is_gguf
     from auditor.types import ModelSpec
 
-    return ModelSpec.parse(
+    spec = ModelSpec.parse(
         text,
         device=options["device"],
         dtype=options["dtype"],
         allow_pickle=options["allow_pickle"],
         trust_remote_code=options["trust_remote_code"],
     )
+    return replace(spec, path=str(gguf_directory(spec.path))) if is_gguf(spec.path) else spec
 
 
 def set_threads() -> None:

@@ -59,7 +59,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)") from None
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -74,7 +74,7 @@ def fingerprint_dir(path: str | Path) -> str:
     for file in sorted(root.iterdir()):
         if file.is_file() and (file.suffix in WEIGHT_SUFFIXES or file.name in FINGERPRINTED):
             digest.update(file.name.encode())
-            digest.update(_file_sha256(file).encode())
+            digest.update(file_sha256(file).encode())
     return digest.hexdigest()
 
 

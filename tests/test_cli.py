@@ -72,6 +72,7 @@ CASES = {
     "negative seed": lambda w, t, b: {"--seed": "-5"},
     "system prompt without a chat template": lambda w, t, b: {"--system-prompt": "Be brief."},
     "missing chat template file": lambda w, t, b: {"--chat-template": str(t / "missing.jinja")},
+    "missing gguf file": lambda w, t, b: {"--unlearned": str(t / "missing.gguf")},
 }
 
 
