@@ -3,7 +3,8 @@
     r(a, p) = (K_p(U^a) - K_p(Ref^a)) / (K_p(O) - K_p(Ref))      clipped to [0, 1]
 
 K is a probe's aggregate over items: the mean, or for membership inference
-the ROC AUC or the gap (mean over members minus mean over non-members). The
+the ROC AUC, the gap (mean over members minus mean over non-members) or the
+standardised gap (the gap over the pooled standard deviation). The
 interval is a percentile bootstrap that resamples items (the same items for all
 four models, members and non-members separately) and, for attacks run with
 several seeds, the seeds.
@@ -59,12 +60,31 @@ def _gap_rows(values: np.ndarray, members: np.ndarray) -> np.ndarray:
     return values[..., pos].mean(-1) - values[..., ~pos].mean(-1)
 
 
+def _std_gap_rows(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """The gap over the pooled standard deviation of members and non-members (Cohen's d), per row.
+
+    Unchanged when the statistic is scaled or shifted, so a copy whose log-probabilities all blew up (a collapsed
+    ascent) is compared with the original on equal terms; 0 where every score is equal.
+    """
+    pos = members.astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos < 2 or n_neg < 2:
+        return np.full(values.shape[:-1], np.nan)
+    inside = (n_pos - 1) * values[..., pos].var(-1, ddof=1) + (n_neg - 1) * values[..., ~pos].var(-1, ddof=1)
+    pooled = np.sqrt(inside / (n_pos + n_neg - 2))
+    gap = _gap_rows(values, members)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pooled > 0, gap / np.where(pooled > 0, pooled, 1.0), np.where(gap == 0, 0.0, np.nan))
+
+
 def aggregate_rows(values: np.ndarray, how: str, members: np.ndarray | None) -> np.ndarray:
     """A probe's aggregate of each row of per-item scores ``values`` [..., n] (one membership for all rows)."""
     if how == "auc":
         return _auc_rows(values, members)
     if how == "gap":
         return _gap_rows(values, members)
+    if how == "std_gap":
+        return _std_gap_rows(values, members)
     return values.mean(-1)
 
 
@@ -73,13 +93,18 @@ def auc_rank(scores: np.ndarray, members: np.ndarray) -> float:
     return float(_auc_rows(np.asarray(scores, dtype=float), members))
 
 
-MEMBERSHIP_AGGREGATES = ("auc", "gap")  # aggregates that compare members with non-members
-FLOORS = {"auc": 0.5, "gap": 0.0}  # their value for a model that never saw either side
+MEMBERSHIP_AGGREGATES = ("auc", "gap", "std_gap")  # aggregates that compare members with non-members
+FLOORS = {"auc": 0.5, "gap": 0.0, "std_gap": 0.0}  # their value for a model that never saw either side
 
 
 def member_gap(values: np.ndarray, members: np.ndarray) -> float:
     """Mean score of members minus mean score of non-members."""
     return float(_gap_rows(np.asarray(values, dtype=float), members))
+
+
+def standardised_gap(values: np.ndarray, members: np.ndarray) -> float:
+    """``member_gap`` over the pooled standard deviation (Cohen's d)."""
+    return float(_std_gap_rows(np.asarray(values, dtype=float), members))
 
 
 def _residuals(k_u: np.ndarray, k_ra: np.ndarray, k_o: np.ndarray, k_r: np.ndarray) -> np.ndarray:

@@ -136,7 +136,7 @@ class ProbeResult:
     probe: str
     model: str  # which model variant, e.g. "unlearned" or "unlearned@quant-rtn:bits=4"
     metric: str  # what ``score`` measures
-    aggregate: Literal["mean", "auc", "gap"]
+    aggregate: Literal["mean", "auc", "gap", "std_gap"]
     value: float | None
     items: tuple[ItemScore, ...]
     status: Status = "ok"

@@ -23,11 +23,21 @@ QA pair, or every token of a text scored with an empty prompt, see
 
 The probe's value, the K of the residual, is set by ``aggregate``:
 
-- ``gap`` (default): the statistic's mean over members minus its mean over
-  non-members (0 for a model that saw neither). It does not saturate as an
-  AUC does (capped at 1, with a sampling error of a few hundredths at a few
-  hundred items), so the residual can resolve small leftovers.
+- ``std_gap`` (default): the statistic's mean over members minus its mean
+  over non-members, over their pooled standard deviation (Cohen's d; 0 for a
+  model that saw neither). Unlike the AUC it does not saturate (capped at 1,
+  with a sampling error of a few hundredths at a few hundred items), so the
+  residual can resolve small leftovers; unlike the raw gap it does not grow
+  with the scale of the log-probabilities, which an ascent can blow up for
+  members and non-members alike.
+- ``gap``: the raw difference of means, in the statistic's own units (nats).
 - ``auc``: the ROC AUC of the statistic (0.5 for a model that saw neither).
+
+Only a member-like difference (members more likely, as in the original) counts
+as residual knowledge: the residual is clipped at 0. The reverse, members
+standing out as *less* likely than non-members, is the trace unlearning leaves
+(MUSE's PrivLeak counts it as a leak too): the probe reports it in ``extras``
+and it never makes a verdict HIDDEN.
 
 The ROC AUC of every statistic, TPR at 1% and 5% FPR and the ROC curve are
 reported in ``extras`` either way.
@@ -50,7 +60,7 @@ import numpy as np
 from auditor.errors import UserError
 from auditor.metrics import roc_auc, roc_curve_points, tpr_at_fpr
 from auditor.plugins import RunContext
-from auditor.residual import MEMBERSHIP_AGGREGATES, member_gap
+from auditor.residual import MEMBERSHIP_AGGREGATES, member_gap, standardised_gap
 from auditor.scoring import TokenStats
 from auditor.types import AuditData, Item, ItemScore, ProbeResult
 from probes.common import UNSCORED, BaseProbe, check_choice, qa_items
@@ -94,10 +104,12 @@ class MIAProbe(BaseProbe):
     """Membership inference of forget items against holdout items; value = ROC AUC of one statistic."""
 
     name = "mia"
-    summary = "Membership inference (loss, zlib, Min-K%, Min-K%++, reference) of forget vs holdout; value = gap or AUC."
+    summary = (
+        "Membership inference (loss, zlib, Min-K%, Min-K%++, reference) of forget vs holdout; value = d, gap or AUC."
+    )
     paper = "https://arxiv.org/abs/2404.02936"  # Min-K%++ (and Min-K%: arXiv 2310.16789)
     needs = ("forget", "holdout")
-    defaults = {"source": "auto", "statistic": "min_k", "k": 0.2, "aggregate": "gap"}  # Min-K%: MUSE's PrivLeak
+    defaults = {"source": "auto", "statistic": "min_k", "k": 0.2, "aggregate": "std_gap"}  # Min-K%: MUSE's PrivLeak
 
     def validate(self) -> None:
         check_choice(self, "source", ("auto", *SOURCES))
@@ -178,5 +190,6 @@ class MIAProbe(BaseProbe):
         fpr, tpr = thin(*roc_curve_points(primary, members))
         extras["roc"] = {"fpr": fpr, "tpr": tpr}
         extras["gap"] = member_gap(np.asarray(primary), np.asarray(members))
-        value = extras["gap"] if self.aggregate == "gap" else extras["auc"][self.metric]
+        extras["std_gap"] = standardised_gap(np.asarray(primary), np.asarray(members))
+        value = extras["auc"][self.metric] if self.aggregate == "auc" else extras[self.aggregate]
         return ProbeResult(self.name, model_label, self.metric, self.aggregate, value, tuple(scores), extras=extras)

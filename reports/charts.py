@@ -204,6 +204,18 @@ def _roc_points(roc: Any, limit: int = 400) -> list[tuple[float, float]]:
     return pairs if len(pairs) >= 2 else []
 
 
+AGGREGATE_LABELS = {"gap": "gap", "std_gap": "d"}  # how a membership value that is not an AUC is named
+
+
+def roc_legend(score: dict[str, Any], probe: dict[str, Any]) -> str:
+    """The AUC of the plotted statistic, then the probe's value under its own name when that is not the AUC."""
+    auc = ((score.get("extras") or {}).get("auc") or {}).get(probe.get("metric", ""))
+    aggregate = probe.get("aggregate", "auc")
+    if aggregate == "auc":
+        return f"AUC {fmt(score.get('value'))}"
+    return f"AUC {fmt(auc)}, {AGGREGATE_LABELS.get(aggregate, aggregate)} {fmt(score.get('value'))}"
+
+
 def roc_charts(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Membership-inference ROC curves, one chart per (probe, attack), one line per model."""
     size, left, pad = 270, 44, 12
@@ -214,6 +226,7 @@ def roc_charts(results: dict[str, Any]) -> list[dict[str, Any]]:
         if points:
             groups.setdefault((score["probe"], score["attack"]), {})[score["model"]] = {**score, "points": points}
     order = {a: i for i, a in enumerate(attack_ids(results))}
+    probes = {p["name"]: p for p in results.get("probes", [])}
     charts = []
     for (probe, attack), by_model in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 1e9))):
         if attack != "none" and "original" not in by_model and "original" in groups.get((probe, "none"), {}):
@@ -227,7 +240,7 @@ def roc_charts(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "points": coords,
                     "colour": MODEL_COLOURS.get(model, "#762a83"),
                     "dash": k >= 3,
-                    "label": visible(f"{name}  AUC {fmt(score.get('value'))}"),
+                    "label": visible(f"{name}  {roc_legend(score, probes.get(probe, {}))}"),
                     "ly": pad + plot + 48 + 15 * k,
                 }
             )

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from auditor.gate import Policy, compare_to_baseline, decide, load_policy
-from auditor.residual import Scores, auc_rank, estimate_residual, member_gap, relative_drop
+from auditor.residual import Scores, auc_rank, estimate_residual, member_gap, relative_drop, standardised_gap
 from auditor.types import Cell
 
 
@@ -36,6 +36,35 @@ def test_member_gap_residual_nets_out_the_reference():
     assert member_gap(original, members) == pytest.approx(2.9)
     est = estimate_residual(scores(original, reference, unlearned, reference, members), "gap")
     assert est.residual == pytest.approx(0.1) and est.k_reference == pytest.approx(0.0)
+
+
+def test_standardised_gap_ignores_a_blown_up_scale():
+    """A collapsed ascent pushes every answer's log-probability far down: the raw gap grows with the scale while
+    the ranking weakens (the real model of the real-models issue: gap 2.22 -> 6.80, AUC 0.69 -> 0.58)."""
+    rng = np.random.default_rng(0)
+    members = np.r_[np.ones(200, bool), np.zeros(200, bool)]
+    original = -13 + np.where(members, 1.1, -1.1) + rng.normal(0, 2.2, 400)
+    reference = -13 + rng.normal(0, 2.2, 400)
+    collapsed = -220 + np.where(members, 6.0, -6.0) + rng.normal(0, 25, 400)  # 11x the spread, weaker ranking
+    collapsed_reference = -220 + rng.normal(0, 25, 400)
+    assert member_gap(collapsed, members) > member_gap(original, members)
+    assert standardised_gap(17 * original - 5, members) == pytest.approx(standardised_gap(original, members))
+    raw = estimate_residual(scores(original, reference, collapsed, collapsed_reference, members), "gap")
+    assert raw.residual == 1.0  # the raw gap reads the blown-up scale as all the knowledge left
+    std = estimate_residual(scores(original, reference, collapsed, collapsed_reference, members), "std_gap")
+    expected = standardised_gap(collapsed, members) / standardised_gap(original, members)
+    assert std.residual == pytest.approx(expected, abs=0.05) and std.residual < 0.5
+
+
+def test_members_less_likely_than_non_members_are_no_residual():
+    """The trace unlearning leaves (forget items stand out as unlikely) is not knowledge: r is 0."""
+    members = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    original = np.where(members, 0.0, -3.0) + np.linspace(0, 1, 100)
+    reference = np.linspace(-2, -1, 100)
+    trace = np.where(members, -6.0, -3.0) + np.linspace(0, 1, 100)
+    assert standardised_gap(trace, members) < 0
+    est = estimate_residual(scores(original, reference, trace, reference, members), "std_gap")
+    assert est.residual == 0.0 and est.ci_high == 0.0
 
 
 def test_residual_point_and_interval():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import statistics
 import zlib
 from pathlib import Path
 
@@ -304,8 +305,13 @@ def test_mia_matches_paper_formulas(tiny, source):
         assert auc > 0.8, name  # sign convention: the model trained on the members scores them higher
     primary = np.asarray(expected["min_k_plus_plus"])
     gap = primary[np.asarray(members)].mean() - primary[~np.asarray(members)].mean()
-    assert result.value == pytest.approx(gap, rel=1e-4) and result.extras["gap"] == result.value
-    assert result.aggregate == "gap" and result.metric == "min_k_plus_plus"
+    assert result.extras["gap"] == pytest.approx(gap, rel=1e-4)
+    on, off = primary[np.asarray(members)], primary[~np.asarray(members)]
+    pooled = math.sqrt(
+        (statistics.variance(on) * (len(on) - 1) + statistics.variance(off) * (len(off) - 1)) / (len(primary) - 2)
+    )
+    assert result.value == pytest.approx(gap / pooled, rel=1e-4) and result.extras["std_gap"] == result.value
+    assert result.aggregate == "std_gap" and result.metric == "min_k_plus_plus"
     as_auc = PROBES.get("mia")(source=source, k=k, statistic="min_k_plus_plus", aggregate="auc")
     auc_result = as_auc.run(ScoringModel(loaded), ctx, "test")
     assert auc_result.aggregate == "auc" and auc_result.value == pytest.approx(result.extras["auc"]["min_k_plus_plus"])
@@ -357,7 +363,7 @@ def test_registered_probe_metadata(name):
     cls = PROBES.get(name)
     assert issubclass(cls, Probe) and cls.name == name
     assert cls.summary and cls.paper and cls.defaults and cls.needs
-    assert cls().aggregate in ("mean", "auc", "gap")
+    assert cls().aggregate in ("mean", "auc", "gap", "std_gap")
     assert set(PROBES.names()) >= {*KNOWLEDGE_PROBES, "mia"}
 
 

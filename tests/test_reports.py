@@ -467,3 +467,12 @@ def test_github_actions_example():
     assert "download.pytorch.org/whl/cpu" in runs and "pip install unlearn-audit" in runs and "--out audit" in runs
     assert {"actions/checkout", "actions/setup-python", "actions/upload-artifact"} <= set(uses)
     assert any("junit" in use for use in uses)
+
+
+def test_roc_legend_names_the_gap_a_gap_and_the_auc_an_auc():
+    from reports.charts import roc_legend
+
+    score = {"value": 6.8, "extras": {"auc": {"min_k": 0.58}}}
+    assert roc_legend(score, {"metric": "min_k", "aggregate": "gap"}) == "AUC 0.58, gap 6.80"
+    assert roc_legend({**score, "value": 0.4}, {"metric": "min_k", "aggregate": "std_gap"}) == "AUC 0.58, d 0.40"
+    assert roc_legend({**score, "value": 0.58}, {"metric": "min_k", "aggregate": "auc"}) == "AUC 0.58"
