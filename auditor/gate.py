@@ -50,6 +50,7 @@ class Policy:
     min_items: int = 10
     min_gap: float = 0.2  # K(O) - K(Ref) below this: the probe cannot show what was removed
     regression_tolerance: float | None = None  # None: a rise counts when outside both intervals
+    unlearning_trace: str = "report"  # "fail": forget items standing out as unlikely fail the gate too
 
     def for_cell(self, attack: str, probe: str) -> Thresholds:
         t = self.thresholds
@@ -97,9 +98,46 @@ def load_policy(path: str | Path | None) -> Policy:
             min_items=int(raw.get("min_items", Policy.min_items)),
             min_gap=float(raw.get("min_gap", Policy.min_gap)),
             regression_tolerance=raw.get("regression_tolerance"),
+            unlearning_trace=_trace_policy(raw.get("unlearning_trace", Policy.unlearning_trace), path),
         )
     except TypeError as exc:
         raise UserError(f"policy {path}: {exc}") from None
+
+
+TRACE_POLICIES = ("report", "fail")
+
+
+def _trace_policy(value: object, path: str | Path) -> str:
+    if value not in TRACE_POLICIES:
+        raise UserError(f"policy {path}: unlearning_trace must be one of {', '.join(TRACE_POLICIES)}, got {value!r}")
+    return str(value)
+
+
+def unlearning_traces(cells: list[Cell], membership_probes: set[str], policy: Policy) -> list[dict]:
+    """Membership cells where the forget items stand out as *less* likely than non-members.
+
+    The original shows members as more likely (the cell is informative); the
+    unlearned model, attacked or not, lies below its floor by more than
+    ``min_gap``: the forget set can be told apart by what unlearning did to it
+    (MUSE's PrivLeak counts this too). A finding of its own: the residual is
+    clipped at 0, so it never makes a verdict HIDDEN.
+    """
+    traces = []
+    for cell in cells:
+        if cell.probe not in membership_probes or not informative(cell, policy):
+            continue
+        floor = cell.k_reference_attacked if cell.k_reference_attacked is not None else cell.k_reference
+        if cell.k_unlearned is not None and floor - cell.k_unlearned > policy.min_gap:
+            traces.append(
+                {
+                    "attack": cell.attack,
+                    "probe": cell.probe,
+                    "k_unlearned": cell.k_unlearned,
+                    "k_floor": floor,
+                    "below_floor": round(floor - cell.k_unlearned, 6),
+                }
+            )
+    return traces
 
 
 def informative(cell: Cell, policy: Policy) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from auditor import __version__
-from auditor.gate import Policy, compare_to_baseline, decide, informative
+from auditor.gate import Policy, compare_to_baseline, decide, informative, unlearning_traces
 from auditor.orchestrator import NO_ATTACK, AuditConfig, AuditScores
 from auditor.plan import DIRECT_PROBE
 from auditor.residual import FLOORS, MEMBERSHIP_AGGREGATES, Scores, estimate_residual, relative_drop
@@ -268,6 +268,10 @@ def build_results(
         t = policy.for_cell(cell.attack, cell.probe)
         cell_dicts.append({**asdict(cell), "thresholds": asdict(t), "outcome": _outcome(cell, policy)})
     failures = list(verdict.failures)
+    membership = {p.name for p in config.plan.probes if p.aggregate in MEMBERSHIP_AGGREGATES}
+    traces = unlearning_traces(cells, membership, policy)
+    if traces and policy.unlearning_trace == "fail":
+        failures.append(f"unlearning trace in {len(traces)} membership cell(s) fails the gate")
     baseline_record = None
     if baseline is not None:
         regression = compare_to_baseline(cell_dicts, baseline, policy)
@@ -308,6 +312,7 @@ def build_results(
         "scores": _score_records(scores),
         "cells": cell_dicts,
         "collateral": collateral,
+        "unlearning_trace": {"policy": policy.unlearning_trace, "cells": traces},
         "verdict": {
             **asdict(verdict),
             "deciding_cells": [list(c) for c in verdict.deciding_cells],

@@ -73,7 +73,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         row = [_cell_text(cells.get((attack, p)), (attack, p) in decided) for p in probes]
         lines.append(f"| {md_code(attack)} | " + " | ".join(row) + " |")
     lines += ["", "Bold: decided the verdict. \u2020: a fallback ran. Intervals are bootstrap intervals.", ""]
-    lines += _collateral(results) + _skipped(results) + _items(results)
+    lines += _collateral(results) + _trace(results) + _skipped(results) + _items(results)
     fence = "`" * max([3] + [len(run) + 1 for run in re.findall("`+", results["command"])])
     lines += ["**Reproduce**", "", fence + "sh", visible(results["command"]), fence, ""]
     return "\n".join(lines)
@@ -97,6 +97,21 @@ def _collateral(results: dict[str, Any]) -> list[str]:
         lines += [f"Baseline {md_code(baseline['source'])}: {state}.", ""]
         lines += [f"- {md_text(line)}" for line in baseline.get("regressions") or []] + [""]
     return lines
+
+
+def _trace(results: dict[str, Any]) -> list[str]:
+    """Membership cells where forget items stand out as unlikely: a finding, never hidden knowledge."""
+    trace = results.get("unlearning_trace") or {}
+    if not trace.get("cells"):
+        return []
+    effect = "fails the gate" if trace.get("policy") == "fail" else "reported only"
+    lines = [f"### Unlearning trace ({effect})", "", "Forget items stand out as *less* likely than non-members in:", ""]
+    lines += [
+        f"- {md_code(t['attack'])} x {md_code(t['probe'])}: K(U) {fmt(t['k_unlearned'])}, "
+        f"{fmt(t['below_floor'])} below the floor {fmt(t['k_floor'])}"
+        for t in trace["cells"]
+    ]
+    return lines + [""]
 
 
 def _skipped(results: dict[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,21 @@ def test_methods_meet_their_goal_and_keep_retain(demo_run, name):
     assert after["forget"]["accuracy"] <= 0.5 * before["forget"]["accuracy"], record["info"]["stop_reason"]
     kept = RETAIN_KEPT[name] * before["retain"]["accuracy"]
     assert after["retain"]["accuracy"] >= kept, record["info"]["stop_reason"]
+
+
+def test_a_collapsed_ascent_is_not_hidden_through_membership(world, data, tmp_path):
+    """Gradient ascent run far past its goal pushes every answer's log-probability down, forget and retain alike;
+    the membership cells must not read that distortion as hidden knowledge."""
+    qa_only = replace(data, forget_texts=None, holdout_texts=None)  # the QA answers are the membership items
+    original = load_model(ModelSpec(str(world.original)))
+    collapsed = tmp_path / "ga-collapsed"
+    method = METHODS.get("ga")(forget_goal=0, steps=120)
+    record = unlearn_to_dir(method, original, data.forget, data.retain, collapsed, RunContext(data=qa_only))
+    assert record["after"]["forget"]["prob"] < 0.01 and record["after"]["retain"]["prob"] < 0.01
+    results = audit(
+        world, qa_only, collapsed, tmp_path / "out", tmp_path / "cache", "quick",
+        attacks=("quant-rtn:bits=4",), probes=("qa", "mia"),
+    )  # fmt: skip
+    mia = [c for c in results["cells"] if c["probe"] == "mia"]
+    assert mia and all(c["outcome"] != "recovered" for c in mia), show(results)
+    assert results["verdict"]["label"] != "HIDDEN", show(results)

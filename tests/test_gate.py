@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from auditor.gate import Policy, compare_to_baseline, decide, load_policy
+from auditor.errors import UserError
+from auditor.gate import Policy, compare_to_baseline, decide, load_policy, unlearning_traces
 from auditor.residual import Scores, auc_rank, estimate_residual, member_gap, relative_drop, standardised_gap
 from auditor.types import Cell
 
@@ -165,3 +166,22 @@ def test_small_gap_cells_decide_nothing():
     verdict = decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], Policy(), 0.0)
     assert verdict.label == "REMOVED"
     assert decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], Policy(min_gap=0.1), 0.0).label == "HIDDEN"
+
+
+def test_unlearning_trace_is_reported_apart_and_never_hidden(tmp_path):
+    # attack, probe, r, low, high, K(O), K(U), K(Ref), K(Ref^a), n, controlled
+    trace = Cell("relearn-forget", "mia", 0.0, 0.0, 0.0, 3.6, -1.5, 0.05, 0.1, 120, True)
+    member_like = Cell("none", "mia", 0.1, 0.0, 0.2, 3.6, 0.4, 0.05, None, 120, True)
+    knowledge = Cell("none", "paraphrase", 0.0, 0.0, 0.0, 0.9, -1.0, 0.05, None, 120, True)  # not a membership probe
+    uninformative = Cell("quant-rtn:bits=4", "mia", 0.0, 0.0, 0.0, 0.1, -3.0, 0.05, 0.05, 120, True)
+    found = unlearning_traces([trace, member_like, knowledge, uninformative], {"mia"}, Policy())
+    assert found == [
+        {"attack": "relearn-forget", "probe": "mia", "k_unlearned": -1.5, "k_floor": 0.1, "below_floor": 1.6}
+    ]
+    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), trace], Policy(), 0.0).label == "REMOVED"
+    path = tmp_path / "policy.yaml"
+    path.write_text("unlearning_trace: fail\n")
+    assert load_policy(path).unlearning_trace == "fail"
+    path.write_text("unlearning_trace: hidden\n")
+    with pytest.raises(UserError, match="unlearning_trace must be one of report, fail"):
+        load_policy(path)

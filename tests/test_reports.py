@@ -476,3 +476,15 @@ def test_roc_legend_names_the_gap_a_gap_and_the_auc_an_auc():
     assert roc_legend(score, {"metric": "min_k", "aggregate": "gap"}) == "AUC 0.58, gap 6.80"
     assert roc_legend({**score, "value": 0.4}, {"metric": "min_k", "aggregate": "std_gap"}) == "AUC 0.58, d 0.40"
     assert roc_legend({**score, "value": 0.58}, {"metric": "min_k", "aggregate": "auc"}) == "AUC 0.58"
+
+
+def test_unlearning_trace_is_shown_as_its_own_finding(example):
+    row = {"attack": "relearn-forget", "probe": "<b>mia</b>", "k_unlearned": -1.5, "k_floor": 0.1, "below_floor": 1.6}
+    results = {**example, "unlearning_trace": {"policy": "fail", "cells": [row]}}
+    validate_results(results)
+    html = render_html(results)
+    assert "Unlearning trace" in html and "fails the gate on it" in html and "&lt;b&gt;mia&lt;/b&gt;" in html
+    assert "1.60" in html and "<b>mia</b>" not in html
+    markdown = render_markdown(results)
+    assert "### Unlearning trace (fails the gate)" in markdown and "1.60 below the floor 0.10" in markdown
+    assert "Unlearning trace" not in render_html({**example, "unlearning_trace": {"policy": "report", "cells": []}})
