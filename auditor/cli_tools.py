@@ -60,25 +60,53 @@ def prompt_format(tokenizer, options: dict):
 @click.option("--model", "model_path", required=True, help="Model directory, hub id, or base=...,adapter=....")
 @click.option("--items", "item_files", required=True, multiple=True, type=click.Path(), help="QA file (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--keep-known",
+    type=click.Path(dir_okay=False),
+    help="Write the items the model answers right (JSON Lines): a forget or retain set of what it knows.",
+)
+@click.option(
+    "--keep-unknown",
+    type=click.Path(dir_okay=False),
+    help="Write the items it answers wrong: a holdout set of facts of the same kind that it does not know.",
+)
 @prompt_options
 @model_options
-def score(model_path: str, item_files: tuple[str, ...], as_json: bool, **options) -> None:
+def score(model_path: str, item_files: tuple[str, ...], as_json: bool, keep_known, keep_unknown, **options) -> None:
     """Print what a model knows of each QA item set: accuracy, ROUGE-L recall, answer probability."""
     from auditor.data import load_items
     from auditor.models import load_model
-    from auditor.unlearn_runner import qa_knowledge
+    from auditor.unlearn_runner import qa_item_scores, qa_knowledge
 
     set_threads()
     sets = [load_items(path, Path(path).stem) for path in item_files]
     loaded = load_model(spec_of(model_path, options))
     prompts = prompt_format(loaded.tokenizer, options)
-    rows = {itemset.source: qa_knowledge(loaded, itemset, prompts) for itemset in sets}
+    scores = {itemset.source: qa_item_scores(loaded, itemset, prompts) for itemset in sets}
+    rows = {itemset.source: qa_knowledge(loaded, itemset, prompts, scores[itemset.source]) for itemset in sets}
+    if keep_known or keep_unknown:
+        known = {(source, s.item_id) for source, per_set in scores.items() for s in per_set if s.score == 1.0}
+        items = [(itemset.source, item) for itemset in sets for item in itemset.items]
+        for path, keep in ((keep_known, True), (keep_unknown, False)):
+            if path:
+                write_items(path, [item for source, item in items if ((source, item.id) in known) == keep])
     if as_json:
         echo_json({"model": model_path, "fingerprint": loaded.fingerprint, "sets": rows})
         return
     click.echo(f"{'items':40s} {'n':>5s} {'accuracy':>9s} {'rouge_l':>8s} {'prob':>6s}")
     for source, row in rows.items():
         click.echo(f"{source[-40:]:40s} {row['n']:5d} {row['accuracy']:9.3f} {row['rouge_l']:8.3f} {row['prob']:6.3f}")
+
+
+def write_items(path: str, items) -> None:
+    """QA items as JSON Lines in the format ``load_items`` reads (id, question, answer and the optional fields)."""
+    from dataclasses import asdict
+
+    with open(path, "w", encoding="utf-8") as handle:
+        for item in items:
+            record = {k: v for k, v in asdict(item).items() if v not in (None, (), {}, [])}
+            record.update(record.pop("extra", {}))
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 @click.command("probe")

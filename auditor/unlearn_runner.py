@@ -14,14 +14,19 @@ from auditor.plugins import RunContext, UnlearningMethod
 from auditor.types import AuditData, ItemSet
 
 
-def qa_knowledge(loaded: LoadedModel, items: ItemSet, prompts) -> dict:
-    """Accuracy, ROUGE-L recall and answer probability of a model on a QA item set (the ``qa`` probe)."""
+def qa_item_scores(loaded: LoadedModel, items: ItemSet, prompts) -> list:
+    """The ``qa`` probe's score of each item (detail: output, correct, rouge_l, prob)."""
     from auditor.registry import PROBES
     from auditor.scoring import ScoringModel
 
     ctx = RunContext(data=AuditData(forget=items, retain=items), prompts=prompts)
-    result = PROBES.get("qa")().run(ScoringModel(loaded), ctx, loaded.spec.label)
-    scored = [s for s in result.items if s.score is not None]
+    return list(PROBES.get("qa")().run(ScoringModel(loaded), ctx, loaded.spec.label).items)
+
+
+def qa_knowledge(loaded: LoadedModel, items: ItemSet, prompts, scores: list | None = None) -> dict:
+    """Accuracy, ROUGE-L recall and answer probability of a model on a QA item set (the ``qa`` probe);
+    ``scores``: its ``qa_item_scores`` when already computed."""
+    scored = [s for s in scores or qa_item_scores(loaded, items, prompts) if s.score is not None]
 
     def mean(key: str) -> float:
         return round(sum(float(s.detail[key]) for s in scored) / max(1, len(scored)), 4)

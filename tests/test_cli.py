@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -106,3 +107,19 @@ def test_help_and_list_are_fast_and_clean():
         assert listed.returncode == 0 and len(listed.stdout.splitlines()) >= 3, listed.stderr
     presets = run_cli("list", "presets")
     assert presets.returncode == 0 and "standard:" in presets.stdout and "quant-rtn:bits=4" in presets.stdout
+
+
+def test_score_keeps_the_known_and_the_unknown_items(world, tmp_path):
+    from auditor.data import load_items
+
+    known, unknown = tmp_path / "known.jsonl", tmp_path / "unknown.jsonl"
+    holdout = str(world.file("holdout"))
+    result = run_cli("score", "--model", str(world.original), "--items", holdout, "--json",
+                     "--keep-known", str(known), "--keep-unknown", str(unknown))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)["sets"][holdout]
+    kept, rest = load_items(str(known), "known"), load_items(str(unknown), "unknown")
+    assert len(kept) == round(row["accuracy"] * row["n"]) and len(kept) + len(rest) == row["n"]
+    assert {i.id for i in kept.items}.isdisjoint(i.id for i in rest.items)
+    again = run_cli("score", "--model", str(world.original), "--items", str(known), "--json")
+    assert json.loads(again.stdout)["sets"][str(known)]["accuracy"] == 1.0  # what it knew, it still answers

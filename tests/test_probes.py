@@ -449,7 +449,7 @@ def test_world_original_knows_and_reference_does_not(world_runs, name):
 def test_world_membership_inference(world_runs):
     original, reference = world_runs["original"]["mia"], world_runs["reference"]["mia"]
     print(f"mia AUC: original {original.extras['auc']}, reference {reference.extras['auc']}")
-    print(f"mia {original.metric} gap: original {original.value:.3f}, reference {reference.value:.3f}")
+    print(f"mia {original.metric} {original.aggregate}: original {original.value:.3f}, reference {reference.value:.3f}")
     assert original.extras["auc"]["loss"] > 0.8
     assert abs(reference.extras["auc"]["loss"] - 0.5) < 0.15
     assert original.value > 1.0 and abs(reference.value) < 0.1 * original.value
