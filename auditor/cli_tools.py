@@ -224,13 +224,18 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, **opt
 @click.option("--forget", required=True, type=click.Path(), help="What to remove (QA).")
 @click.option("--retain", required=True, type=click.Path(), help="What to keep (QA).")
 @click.option("--forget-texts", type=click.Path(), help="Texts to remove as well (methods that train on plain text).")
+@click.option(
+    "--neighbours",
+    type=click.Path(),
+    help="Facts of the forget set's kind in neither set (QA), measured before and after: what else the method broke.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--param", "params", multiple=True, help=PARAM_HELP)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--lora/--full", default=None, help="LoRA (merged) or full fine-tuning; default: the method's.")
 @prompt_options
 @model_options
-def unlearn(method, model_path, forget, retain, forget_texts, out, params, seed, lora, **options) -> None:
+def unlearn(method, model_path, forget, retain, forget_texts, neighbours, out, params, seed, lora, **options) -> None:
     """Produce an unlearned model with a bundled method; write it and unlearning.json."""
     from auditor.data import load_items
     from auditor.models import load_model
@@ -254,13 +259,11 @@ def unlearn(method, model_path, forget, retain, forget_texts, out, params, seed,
     texts = load_items(forget_texts, "forget_texts", kind="text") if forget_texts else None
     data = AuditData(forget=forget_set, retain=retain_set, forget_texts=texts)
     ctx = RunContext(data=data, seed=seed, progress=show_progress(), prompts=prompt_format(loaded.tokenizer, options))
-    record = unlearn_to_dir(instance, loaded, forget_set, retain_set, out_dir, ctx)
+    near = load_items(neighbours, "neighbours") if neighbours else None
+    record = unlearn_to_dir(instance, loaded, forget_set, retain_set, out_dir, ctx, neighbours=near)
     before, after = record["before"], record["after"]
-    click.echo(
-        f"{method}: forget accuracy {before['forget']['accuracy']:.3f} -> {after['forget']['accuracy']:.3f}, "
-        f"retain {before['retain']['accuracy']:.3f} -> {after['retain']['accuracy']:.3f}, "
-        f"{record['wall_seconds']:.1f} s -> {out_dir}"
-    )
+    changes = ", ".join(f"{split} {before[split]['accuracy']:.3f} -> {after[split]['accuracy']:.3f}" for split in after)
+    click.echo(f"{method}: accuracy {changes}, {record['wall_seconds']:.1f} s -> {out_dir}")
     info = record["info"]
     if "stop_reason" in info:
         click.echo(f"stopped: {info['stop_reason']}")

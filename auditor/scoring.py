@@ -399,22 +399,74 @@ def generate_scored(
     return texts, stats  # type: ignore[return-value]
 
 
+UNLIMITED_TOKENIZER_LENGTH = 1_000_000  # tokenizers without a limit store a huge sentinel as model_max_length
+
+
+def context_length(model, tokenizer) -> int | None:
+    """The most tokens the model attends to: its config's position limit, else its tokenizer's (when one is set)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < UNLIMITED_TOKENIZER_LENGTH else None
+
+
+def _scatter(mask: Sequence[bool], values: Sequence) -> list:
+    """``values`` placed where ``mask`` is true, None elsewhere."""
+    it = iter(values)
+    return [next(it) if keep else None for keep in mask]
+
+
 class ScoringModel:
-    """The narrow, memoized interface probes use to question one model."""
+    """The narrow, memoized interface probes use to question one model.
+
+    A request that does not fit the model's context (the prompt with its answer,
+    or with the new tokens a generation may add) gets ``None``, as an item a
+    routed model may not answer: the probes count it as unscored, never a crash.
+    """
 
     def __init__(self, loaded, max_rows: int = MAX_BATCH_ROWS, max_tokens: int = MAX_BATCH_TOKENS):
         self.loaded = loaded
         self.max_rows, self.max_tokens = max_rows, max_tokens
+        self.context = context_length(loaded.model, loaded.tokenizer)
         self._stop_ids: dict[tuple[str, ...], torch.Tensor] = {}
         self._stats: dict[tuple[str, str], TokenStats] = {}
         self._texts: dict[tuple[str, int, tuple[str, ...]], str] = {}
+        self._lengths: dict[str, int] = {}
         self.sequences_scored = 0  # unique teacher-forced sequences run, for tests and benchmarks
         self.prompts_generated = 0
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text as the model reads it (special tokens included; memoized)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._lengths))
+        if todo:
+            encoded = self.loaded.tokenizer(todo, add_special_tokens=True)["input_ids"]
+            self._lengths.update(zip(todo, (len(e) for e in encoded), strict=True))
+        return [self._lengths[t] for t in texts]
+
+    def fits(self, texts: Sequence[str], extra: int = 0) -> list[bool]:
+        """Whether each text, with ``extra`` tokens more, fits the model's context.
+
+        A text needs at most one token per UTF-8 byte, plus the special tokens the tokenizer adds, so only
+        texts near the limit are tokenized.
+        """
+        if self.context is None:
+            return [True] * len(texts)
+        special = self.token_counts([""])[0]
+        near = [t for t in texts if len(t.encode("utf-8")) + special + extra > self.context]
+        counts = dict(zip(near, self.token_counts(near), strict=True))
+        return [t not in counts or counts[t] + extra <= self.context for t in texts]
+
     def token_stats(
         self, pairs: Sequence[tuple[str, str]], groups: Sequence[str] | None = None, moments: bool = False
-    ) -> list[TokenStats]:
+    ) -> list[TokenStats | None]:
         """Teacher-forced statistics of each (prompt, answer); ``groups`` only matter when routed."""
+        fitting = self.fits([p + a for p, a in pairs])
+        return _scatter(fitting, self._token_stats([p for p, ok in zip(pairs, fitting, strict=True) if ok], moments))
+
+    def _token_stats(self, pairs: Sequence[tuple[str, str]], moments: bool) -> list[TokenStats]:
         todo = list(
             dict.fromkeys(p for p in pairs if p not in self._stats or (moments and not self._stats[p].has_moments))
         )
@@ -431,8 +483,13 @@ class ScoringModel:
         max_new_tokens: int = 32,
         stop: Sequence[str] = ("\n",),
         groups: Sequence[str] | None = None,
-    ) -> list[str]:
+    ) -> list[str | None]:
         """Greedy continuations of each prompt (memoized)."""
+        fitting = self.fits(prompts, max_new_tokens)
+        kept = [p for p, ok in zip(prompts, fitting, strict=True) if ok]
+        return _scatter(fitting, self._generate(kept, max_new_tokens, stop))
+
+    def _generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str]) -> list[str]:
         keys = [(p, max_new_tokens, tuple(stop)) for p in prompts]
         todo = list(dict.fromkeys(k for k in keys if k not in self._texts))
         if todo:
@@ -451,8 +508,20 @@ class ScoringModel:
         max_new_tokens: int = 32,
         stop: Sequence[str] = ("\n",),
         groups: Sequence[str] | None = None,
-    ) -> list[tuple[str, list[TokenStats]]]:
+    ) -> list[tuple[str, list[TokenStats]] | None]:
         """Greedy continuation of each prompt and the statistics of its answers (memoized; one prefill serves both)."""
+        answered = iter(
+            self.fits([p + a for p, prompt_answers in zip(prompts, answers, strict=True) for a in prompt_answers])
+        )
+        answers_fit = [all([next(answered) for _ in prompt_answers]) for prompt_answers in answers]
+        fitting = [a and b for a, b in zip(self.fits(prompts, max_new_tokens), answers_fit, strict=True)]
+        kept = [(p, a) for p, a, ok in zip(prompts, answers, fitting, strict=True) if ok]
+        done = self._generate_scored([p for p, _ in kept], [a for _, a in kept], max_new_tokens, stop)
+        return _scatter(fitting, done)
+
+    def _generate_scored(
+        self, prompts: Sequence[str], answers: Sequence[Sequence[str]], max_new_tokens: int, stop: Sequence[str]
+    ) -> list[tuple[str, list[TokenStats]]]:
         keys = [(p, max_new_tokens, tuple(stop)) for p in prompts]
         todo = list(dict.fromkeys(k for k in keys if k not in self._texts))
         if todo:
@@ -471,7 +540,7 @@ class ScoringModel:
                 self.sequences_scored += len(prompt_answers)
             self.prompts_generated += len(todo)
         pairs = [(p, a) for p, prompt_answers in zip(prompts, answers, strict=True) for a in prompt_answers]
-        flat = iter(self.token_stats(pairs))  # held now, except answers of prompts generated before
+        flat = iter(self._token_stats(pairs, moments=False))  # held now, except answers of prompts generated before
         return [(self._texts[key], [next(flat) for _ in asked]) for key, asked in zip(keys, answers, strict=True)]
 
     @property
@@ -514,6 +583,10 @@ class RoutedScoringModel:
                 for i, value in zip(picked, call(scorer, [requests[i] for i in picked]), strict=True):
                     results[i] = value
         return results
+
+    def fits(self, texts: Sequence[str], extra: int = 0) -> list[bool]:
+        """As ``ScoringModel.fits`` (the variants are copies of one model: one context)."""
+        return self.variants[0][0].fits(texts, extra)
 
     def token_stats(self, pairs, groups=None, moments: bool = False) -> list[TokenStats | None]:
         return self._dispatch(list(pairs), groups, lambda s, reqs: s.token_stats(reqs, moments=moments))

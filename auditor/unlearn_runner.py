@@ -42,10 +42,13 @@ def unlearn_to_dir(
     out_dir: Path,
     ctx: RunContext,
     before: dict | None = None,
+    neighbours: ItemSet | None = None,
 ) -> dict:
     """Unlearn, measure before/after knowledge, and write the model and ``unlearning.json`` into ``out_dir``.
 
     ``before`` is the source model's ``qa_knowledge`` of forget and retain when already measured.
+    ``neighbours``: facts of the forget set's kind that are in neither set, measured before and after too
+    (what a method breaks beside its target that the retain set does not show).
 
     Files are staged beside ``out_dir`` and moved in with ``unlearning.json`` last, so a directory
     with that record holds a complete model.
@@ -54,13 +57,13 @@ def unlearn_to_dir(
         before = {
             split: qa_knowledge(loaded, items, ctx.prompts) for split, items in (("forget", forget), ("retain", retain))
         }
+    if neighbours is not None:
+        before = {**before, "neighbours": qa_knowledge(loaded, neighbours, ctx.prompts)}
     start = time.perf_counter()
     outcome = method.unlearn(loaded, forget, retain, ctx)
     seconds = time.perf_counter() - start
-    after = {
-        "forget": qa_knowledge(outcome.model, forget, ctx.prompts),
-        "retain": qa_knowledge(outcome.model, retain, ctx.prompts),
-    }
+    measured = {"forget": forget, "retain": retain, **({"neighbours": neighbours} if neighbours is not None else {})}
+    after = {split: qa_knowledge(outcome.model, items, ctx.prompts) for split, items in measured.items()}
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
@@ -71,7 +74,7 @@ def unlearn_to_dir(
             "params": method.params,
             "seed": ctx.seed,
             "source": {"model": loaded.spec.label, "fingerprint": loaded.fingerprint},
-            "data": {"forget": forget.fingerprint, "retain": retain.fingerprint},
+            "data": {split: items.fingerprint for split, items in measured.items()},
             "output_fingerprint": fingerprint,
             "before": before,
             "after": after,

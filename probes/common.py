@@ -21,7 +21,8 @@ from auditor.metrics import contains_answer, rouge_l_recall, truth_ratio
 from auditor.plugins import Probe, RunContext
 from auditor.types import Item, ItemScore, ProbeResult
 
-UNSCORED = "every model variant trained on this subject"  # why a routed model left an item unscored
+# Why a model left an item unscored: every attacked variant trained on its subject, or it exceeds the context.
+UNSCORED = "no model variant could score it (each trained on its subject, or it exceeds the model's context)"
 QA_METRICS = ("correct", "rouge", "prob", "truth")
 
 

@@ -6,6 +6,9 @@
   subject, given with their answers, then the held-out question: does telling
   the model part of what it forgot bring the rest back?
 
+Shots are dropped, last first, until the prompt and its answer budget fit the
+model's context; each item records how many were dropped (``shots_dropped``).
+
 The same prompts go to every model, so the reference nets out what the context
 alone gives.
 """
@@ -78,13 +81,19 @@ class InContextProbe(BaseProbe):
                 continue
             shots = random.Random(f"{ctx.seed}:{item.id}").sample(pool, min(k, len(pool)))
             prompt = context_prompt(ctx, shots, item.question, separator)  # type: ignore[arg-type]
-            requests.append(AnswerRequest(item, prompt, {"context_items": [s.id for s in shots]}))
+            dropped = 0
+            while shots and not lm.fits([prompt], self.params["max_new_tokens"])[0]:  # the model's context: fewer shots
+                shots, dropped = shots[:-1], dropped + 1
+                prompt = context_prompt(ctx, shots, item.question, separator)  # type: ignore[arg-type]
+            detail = {"context_items": [s.id for s in shots], "shots_dropped": dropped}
+            requests.append(AnswerRequest(item, prompt, detail))
         if not requests:
             return self.skipped(model_label, f"no forget item has context items for mode {self.params['mode']}")
         scores = score_answers(
             lm, ctx, requests, metric=self.params["metric"], max_new_tokens=self.params["max_new_tokens"], truth=False
         )
-        return self.mean_result(model_label, scores, mode=self.params["mode"])
+        dropped = sum(r.detail["shots_dropped"] for r in requests)  # type: ignore[index]
+        return self.mean_result(model_label, scores, mode=self.params["mode"], shots_dropped=dropped)
 
 
 class InContextRelearnProbe(InContextProbe):

@@ -165,7 +165,7 @@ class MIAProbe(BaseProbe):
         scores = []
         for i, (item, member, (_, text)) in enumerate(rows):
             item_stats = stats[i]
-            if item_stats is None or item_stats.n_tokens == 0:
+            if item_stats is None or item_stats.n_tokens == 0 or (references is not None and references[i] is None):
                 reason = UNSCORED if item_stats is None else "no scored tokens"
                 scores.append(ItemScore(item.id, None, member, {"unscored": reason}))
                 continue

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,14 @@ def test_score_keeps_the_known_and_the_unknown_items(world, tmp_path):
     assert {i.id for i in kept.items}.isdisjoint(i.id for i in rest.items)
     again = run_cli("score", "--model", str(world.original), "--items", str(known), "--json")
     assert json.loads(again.stdout)["sets"][str(known)]["accuracy"] == 1.0  # what it knew, it still answers
+
+
+def test_unlearn_measures_the_neighbours(world, tmp_path):
+    out = tmp_path / "noop"
+    forget, retain, holdout = (str(world.file(name)) for name in ("forget", "retain", "holdout"))
+    result = run_cli("unlearn", "--method", "noop", "--model", str(world.original), "--forget", forget,
+                     "--retain", retain, "--neighbours", holdout, "--out", str(out))  # fmt: skip
+    assert result.returncode == 0 and "neighbours" in result.stdout, result.stderr
+    record = json.loads((out / "unlearning.json").read_text())
+    assert record["before"]["neighbours"] == record["after"]["neighbours"]  # noop changes nothing
+    assert record["before"]["neighbours"]["n"] == len(Path(holdout).read_text().splitlines())

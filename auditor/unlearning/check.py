@@ -13,9 +13,11 @@ from auditor.types import ItemSet
 
 
 def qa_accuracy(loaded: LoadedModel, items: ItemSet, prompts: PromptFormat = DEFAULT_FORMAT) -> float:
-    """Share of items whose greedy answer contains the true answer."""
+    """Share of items whose greedy answer contains the true answer (a prompt beyond the context counts as missed)."""
     outputs = ScoringModel(loaded).generate([prompts.prompt(item.question) for item in items.items])
-    hits = [contains_answer(out, item.answer) for out, item in zip(outputs, items.items, strict=True)]
+    hits = [
+        out is not None and contains_answer(out, item.answer) for out, item in zip(outputs, items.items, strict=True)
+    ]
     return sum(hits) / len(hits)
 
 
