@@ -68,30 +68,18 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
         files[name] = tmp_path / f"{name}.jsonl"
         files[name].write_text("".join(world.file(name).read_text().splitlines(keepends=True)[:40]))
     out = tmp_path / "out"
-    args = [
-        sys.executable,
-        "-m",
-        "auditor",
-        "audit",
-        "--original",
-        str(world.original),
-        "--unlearned",
-        str(world.retrain(1)),
-        "--reference",
-        str(world.reference),
-        "--forget",
-        str(files["forget"]),
-        "--retain",
-        str(files["retain"]),
-        "--preset",
-        "quick",
-        "--attack",
-        "quant-rtn:bits=4",
-        "--probe",
-        "qa",
-        "--out",
-        str(out),
-    ]
+    options = {
+        "--original": world.original,
+        "--unlearned": world.retrain(1),
+        "--reference": world.reference,
+        "--forget": files["forget"],
+        "--retain": files["retain"],
+        "--preset": "quick",
+        "--attack": "quant-rtn:bits=4",
+        "--probe": "qa",
+        "--out": out,
+    }
+    args = [sys.executable, "-m", "auditor", "audit", *(str(x) for pair in options.items() for x in pair)]
     env = {k: v for k, v in os.environ.items() if k != "CI"} | {"HF_HUB_OFFLINE": "1"}
     run = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)  # stderr is a pipe, not a TTY
     assert run.returncode in (0, 1, 3), run.stderr
