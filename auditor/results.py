@@ -24,6 +24,7 @@ from auditor.types import AuditData, Cell, ProbeResult
 SCHEMA_VERSION = "1.0"
 PACKAGES = ("torch", "transformers", "peft", "datasets", "scikit-learn", "scipy", "bitsandbytes", "gptqmodel")
 MAX_RECOVERED = 40
+MAX_RECOVERED_PER_CELL = 8  # so that every recovering cell, membership ones included, shows some items
 
 
 def _scored(result: ProbeResult) -> dict[str, tuple[float, bool | None]]:
@@ -148,43 +149,65 @@ def _outcome(cell: Cell, policy: Policy) -> str:
     return "unclear"
 
 
-def _recovered_items(scores: AuditScores, cells: list[Cell], policy: Policy) -> list[dict]:
-    """Items the plain unlearned model missed but an attack brought back (and the attacked reference did not)."""
+def _moved_back(attacked: float, plain: float, original: float | None, membership: bool) -> bool:
+    """Whether an attack brought an item back: half the way to the original for a membership statistic (in its
+    own units), half a point of the probe's score otherwise (a correct answer is 1)."""
+    if membership:
+        return original is not None and original > plain and attacked - plain >= 0.5 * (original - plain)
+    return attacked - plain >= 0.5
+
+
+def _shown(score, membership: bool) -> str | None:
+    """What an item column shows: the model's output, or for a membership probe its statistic."""
+    if score is None:
+        return None
+    if membership:
+        return None if score.score is None else f"{score.score:.3f}"
+    return score.detail.get("output")
+
+
+def _recovered_items(scores: AuditScores, cells: list[Cell], policy: Policy, membership: set[str]) -> list[dict]:
+    """Items the plain unlearned model missed but an attack brought back (and the attacked reference did not),
+    from the cells that recovered knowledge, then from those whose interval reaches it (unclear)."""
     out: list[dict] = []
     res = scores.probe_results
-    for cell in cells:
-        if cell.attack == NO_ATTACK or _outcome(cell, policy) != "recovered":
-            continue
+    outcomes = {id(cell): _outcome(cell, policy) for cell in cells}
+    candidates = [c for c in cells if c.attack != NO_ATTACK and outcomes[id(c)] in ("recovered", "unclear")]
+    for cell in sorted(candidates, key=lambda c: outcomes[id(c)] != "recovered"):
+        is_membership = cell.probe in membership
         plain = {s.item_id: s for s in res[("unlearned", NO_ATTACK, None, cell.probe)].items}
         original = {s.item_id: s for s in res[("original", NO_ATTACK, None, cell.probe)].items}
         seed = next(k[2] for k in res if k[0] == "unlearned" and k[1] == cell.attack)
         attacked = res[("unlearned", cell.attack, seed, cell.probe)]
         ref_key = ("reference", cell.attack, seed, cell.probe)
         ref_attacked = {s.item_id: s for s in res[ref_key].items} if ref_key in res else {}
+        from_cell = 0
         for item in attacked.items:
-            before = plain.get(item.item_id)
+            if from_cell >= MAX_RECOVERED_PER_CELL:
+                break
+            before, source = plain.get(item.item_id), original.get(item.item_id)
             if item.score is None or before is None or before.score is None or item.member is False:
                 continue
-            if item.score - before.score < 0.5:
+            if not _moved_back(item.score, before.score, source.score if source else None, is_membership):
                 continue
             outputs = {
-                "original": original[item.item_id].detail.get("output") if item.item_id in original else None,
-                "unlearned": before.detail.get("output"),
-                "attacked": item.detail.get("output"),
-                "reference_attacked": ref_attacked[item.item_id].detail.get("output")
-                if item.item_id in ref_attacked
-                else None,
+                "original": _shown(source, is_membership),
+                "unlearned": _shown(before, is_membership),
+                "attacked": _shown(item, is_membership),
+                "reference_attacked": _shown(ref_attacked.get(item.item_id), is_membership),
             }
             out.append(
                 {
                     "attack": cell.attack,
                     "probe": cell.probe,
+                    "cell_outcome": outcomes[id(cell)],
                     "item_id": item.item_id,
                     "prompt": item.detail.get("prompt"),
                     "expected": item.detail.get("answer"),
                     "outputs": outputs,
                 }
             )
+            from_cell += 1
             if len(out) >= MAX_RECOVERED:
                 return out
     return out
@@ -323,7 +346,7 @@ def build_results(
         },
         "policy": policy.to_dict(),
         "baseline": baseline_record,
-        "recovered_items": _recovered_items(scores, cells, policy),
+        "recovered_items": _recovered_items(scores, cells, policy, membership),
         "curves": _curves(cells, config),
         "samples_dir": "samples",
         "timings": {"total_seconds": round(seconds, 1) if seconds is not None else None},

@@ -312,3 +312,17 @@ def test_a_collapsed_ascent_is_not_hidden_through_membership(world, data, tmp_pa
     mia = [c for c in results["cells"] if c["probe"] == "mia"]
     assert mia and all(c["outcome"] != "recovered" for c in mia), show(results)
     assert results["verdict"]["label"] != "HIDDEN", show(results)
+
+
+def test_recovered_items_show_answers_and_membership_statistics(calibration):
+    from auditor.metrics import contains_answer
+
+    results = calibration["idk"]
+    outcomes = {(c["attack"], c["probe"]): c["outcome"] for c in results["cells"]}
+    items = results["recovered_items"]
+    assert items and all(outcomes[(i["attack"], i["probe"])] == i["cell_outcome"] for i in items)
+    qa = [i for i in items if i["probe"] == "qa"]
+    assert qa and all(contains_answer(i["outputs"]["attacked"], i["expected"]) for i in qa)
+    mia = [i for i in items if i["probe"] == "mia"]  # the statistic of each model, not an output
+    assert mia and all(float(i["outputs"]["attacked"]) > float(i["outputs"]["unlearned"]) for i in mia)
+    assert calibration["retrain"]["recovered_items"] == []
