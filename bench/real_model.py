@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--methods", default="idk,ga-gd,npo-gd", help="Comma-separated bundled methods.")
     parser.add_argument("--skip-audit", action="store_true", help="Skip the quick-preset audit of noop.")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each row as its step ends, also into a file
     work = args.work or Path(tempfile.mkdtemp(prefix="real-model-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("UNLEARN_AUDIT_CACHE", str(work / "cache"))
