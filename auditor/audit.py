@@ -17,8 +17,8 @@ from pathlib import Path
 
 from auditor.errors import UserError
 from auditor.gate import Policy
-from auditor.orchestrator import AuditConfig, Orchestrator
-from auditor.results import build_results, write_json_atomic, write_samples
+from auditor.orchestrator import AuditConfig, AuditScores, Orchestrator
+from auditor.results import build_results, plain_cells, power_lines, power_records, write_json_atomic, write_samples
 from auditor.types import AuditData
 
 
@@ -69,7 +69,12 @@ def run_audit(
         shutil.rmtree(config.cache_dir, ignore_errors=True)
     orchestrator = Orchestrator(config, data, log)
     orchestrator.load()
-    scores = orchestrator.run()
+
+    def report_power(plain: AuditScores) -> None:
+        for line in power_lines(power_records(plain_cells(plain, config), policy)):
+            log(line)
+
+    scores = orchestrator.run(on_plain=report_power)
     seconds = time.perf_counter() - start
     phases = orchestrator.phases.to_json()
     results = build_results(config, data, scores, policy, command, options, baseline, seconds, phases)

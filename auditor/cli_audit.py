@@ -88,6 +88,9 @@ def opt(name: str, *dest: str, **kwargs):
 def audit(**kw) -> None:
     """Audit an unlearned model against the original and a reference; exit code is the gate.
 
+    Certified bound: the largest 95% upper bound over the informative cells (subjects resampled with their
+    items); no attack of the plan recovers more than that share of what the original knew.
+
     Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 inconclusive, 4 runtime error.
     """
     from auditor.audit import read_baseline, run_audit
@@ -146,7 +149,11 @@ def audit(**kw) -> None:
 def print_verdict(results: dict, files: dict) -> None:
     verdict = results["verdict"]
     gate = "PASS" if verdict["gate_passed"] else "FAIL"
-    click.echo(f"verdict: {verdict['label']}  gate: {gate}  collateral: {results['collateral']['drop']:.1%}")
+    bound = verdict.get("certified_bound")
+    bound_text = f"  certified bound: {bound:.2f}" if bound is not None else ""
+    click.echo(
+        f"verdict: {verdict['label']}  gate: {gate}  collateral: {results['collateral']['drop']:.1%}{bound_text}"
+    )
     for reason in verdict["reasons"][:8]:
         click.echo(f"  {reason}")
     for failure in verdict["failures"]:

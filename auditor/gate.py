@@ -5,6 +5,12 @@ Verdicts (thresholds from the policy; defaults shown):
 - HIDDEN: otherwise, some other cell's lower bound is above 0.25 (those cells decide);
 - REMOVED: every informative cell's upper bound is below 0.10;
 - INCONCLUSIVE: anything else (too few items, intervals too wide, no informative direct cell).
+
+The certified bound is the largest upper bound over the informative cells: no
+attack of the plan recovers more than that share of what the original knew
+(95%). REMOVED means it lies under the removal threshold. A cell whose
+interval would reach the threshold even at a residual of zero is
+``underpowered``: it can still show HIDDEN, never removal.
 Cells that are skipped, have fewer than ``min_items`` items, or are
 uninformative decide nothing: a cell is uninformative when the original beats
 the floor (the reference) by less than ``min_gap`` on the probe's own scale,
@@ -147,6 +153,31 @@ def informative(cell: Cell, policy: Policy) -> bool:
     return cell.k_original - cell.k_reference >= policy.min_gap
 
 
+def cell_outcome(cell: Cell, policy: Policy) -> str:
+    """What one cell shows: recovered, clean, underpowered, unclear, uninformative or skipped."""
+    if cell.status != "ok":
+        return "skipped"
+    if not informative(cell, policy):
+        return "uninformative"
+    t = policy.for_cell(cell.attack, cell.probe)
+    if cell.ci_low > t.hidden:
+        return "recovered"
+    if cell.ci_high < t.removed:
+        return "clean"
+    if cell.zero_bound is not None and cell.zero_bound >= t.removed:
+        return "underpowered"
+    return "unclear"
+
+
+def certified_bound(cells: list[Cell], policy: Policy) -> tuple[float | None, list[Cell]]:
+    """The largest upper bound over the informative cells, and the cells that keep the audit from REMOVED."""
+    usable = [c for c in cells if informative(c, policy)]
+    if not usable:
+        return None, []
+    limiting = [c for c in usable if c.ci_high >= policy.for_cell(c.attack, c.probe).removed]
+    return max(c.ci_high for c in usable), limiting
+
+
 def _describe(cell: Cell) -> str:
     return f"{cell.attack} x {cell.probe}: residual {cell.residual:.2f} [{cell.ci_low:.2f}, {cell.ci_high:.2f}]"
 
@@ -172,14 +203,14 @@ def decide(cells: list[Cell], policy: Policy, collateral: float | None) -> Verdi
             label = "REMOVED"
             reasons.append(f"all {len(usable)} informative cells have upper bounds below their removal thresholds")
         else:
-            wide = [c for c in usable if c.ci_high >= policy.for_cell(c.attack, c.probe).removed]
-            deciding = wide
-            reasons += [_describe(c) + ": interval reaches the removal threshold" for c in wide]
+            deciding = certified_bound(cells, policy)[1]
+            reasons += [_limit_reason(c, policy) for c in deciding]
     failures = []
     if label in policy.fail_on:
         failures.append(f"verdict {label} fails the gate")
     if collateral is not None and collateral > policy.collateral_limit:
         failures.append(f"collateral damage {collateral:.1%} exceeds {policy.collateral_limit:.0%}")
+    bound, limiting = certified_bound(cells, policy)
     return Verdict(
         label=label,
         deciding_cells=tuple((c.attack, c.probe) for c in deciding),
@@ -187,7 +218,18 @@ def decide(cells: list[Cell], policy: Policy, collateral: float | None) -> Verdi
         collateral=collateral,
         gate_passed=not failures,
         failures=tuple(failures),
+        certified_bound=None if bound is None else round(bound, 6),
+        limiting_cells=tuple((c.attack, c.probe) for c in limiting),
     )
+
+
+def _limit_reason(cell: Cell, policy: Policy) -> str:
+    removed = policy.for_cell(cell.attack, cell.probe).removed
+    if cell_outcome(cell, policy) == "underpowered":
+        return (
+            _describe(cell) + f": underpowered, even a zero residual would reach {cell.zero_bound:.2f} (>= {removed})"
+        )
+    return _describe(cell) + ": interval reaches the removal threshold"
 
 
 @dataclass

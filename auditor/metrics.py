@@ -1,15 +1,15 @@
 """Per-item and per-set metrics computed with the field's libraries.
 
 ROUGE-L with ``rouge-score`` (as TOFU and MUSE), AUC and ROC with
-scikit-learn, bootstrap intervals with scipy, so numbers are comparable with
-published ones.
+scikit-learn, so numbers are comparable with published ones (bootstrap
+intervals: ``auditor.bootstrap``).
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -85,35 +85,3 @@ def tpr_at_fpr(scores: Sequence[float], members: Sequence[bool], fpr_target: flo
     fpr, tpr = roc_curve_points(scores, members)
     allowed = tpr[fpr <= fpr_target]
     return float(allowed.max()) if allowed.size else 0.0
-
-
-def bootstrap_interval(
-    samples: Sequence[np.ndarray],
-    statistic: Callable[..., float],
-    *,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic`` over items resampled together (paired).
-
-    ``samples`` are aligned per item; the statistic receives the resampled arrays.
-    Degenerate resamples (NaN statistic) are dropped.
-    """
-    from scipy.stats import bootstrap
-
-    arrays = tuple(np.asarray(s, dtype=float) for s in samples)
-    if arrays[0].size < 2:
-        value = statistic(*arrays)
-        return value, value
-    result = bootstrap(
-        arrays,
-        lambda *xs: statistic(*xs),
-        paired=True,
-        vectorized=False,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)

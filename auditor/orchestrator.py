@@ -97,6 +97,7 @@ class AuditScores:
     fingerprints: dict[str, str]
     controlled: bool
     collateral: dict[str, ProbeResult]  # role -> the direct probe on (a sample of) the retain set
+    subjects: dict[str, str]  # item id -> subject, for subject-level resampling
 
 
 def floor_data(data: AuditData) -> AuditData | None:
@@ -190,14 +191,18 @@ class Orchestrator:
             out[probe.name] = self.store.get_or_compute(key, self.phases.timed(phase, compute))
         return out
 
-    def run(self) -> AuditScores:
-        """Run every attack and probe of the plan (loading the models first if needed)."""
+    def run(self, on_plain: Callable[[AuditScores], None] | None = None) -> AuditScores:
+        """Run every attack and probe of the plan (loading the models first if needed).
+
+        ``on_plain`` sees the scores of the models as given (no attack yet, no collateral), before any attack runs.
+        """
         if not self.models:
             self.load()
-        results, floors, attacks = self._run_roles(tuple(self.models))
+        results, floors, attacks = self._run_roles(tuple(self.models), on_plain)
         fingerprints = {role: m.fingerprint for role, m in self.models.items()}
         collateral = self._collateral()
-        return AuditScores(results, floors, attacks, fingerprints, "reference" in self.models, collateral)
+        controlled = "reference" in self.models
+        return AuditScores(results, floors, attacks, fingerprints, controlled, collateral, self.data.subjects())
 
     def run_shared(self) -> None:
         """Only the pieces every audit of this original against this reference shares (the original,
@@ -208,7 +213,9 @@ class Orchestrator:
             self.load(unlearned=False)
         self._run_roles(("original", "reference"))
 
-    def _run_roles(self, roles: tuple[str, ...]) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]]]:
+    def _run_roles(
+        self, roles: tuple[str, ...], on_plain: Callable[[AuditScores], None] | None = None
+    ) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]]]:
         """Probe the models of ``roles``, attack those that attacks apply to, and probe the attacked models."""
         from auditor.attack_runner import run_attack
 
@@ -228,6 +235,10 @@ class Orchestrator:
                 )
                 for name, result in probed.items():
                     floors[(role, NO_ATTACK, None, name)] = result
+        if on_plain is not None:
+            fingerprints = {role: self.models[role].fingerprint for role in roles}
+            controlled = "reference" in self.models
+            on_plain(AuditScores(results, floors, {}, fingerprints, controlled, {}, self.data.subjects()))
         attacks: dict[str, dict[str, list[AttackResult]]] = {}
         targets = [r for r in ("unlearned", "reference") if r in roles]
         for planned in self.config.plan.attacks:

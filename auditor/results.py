@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -15,13 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from auditor import __version__
-from auditor.gate import Policy, compare_to_baseline, decide, informative, unlearning_traces
+from auditor.gate import Policy, cell_outcome, compare_to_baseline, decide, informative, unlearning_traces
 from auditor.orchestrator import NO_ATTACK, AuditConfig, AuditScores
 from auditor.plan import DIRECT_PROBE
-from auditor.residual import FLOORS, MEMBERSHIP_AGGREGATES, Scores, estimate_residual, relative_drop
+from auditor.residual import (
+    CONFIDENCE,
+    FLOORS,
+    MEMBERSHIP_AGGREGATES,
+    N_RESAMPLES,
+    Scores,
+    estimate_residual,
+    relative_drop,
+)
 from auditor.types import AuditData, Cell, ProbeResult
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 PACKAGES = ("torch", "transformers", "peft", "datasets", "scikit-learn", "scipy", "bitsandbytes", "gptqmodel")
 MAX_RECOVERED = 40
 MAX_RECOVERED_PER_CELL = 8  # so that every recovering cell, membership ones included, shows some items
@@ -39,6 +48,13 @@ def _stack(results: list[ProbeResult], ids: list[str]) -> np.ndarray:
 def _common_ids(results: list[ProbeResult]) -> list[str]:
     maps = [_scored(r) for r in results]
     return [i for i in maps[0] if all(i in m for m in maps[1:])]
+
+
+def _subject_labels(scores: AuditScores, ids: list[str]) -> np.ndarray | None:
+    """The subject of each item (an item naming none is a subject of its own); None when no item names one."""
+    if not any(i in scores.subjects for i in ids):
+        return None
+    return np.asarray([scores.subjects.get(i, f"item:{i}") for i in ids])
 
 
 def _skipped_cell(attack: str, probe: str, original: ProbeResult, controlled: bool, note: str | None) -> Cell:
@@ -86,6 +102,8 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
         reference_members=ref_members,
         paired=paired,
         floor=floor,
+        groups=_subject_labels(scores, ids),
+        reference_groups=_subject_labels(scores, ref_ids) if ref_ids else None,
     )
     if not ids:
         return _skipped_cell(attack, probe, original, scores.controlled, "no item could be scored on every model")
@@ -104,6 +122,8 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
         n_items=len(ids),
         controlled=scores.controlled,
         note=note,
+        n_subjects=None if table.groups is None else len(set(table.groups.tolist())),
+        zero_bound=est.zero_bound,
     )
 
 
@@ -119,13 +139,51 @@ def build_cells(scores: AuditScores, config: AuditConfig) -> list[Cell]:
     return cells
 
 
+def plain_cells(scores: AuditScores, config: AuditConfig) -> list[Cell]:
+    """The cells of the models as given (attack ``none``): known once the first probes have run."""
+    return [_cell(NO_ATTACK, probe.name, scores, [None], config.seed) for probe in config.plan.probes]
+
+
+def power_records(cells: list[Cell], policy: Policy) -> list[dict]:
+    """Per informative plain cell: the bound a zero residual would reach, and the items (subjects) that would
+    bring it under the removal threshold, as the spread shrinks with the square root of the count."""
+    records = []
+    for cell in cells:
+        if cell.attack != NO_ATTACK or cell.zero_bound is None or not informative(cell, policy):
+            continue
+        removed = policy.for_cell(cell.attack, cell.probe).removed
+        scale = (cell.zero_bound / removed) ** 2
+        record = {"probe": cell.probe, "zero_bound": cell.zero_bound, "threshold": removed, "n_items": cell.n_items}
+        record["n_subjects"] = cell.n_subjects
+        record["items_needed"] = max(cell.n_items, math.ceil(cell.n_items * scale))
+        subjects = cell.n_subjects
+        record["subjects_needed"] = None if subjects is None else max(subjects, math.ceil(subjects * scale))
+        records.append(record)
+    return records
+
+
+def power_lines(records: list[dict]) -> list[str]:
+    """``power_records`` as log lines."""
+    lines = []
+    for r in records:
+        count = f"{r['n_items']} items" + (f", {r['n_subjects']} subjects" if r["n_subjects"] else "")
+        line = f"power: {r['probe']}: a zero residual would reach an upper bound of {r['zero_bound']:.2f} ({count})"
+        if r["zero_bound"] >= r["threshold"]:
+            more = f"{r['subjects_needed']} subjects" if r["subjects_needed"] else f"{r['items_needed']} items"
+            line += f"; under {r['threshold']:g} needs about {more}: cells of this probe are underpowered"
+        lines.append(line)
+    return lines
+
+
 def collateral_record(scores: AuditScores, policy: Policy, seed: int) -> dict:
     o, u = scores.collateral["original"], scores.collateral["unlearned"]
     ids = _common_ids([o, u])
-    drop, low, high = relative_drop(_stack([o], ids)[0], _stack([u], ids)[0], seed)
+    subjects = _subject_labels(scores, ids)
+    drop, low, high = relative_drop(_stack([o], ids)[0], _stack([u], ids)[0], seed, subjects)
     return {
         "probe": DIRECT_PROBE,
         "n": len(ids),
+        "n_subjects": None if subjects is None else len(set(subjects.tolist())),
         "k_original": o.value,
         "k_unlearned": u.value,
         "drop": round(drop, 6),
@@ -134,19 +192,6 @@ def collateral_record(scores: AuditScores, policy: Policy, seed: int) -> dict:
         "limit": policy.collateral_limit,
         "failed": bool(drop > policy.collateral_limit),
     }
-
-
-def _outcome(cell: Cell, policy: Policy) -> str:
-    if cell.status != "ok":
-        return "skipped"
-    if not informative(cell, policy):
-        return "uninformative"
-    t = policy.for_cell(cell.attack, cell.probe)
-    if cell.ci_low > t.hidden:
-        return "recovered"
-    if cell.ci_high < t.removed:
-        return "clean"
-    return "unclear"
 
 
 def _moved_back(attacked: float, plain: float, original: float | None, membership: bool) -> bool:
@@ -171,7 +216,7 @@ def _recovered_items(scores: AuditScores, cells: list[Cell], policy: Policy, mem
     from the cells that recovered knowledge, then from those whose interval reaches it (unclear)."""
     out: list[dict] = []
     res = scores.probe_results
-    outcomes = {id(cell): _outcome(cell, policy) for cell in cells}
+    outcomes = {id(cell): cell_outcome(cell, policy) for cell in cells}
     candidates = [c for c in cells if c.attack != NO_ATTACK and outcomes[id(c)] in ("recovered", "unclear")]
     for cell in sorted(candidates, key=lambda c: outcomes[id(c)] != "recovered"):
         is_membership = cell.probe in membership
@@ -289,7 +334,7 @@ def build_results(
     cell_dicts = []
     for cell in cells:
         t = policy.for_cell(cell.attack, cell.probe)
-        cell_dicts.append({**asdict(cell), "thresholds": asdict(t), "outcome": _outcome(cell, policy)})
+        cell_dicts.append({**asdict(cell), "thresholds": asdict(t), "outcome": cell_outcome(cell, policy)})
     failures = list(verdict.failures)
     membership = {p.name for p in config.plan.probes if p.aggregate in MEMBERSHIP_AGGREGATES}
     traces = unlearning_traces(cells, membership, policy)
@@ -334,6 +379,12 @@ def build_results(
         "probes": [_probe_record(p, scores) for p in probe_meta.values()],
         "scores": _score_records(scores),
         "cells": cell_dicts,
+        "statistics": {
+            "resampling": "subjects" if any(c.n_subjects for c in cells) else "items",
+            "n_resamples": N_RESAMPLES,
+            "confidence": CONFIDENCE,
+            "power": power_records(cells, policy),
+        },
         "collateral": collateral,
         "unlearning_trace": {"policy": policy.unlearning_trace, "cells": traces},
         "verdict": {

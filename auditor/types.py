@@ -95,6 +95,15 @@ class AuditData:
     def available(self) -> list[str]:
         return [name for name in self.__dataclass_fields__ if getattr(self, name) is not None]
 
+    def subjects(self) -> dict[str, str]:
+        """Item id -> the subject it is about, for every item of every set that names one."""
+        return {
+            item.id: item.group
+            for name in self.available()
+            for item in getattr(self, name).items
+            if item.group is not None
+        }
+
 
 @dataclass(frozen=True)
 class VariantRecord:
@@ -161,6 +170,8 @@ class Cell:
     controlled: bool  # False when the floor came from the holdout set instead of a reference model
     status: Status = "ok"
     note: str | None = None
+    n_subjects: int | None = None  # subjects resampled with all their items; None: items resampled one by one
+    zero_bound: float | None = None  # the upper bound this cell would reach at zero residual (its sampling spread)
 
 
 @dataclass(frozen=True)
@@ -173,3 +184,5 @@ class Verdict:
     collateral: float | None  # relative drop of retain knowledge versus the original
     gate_passed: bool
     failures: tuple[str, ...] = ()
+    certified_bound: float | None = None  # the largest upper bound over the informative cells
+    limiting_cells: tuple[tuple[str, str], ...] = ()  # the cells whose upper bound keeps it from REMOVED

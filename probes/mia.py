@@ -57,10 +57,11 @@ import zlib
 
 import numpy as np
 
+from auditor.bootstrap import aggregate
 from auditor.errors import UserError
 from auditor.metrics import roc_auc, roc_curve_points, tpr_at_fpr
 from auditor.plugins import RunContext
-from auditor.residual import MEMBERSHIP_AGGREGATES, member_gap, standardised_gap
+from auditor.residual import MEMBERSHIP_AGGREGATES
 from auditor.scoring import TokenStats
 from auditor.types import AuditData, Item, ItemScore, ProbeResult
 from probes.common import UNSCORED, BaseProbe, check_choice, qa_items
@@ -189,7 +190,7 @@ class MIAProbe(BaseProbe):
         extras["tpr_at_fpr"] = {"0.01": tpr_at_fpr(primary, members, 0.01), "0.05": tpr_at_fpr(primary, members, 0.05)}
         fpr, tpr = thin(*roc_curve_points(primary, members))
         extras["roc"] = {"fpr": fpr, "tpr": tpr}
-        extras["gap"] = member_gap(np.asarray(primary), np.asarray(members))
-        extras["std_gap"] = standardised_gap(np.asarray(primary), np.asarray(members))
+        extras["gap"] = aggregate(np.asarray(primary), "gap", np.asarray(members))
+        extras["std_gap"] = aggregate(np.asarray(primary), "std_gap", np.asarray(members))
         value = extras["auc"][self.metric] if self.aggregate == "auc" else extras[self.aggregate]
         return ProbeResult(self.name, model_label, self.metric, self.aggregate, value, tuple(scores), extras=extras)

@@ -12,7 +12,7 @@ from markupsafe import Markup
 from reports.charts import curve_chart, heatmap, roc_charts
 from reports.schema import validate_results
 from reports.text import fmt, fmt_ci, show, visible
-from reports.view import VERDICT_COLOURS, attack_ids, cell_map, cell_summary, judge, policy, probe_names
+from reports.view import VERDICT_COLOURS, attack_ids, bound_text, cell_map, cell_summary, judge, policy, probe_names
 
 MAX_ITEMS = 200  # recovered items shown; the rest stay in results.json
 MEANINGS = {
@@ -77,6 +77,7 @@ def render_html(results: dict[str, Any]) -> str:
             pol=pol,
             colour=VERDICT_COLOURS[verdict["label"]],
             meaning=MEANINGS[verdict["label"]],
+            bound=bound_text(results),
             heat=heatmap(results),
             cells=[(cell, judge(results, cell)) for cell in cells],
             cells_by=cell_map(results),

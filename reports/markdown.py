@@ -9,7 +9,7 @@ from typing import Any
 
 from reports.schema import validate_results
 from reports.text import clip, finite, fmt, fmt_ci, visible
-from reports.view import attack_ids, cell_map, deciding, judge, probe_names
+from reports.view import attack_ids, bound_text, cell_map, deciding, judge, probe_names
 
 MAX_ITEMS = 5
 _PUNCT = re.compile(r"([\\`*_\[\]()<>|~&$@!#{}])")
@@ -49,6 +49,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     exit_code = f" (exit {verdict['exit_code']})" if "exit_code" in verdict else ""
     lines = [f"## {_EMOJI[verdict['label']]} unlearn-audit: **{verdict['label']}**, {gate}{exit_code}", ""]
     lines += [f"Unlearned model {md_code(results['models']['unlearned']['spec'])}.", ""]
+    bound = bound_text(results)
+    if bound:
+        lines += [f"**{md_text(bound)}**", ""]
     if not results["controlled"]:
         lines += ["> **Uncontrolled audit**: no reference model; residuals use the holdout floor.", ""]
     cells, decided = cell_map(results), deciding(results)

@@ -58,6 +58,23 @@ def deciding(results: dict[str, Any]) -> set[tuple[str, str]]:
     return {(pair[0], pair[1]) for pair in results["verdict"].get("deciding_cells", [])}
 
 
+def bound_text(results: dict[str, Any]) -> str | None:
+    """The certified bound as a sentence; None when no cell was informative."""
+    verdict = results["verdict"]
+    bound = finite(verdict.get("certified_bound"))
+    if bound is None:
+        return None
+    subjects = (results.get("statistics") or {}).get("resampling") == "subjects"
+    text = (
+        f"Certified bound {fmt(bound)}: no attack in this plan recovers more than {bound:.0%} of what the original "
+        f"knew (95%{', subjects resampled' if subjects else ''})."
+    )
+    limiting = verdict.get("limiting_cells") or []
+    if limiting:
+        text += f" Limited by {len(limiting)} cell(s) whose interval reaches the removal threshold."
+    return text
+
+
 def cell_summary(cell: dict[str, Any]) -> str:
     """``residual 0.81 [0.72, 0.88], n=150``."""
     ci = fmt_ci(cell.get("ci_low"), cell.get("ci_high"))
@@ -80,6 +97,9 @@ def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
         return Judgement("failed", f"decided verdict {label}: {summary}")
     if cell.get("outcome") == "uninformative":
         return Judgement("inconclusive", f"{summary}: uninformative (the original barely beats the floor)")
+    if cell.get("outcome") == "underpowered":
+        zero = fmt(cell.get("zero_bound"))
+        return Judgement("inconclusive", f"{summary}: underpowered, even a zero residual would reach {zero}")
     low, high = finite(cell.get("ci_low")), finite(cell.get("ci_high"))
     if low is None or high is None or finite(cell.get("residual")) is None:
         return Judgement("inconclusive", f"no residual measured: {cell.get('note') or 'no reason given'}")

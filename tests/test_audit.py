@@ -139,6 +139,46 @@ def test_quant_hide_is_hidden_by_quantization(calibration):
     assert direct["ci_high"] < 0.5, show(results)
 
 
+def test_retrain_certified_bound_uses_subjects(calibration):
+    results = calibration["retrain"]
+    verdict, statistics = results["verdict"], results["statistics"]
+    informative = [c for c in results["cells"] if c["outcome"] not in ("skipped", "uninformative")]
+    assert statistics["resampling"] == "subjects" and {c["n_subjects"] for c in informative} >= {120}
+    assert verdict["certified_bound"] == max(c["ci_high"] for c in informative) < 0.10, show(results)
+
+
+def subjects_subset(data, n_subjects: int):
+    """The audit data with only the first ``n_subjects`` forget subjects (their QA items, multi-hop and texts)."""
+    from auditor.data import fingerprint_items
+    from auditor.types import ItemSet
+
+    keep = list(dict.fromkeys(item.group for item in data.forget.items))[:n_subjects]
+
+    def only(items):
+        picked = tuple(item for item in items.items if item.group in keep)
+        return ItemSet(f"{items.name}-{n_subjects}", items.kind, picked, items.source, fingerprint_items(picked))
+
+    return replace(data, forget=only(data.forget), multihop=only(data.multihop), forget_texts=only(data.forget_texts))
+
+
+def test_a_small_forget_set_says_how_far_it_can_see(world, data, demo_run, tmp_path):
+    """20 subjects instead of 120: the exact retrain cannot be certified REMOVED; the audit says how far it sees
+    (a certified bound above the threshold, far below the hidden one), and the hiding controls stay HIDDEN."""
+    small = subjects_subset(data, 20)
+    plan = {"attacks": ("quant-rtn:bits=4", "relearn-forget"), "probes": ("qa", "paraphrase", "multihop")}
+    runs = {
+        name: audit(world, small, demo_run / "models" / name, tmp_path / name, tmp_path / "cache", **plan)
+        for name in ("retrain", "idk", "quant-hide")
+    }
+    retrain = runs["retrain"]
+    assert retrain["verdict"]["label"] == "INCONCLUSIVE", show(retrain)
+    assert 0.10 < retrain["verdict"]["certified_bound"] < 0.25, show(retrain)
+    assert retrain["verdict"]["limiting_cells"], show(retrain)
+    assert all(c["n_subjects"] == 20 for c in retrain["cells"] if c["residual"] is not None)
+    assert runs["idk"]["verdict"]["label"] == "HIDDEN", show(runs["idk"])
+    assert runs["quant-hide"]["verdict"]["label"] == "HIDDEN", show(runs["quant-hide"])
+
+
 def test_results_validate_against_schema(calibration):
     from reports.schema import validate_results
 

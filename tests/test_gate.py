@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from auditor.bootstrap import aggregate, draw_weights, weighted_aggregate
 from auditor.errors import UserError
 from auditor.gate import Policy, compare_to_baseline, decide, load_policy, unlearning_traces
-from auditor.residual import Scores, auc_rank, estimate_residual, member_gap, relative_drop, standardised_gap
+from auditor.residual import Scores, estimate_residual, relative_drop
 from auditor.types import Cell
 
 
@@ -22,11 +23,42 @@ def scores(o, r, u, ra, members=None):
     )
 
 
-def test_auc_rank_equals_sklearn():
+def member_gap(values, members):
+    return aggregate(values, "gap", members)
+
+
+def standardised_gap(values, members):
+    return aggregate(values, "std_gap", members)
+
+
+def test_auc_equals_sklearn_and_weights_equal_repeated_items():
     rng = np.random.default_rng(0)
     values = np.round(rng.normal(size=60), 1)  # ties included
     members = rng.random(60) > 0.5
-    assert auc_rank(values, members) == pytest.approx(roc_auc_score(members, values))
+    assert aggregate(values, "auc", members) == pytest.approx(roc_auc_score(members, values))
+    weights = rng.integers(0, 4, (5, 60)).astype(float)
+    for how in ("mean", "gap", "std_gap", "auc"):
+        for row in weights:  # a weight is how often an item was drawn: the same as repeating it
+            repeated = np.repeat(np.arange(60), row.astype(int))
+            expected = aggregate(values[repeated], how, members[repeated])
+            got = weighted_aggregate(values, row[None], how, members)[0]
+            assert got == pytest.approx(expected), how
+
+
+def test_subject_resampling_counts_subjects_not_items():
+    """Ten subjects of twenty identical items each: the interval is that of ten draws, not two hundred."""
+    subjects = np.repeat(np.arange(10), 20)
+    known = np.repeat(np.r_[np.ones(5), np.zeros(5)], 20)  # a subject is known entirely or not at all
+    o, r = np.ones(200), np.zeros(200)
+    by_item = estimate_residual(Scores(o, known[None], r, np.zeros((1, 200))), "mean")
+    by_subject = estimate_residual(Scores(o, known[None], r, np.zeros((1, 200)), groups=subjects), "mean")
+    assert by_item.residual == by_subject.residual == pytest.approx(0.5)
+    # the binomial spread of a mean of n draws at p = 0.5: 1.96 * 0.5 / sqrt(n) each side
+    assert by_subject.ci_high - by_subject.residual == pytest.approx(1.96 * 0.5 / np.sqrt(10), abs=0.08)
+    assert by_item.ci_high - by_item.residual == pytest.approx(1.96 * 0.5 / np.sqrt(200), abs=0.02)
+    weights = draw_weights(np.random.default_rng(0), 50, None, subjects, 200)
+    assert (weights.reshape(50, 10, 20) == weights.reshape(50, 10, 20)[..., :1]).all()  # whole subjects drawn
+    assert (weights.sum(1) == 200).all()
 
 
 def test_member_gap_residual_nets_out_the_reference():
@@ -185,3 +217,31 @@ def test_unlearning_trace_is_reported_apart_and_never_hidden(tmp_path):
     path.write_text("unlearning_trace: hidden\n")
     with pytest.raises(UserError, match="unlearning_trace must be one of report, fail"):
         load_policy(path)
+
+
+def test_certified_bound_and_underpowered_cells():
+    """The bound is the largest informative upper bound; a cell too noisy to clear the threshold even at zero
+    residual is underpowered (never evidence of removal) and still shows HIDDEN when its lower bound says so."""
+    from dataclasses import replace
+
+    from auditor.gate import cell_outcome, certified_bound
+
+    policy = Policy()
+    clean = replace(cell("none", "qa", 0.02, 0.0, 0.06), zero_bound=0.04)
+    noisy = replace(cell("quant", "paraphrase", 0.03, 0.0, 0.16), zero_bound=0.13)
+    wide = replace(cell("relearn", "qa", 0.06, 0.01, 0.14), zero_bound=0.08)
+    recovered = replace(cell("relearn", "mia", 0.6, 0.3, 0.9), zero_bound=0.3)
+    assert [cell_outcome(c, policy) for c in (clean, noisy, wide, recovered)] == [
+        "clean",
+        "underpowered",
+        "unclear",
+        "recovered",
+    ]
+    assert certified_bound([clean, noisy, wide], policy) == (0.16, [noisy, wide])
+    verdict = decide([clean, noisy, wide], policy, 0.0)
+    assert verdict.label == "INCONCLUSIVE" and verdict.certified_bound == 0.16
+    assert verdict.limiting_cells == (("quant", "paraphrase"), ("relearn", "qa"))
+    assert any("underpowered, even a zero residual would reach 0.13" in r for r in verdict.reasons)
+    assert decide([clean, noisy, recovered], policy, 0.0).label == "HIDDEN"
+    removed = decide([clean], policy, 0.0)
+    assert removed.label == "REMOVED" and removed.certified_bound == 0.06 and removed.limiting_cells == ()

@@ -98,6 +98,11 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
         "probe qa on original (retain sample)",
         "probe qa on unlearned (retain sample)",
     ], run.stderr
+    lines = run.stderr.splitlines()
+    power = [i for i, line in enumerate(lines) if line.startswith("power: qa: a zero residual would reach")]
+    first_attack = next(i for i, line in enumerate(lines) if "attack quant-rtn" in line)
+    assert power and power[0] < first_attack and "(40 items, 10 subjects)" in lines[power[0]], run.stderr
+    assert "certified bound: " in run.stdout, run.stdout
     results = json.loads((out / "results.json").read_text())
     validate_results(results)
     assert [p["phase"] for p in results["phases"]] == printed

@@ -198,6 +198,8 @@ def test_html_content(example):
     assert html.count("<polyline") == 1 and "unlearned (attacked)  AUC 0.91" in html  # one ROC line
     assert "recovery vs bits (qa)" in html and 'd="M' in html  # the curve
     assert "unlearn-audit audit --original runs/o" in html and "ab12..." in html
+    bound = "Certified bound 0.88: no attack in this plan recovers more than 88% of what the original knew"
+    assert bound in text and "(95%, subjects resampled)" in text and "150 (50 subjects)" in text
     uncontrolled = copy.deepcopy(example)
     uncontrolled["controlled"] = False
     assert "Uncontrolled audit" in render_html(uncontrolled)
@@ -343,6 +345,13 @@ def test_junit_counts_and_escaping(example):
     assert baseline is not None and "<img src=x onerror=alert(1)>" in baseline.text  # escaped in XML, text when parsed
 
 
+def test_underpowered_cells_are_judged_inconclusive(example):
+    cell = {**example["cells"][0], "ci_high": 0.16, "zero_bound": 0.12, "outcome": "underpowered"}
+    judgement = judge(example, cell)
+    assert judgement.kind == "inconclusive"
+    assert "underpowered, even a zero residual would reach 0.12" in judgement.message
+
+
 def test_judgements_follow_thresholds(example):
     base = {"attack": "a", "probe": "p", "n_items": 10, "controlled": True, "status": "ok"}
 
@@ -373,6 +382,7 @@ def test_custom_policy_thresholds_reach_the_reports():
 def test_markdown_summary(example, monkeypatch, tmp_path):
     md = render_markdown(example)
     assert "**HIDDEN**" in md and "gate FAILED (exit 1)" in md
+    assert "**Certified bound 0.88: no attack in this plan recovers more than 88% of what the original knew" in md
     assert "| `quant-rtn:bits=4` | **0.81** [0.72, 0.88] |" in md
     assert "bitsandbytes has no kernel for this device" in md and "relative drop 0.03" in md
     hostile = render_markdown(hostile_results())
