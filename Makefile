@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 # Without it, OpenMP threads spin-wait and training slows down many times when other processes share the cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install browser demo test test-fast lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,14 +20,22 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# Headless Chromium, for the tests that open the HTML report in a browser (they skip, saying why, without it).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	echo "chromium is not installed and could not be (needs root and apt-get): the browser tests will skip"
+
 demo: install
 	$(BIN)/unlearn-audit demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
 
 # Everything but the tests marked slow (those that train or audit models on the embedded world).
-test-fast: install
+test-fast: install browser
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install

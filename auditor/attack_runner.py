@@ -117,7 +117,7 @@ def run_attack(attack: Attack, loaded: LoadedModel, ctx: RunContext, cache_dir: 
     if cached is not None:
         return cached
     outcome = attack.apply(loaded, ctx)
-    if outcome.result.status == "skipped" or getattr(attack, "reloadable", True):
+    if outcome.result.status == "skipped" or attack.reloadable:
         protect = tuple(p for p in (loaded.spec.path, loaded.spec.adapter) if p)
         _write_entry(entry, outcome, protect)
     return outcome

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-RESAMPLING = ("subject", "item")
+AGGREGATES = ("mean", "auc", "gap", "std_gap")  # how a probe turns item scores into its K
 
 
 def _counts(rng: np.random.Generator, draws: int, size: int) -> np.ndarray:

@@ -115,6 +115,7 @@ class Orchestrator:
         self.store = PieceStore(config.cache_dir)
         self.phases = PhaseRecorder(log)
         self.models: dict[str, LoadedModel] = {}
+        self._reference_lm: ScoringModel | None = None  # the reference's scorer, shared by its probes
 
     def load(self, unlearned: bool = True) -> None:
         """Load the models (the unlearned one unless told not to) and check that they can be compared.

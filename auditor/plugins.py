@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from auditor.bootstrap import AGGREGATES
 from auditor.errors import UserError
 from auditor.prompts import DEFAULT_FORMAT, PromptFormat
 from auditor.types import AttackResult, AuditData, ItemSet, ProbeResult
@@ -124,6 +125,7 @@ class Attack(Plugin):
 
     tier: ClassVar[str] = "white-box-static"  # or "white-box-compute"
     stochastic: ClassVar[bool] = False  # draws on the seed (bootstrap over seeds)
+    reloadable: ClassVar[bool] = True  # its models reload as Hugging Face directories, so its outcome is cached
 
     def apply(self, model, ctx: RunContext) -> AttackOutcome:
         raise NotImplementedError
@@ -133,7 +135,13 @@ class Probe(Plugin):
     """Model -> per-item knowledge scores for one form of question."""
 
     needs: ClassVar[tuple[str, ...]] = ("forget",)  # AuditData fields required
-    aggregate: ClassVar[str] = "mean"
+    aggregate: ClassVar[str] = "mean"  # one of AGGREGATES: how item scores become the probe's K
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("aggregate")
+        if isinstance(declared, str) and declared not in AGGREGATES:
+            raise TypeError(f"probe {cls.__name__}: aggregate must be one of {', '.join(AGGREGATES)}, got {declared!r}")
 
     def missing_data(self, data: AuditData) -> list[str]:
         return [name for name in self.needs if getattr(data, name) is None]

@@ -102,7 +102,7 @@ def thin(fpr: np.ndarray, tpr: np.ndarray, limit: int = MAX_ROC_POINTS) -> tuple
 
 
 class MIAProbe(BaseProbe):
-    """Membership inference of forget items against holdout items; value = ROC AUC of one statistic."""
+    """Membership inference of forget items against holdout items; value = ``aggregate`` of one statistic."""
 
     name = "mia"
     summary = (

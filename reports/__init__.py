@@ -1,4 +1,4 @@
-"""Renderers: results.json -> HTML, JUnit XML, Markdown. Imports auditor.types and jinja2 only, never torch."""
+"""Renderers: results.json -> HTML, JUnit XML, Markdown. Imports jinja2 and auditor.errors only, never torch."""
 
 from __future__ import annotations
 

@@ -149,6 +149,7 @@ def test_registered_attacks_have_metadata():
         assert issubclass(cls, Attack) and cls.name == name and cls.summary and cls.paper
         assert cls.tier in ("white-box-static", "white-box-compute")
         cls()  # the defaults pass validation
+    assert Attack.reloadable and not QuantGPTQ.reloadable  # declared, as the runner reads it for its cache
 
 
 def test_quantizable_linears_are_the_decoder_projections(tiny):

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -179,6 +178,20 @@ def test_a_small_forget_set_says_how_far_it_can_see(world, data, demo_run, tmp_p
     assert runs["quant-hide"]["verdict"]["label"] == "HIDDEN", show(runs["quant-hide"])
 
 
+def test_probe_context_is_ready_once_models_are_loaded(world, data):
+    """A probe context can be made as soon as the models are loaded, before ``run`` sets up the reference scorer."""
+    from auditor.orchestrator import Orchestrator
+
+    spec = ModelSpec(str(world.original))
+    plan = make_plan("quick", ("quant-rtn:bits=4",), ("qa",), 0)
+    config = AuditConfig(spec, spec, ModelSpec(str(world.reference)), plan)
+    orchestrator = Orchestrator(config, data)
+    orchestrator.load()
+    assert orchestrator._context(0).reference_lm is None
+    orchestrator.run_shared()
+    assert orchestrator._context(0).reference_lm is not None
+
+
 def test_results_validate_against_schema(calibration):
     from reports.schema import validate_results
 
@@ -224,8 +237,25 @@ def scored_part(results: dict) -> dict:
     )
 
 
+# The CLI, killed with SIGKILL as soon as it has stored a given number of probe results: a fixed point, no race.
+KILL_AFTER_PIECES = """
+import os, signal, sys
+from auditor import orchestrator
+from auditor.cli import main
+limit = int(sys.argv.pop(1))
+store = orchestrator.PieceStore.get_or_compute
+def stop_after(self, key, compute):
+    result = store(self, key, compute)
+    if self.computed >= limit:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+orchestrator.PieceStore.get_or_compute = stop_after
+main()
+"""
+
+
 def test_resume_after_kill_matches_and_recomputes_nothing_finished(world, data, controls, tmp_path):
-    """Kill the CLI with SIGKILL while it runs the relearning attack, resume, compare with an uninterrupted run."""
+    """Kill the CLI with SIGKILL before the relearning attack, resume, compare with an uninterrupted run."""
     uninterrupted = audit(world, data, controls["idk"], tmp_path / "ref", tmp_path / "cache-ref", **QUICK)
     out = tmp_path / "killed"
     args = [
@@ -258,18 +288,15 @@ def test_resume_after_kill_matches_and_recomputes_nothing_finished(world, data, 
     before_relearning = 10
     # the CLI computes with as many threads as this process did the uninterrupted run (float reductions differ)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        if (
-            pieces.is_dir()
-            and len(list(pieces.glob("*.json"))) - len(list(pieces.glob("attack-*.json"))) >= before_relearning
-        ):
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "the audit finished before it could be killed"
+    killed = [
+        sys.executable,
+        "-c",
+        KILL_AFTER_PIECES,
+        str(before_relearning),
+        *args[3:],
+    ]  # args[3:]: after "-m auditor"
+    process = subprocess.run(killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, timeout=600)
+    assert process.returncode == -signal.SIGKILL, "the audit was not killed"
     assert not (out / "results.json").exists() and not (out / "report.html").exists()
     finished = {p: p.stat().st_mtime_ns for p in pieces.glob("*.json")}
     assert len(finished) >= before_relearning

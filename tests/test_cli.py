@@ -100,14 +100,22 @@ def test_refuses_to_write_into_an_input_model(world):
     assert result.returncode == 2 and "input directory" in result.stderr, result.stderr
 
 
-def test_help_and_list_are_fast_and_clean():
+def test_help_and_list_print_cleanly_and_help_needs_no_torch():
     result = run_cli("--help")
-    assert result.returncode == 0 and "audit" in result.stdout
+    assert result.returncode == 0 and "audit" in result.stdout and result.stderr == "", result.stderr
     for kind in ("attacks", "probes", "methods"):
         listed = run_cli("list", kind)
-        assert listed.returncode == 0 and len(listed.stdout.splitlines()) >= 3, listed.stderr
+        assert listed.returncode == 0 and len(listed.stdout.splitlines()) >= 3 and listed.stderr == "", listed.stderr
     presets = run_cli("list", "presets")
     assert presets.returncode == 0 and "standard:" in presets.stdout and "quant-rtn:bits=4" in presets.stdout
+    assert presets.stderr == "", presets.stderr
+    for args in (["--help"], ["audit", "--help"], ["list", "presets"]):  # what makes them fast: torch stays unloaded
+        code = (
+            f"import sys; from auditor.cli import cli; cli({args!r}, standalone_mode=False); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+        )
+        loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert loaded.returncode == 0 and loaded.stdout.splitlines()[-1] == "[]", (args, loaded.stdout, loaded.stderr)
 
 
 def test_score_keeps_the_known_and_the_unknown_items(world, tmp_path):

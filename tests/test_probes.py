@@ -453,3 +453,12 @@ def test_world_membership_inference(world_runs):
     assert original.extras["auc"]["loss"] > 0.8
     assert abs(reference.extras["auc"]["loss"] - 0.5) < 0.15
     assert original.value > 1.0 and abs(reference.value) < 0.1 * original.value
+
+
+def test_a_probe_with_an_unknown_aggregate_is_refused_when_defined():
+    """An aggregate the statistics do not know must not be read as a mean."""
+    with pytest.raises(TypeError, match="aggregate must be one of mean, auc, gap, std_gap, got 'median'"):
+
+        class Median(Probe):
+            name = "median-probe"
+            aggregate = "median"

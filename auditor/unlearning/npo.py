@@ -21,7 +21,7 @@ from auditor.models import LoadedModel
 from auditor.plugins import RunContext
 from auditor.training import Batch, LossFn, nll_loss, sequence_logprob
 from auditor.types import ItemSet
-from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, examples, forget_batches, forget_streams
+from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, forget_batches, forget_streams
 
 PAPER = "Zhang et al., COLM 2024, Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"
 
@@ -73,8 +73,7 @@ class NPOGradDiff(NPO):
     summary = "NPO on forget plus gradient descent on retain."
     defaults: ClassVar[dict[str, Any]] = {**NPO.defaults, "retain_weight": 2.0}
 
-    def streams(self, loaded, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> dict[str, list]:
-        return forget_streams(forget, ctx, self.name) | {"retain": examples(retain, ctx, self.name)}
+    streams = FineTuneMethod.streams  # the forget and the retain answers again (NPO alone has no retain stream)
 
     def build_loss(self, loaded: LoadedModel, ctx: RunContext) -> LossFn:
         beta, weight, reference = self.params["beta"], self.params["retain_weight"], loaded.model
