@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.errors import UserError
+from auditor.files import write_json_atomic
 from auditor.gate import Policy
 from auditor.orchestrator import AuditConfig, AuditScores, Orchestrator
-from auditor.results import build_results, plain_cells, power_lines, power_records, write_json_atomic, write_samples
+from auditor.results import build_results, plain_cells, power_lines, power_records, write_samples
 from auditor.types import AuditData
 
 

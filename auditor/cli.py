@@ -18,8 +18,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click  # noqa: E402
 
 from auditor import __version__  # noqa: E402
-from auditor.cli_common import EXIT_PASS, EXIT_RUNTIME, EXIT_USAGE, set_threads
-from auditor.errors import UserError
+from auditor.cli_common import set_threads
+from auditor.errors import EXIT_PASS, EXIT_RUNTIME, EXIT_USAGE, UserError
 from auditor.quiet import quiet_libraries
 from auditor.world.spec import WorldSpec
 

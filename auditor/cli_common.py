@@ -12,8 +12,6 @@ import click
 
 from auditor.errors import UserError
 
-EXIT_PASS, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE, EXIT_RUNTIME = 0, 1, 2, 3, 4
-
 
 def show_progress() -> bool:
     """Progress bars on a terminal, none under CI or when not a TTY."""

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from auditor.audit import run_audit
 from auditor.data import load_audit_data
+from auditor.files import write_text_atomic
 from auditor.gate import Policy
 from auditor.models import load_model
 from auditor.orchestrator import AuditConfig
@@ -256,14 +255,7 @@ def run_demo(
         entries = {n: run_method(MethodJob(n, out_dir, preset, cache_dir, threads, before), log) for n in ordered_names}
     ordered = [entries[n] for n in names]
     table = markdown_table(leaderboard_rows(ordered))
-    _write_atomic(out_dir / "leaderboard.md", table + "\n")
-    _write_atomic(out_dir / "index.html", render_index(ordered))
+    write_text_atomic(out_dir / "leaderboard.md", table + "\n")
+    write_text_atomic(out_dir / "index.html", render_index(ordered))
     log("\n" + table)
     return out_dir / "index.html"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

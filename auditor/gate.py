@@ -20,10 +20,10 @@ since the residual is then a ratio of two small, noisy differences.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from auditor.errors import UserError
+from auditor.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS, UserError
 from auditor.plan import DIRECT_PROBE
 from auditor.types import Cell, Verdict
 
@@ -218,9 +218,27 @@ def decide(cells: list[Cell], policy: Policy, collateral: float | None) -> Verdi
         collateral=collateral,
         gate_passed=not failures,
         failures=tuple(failures),
+        exit_code=exit_code(label, not failures),
         certified_bound=None if bound is None else round(bound, 6),
         limiting_cells=tuple((c.attack, c.probe) for c in limiting),
     )
+
+
+def exit_code(label: str, gate_passed: bool) -> int:
+    """0 passed, 1 the gate failed, 3 passed but inconclusive."""
+    if not gate_passed:
+        return EXIT_GATE_FAILED
+    return EXIT_INCONCLUSIVE if label == "INCONCLUSIVE" else EXIT_PASS
+
+
+def close_gate(verdict: Verdict, policy: Policy, traces: list[dict], regressions: list[str]) -> Verdict:
+    """The verdict with every gate failure: its own, unlearning traces (policy ``fail``) and baseline regressions."""
+    failures = list(verdict.failures)
+    if traces and policy.unlearning_trace == "fail":
+        failures.append(f"unlearning trace in {len(traces)} membership cell(s) fails the gate")
+    failures += [f"regression: {line}" for line in regressions]
+    passed = not failures
+    return replace(verdict, failures=tuple(failures), gate_passed=passed, exit_code=exit_code(verdict.label, passed))
 
 
 def _limit_reason(cell: Cell, policy: Policy) -> str:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from auditor.data import sample_items
+from auditor.files import write_json_atomic
 from auditor.models import LoadedModel, check_compatible, load_model
 from auditor.plan import DIRECT_PROBE, Plan, PlannedAttack
 from auditor.plugins import Probe, RunContext
@@ -80,10 +79,7 @@ class PieceStore:
         self.computed += 1
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(_dump(result), handle, default=str)
-            os.replace(tmp, self.root / f"{key}.json")
+            write_json_atomic(self.root / f"{key}.json", _dump(result))
         return result
 
 
@@ -317,10 +313,7 @@ class Orchestrator:
         path = self._record_path(planned, seed, fingerprint)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(result), handle, default=str)
-            os.replace(tmp, path)
+            write_json_atomic(path, asdict(result))
 
     def load_attack_record(self, planned: PlannedAttack, seed: int, fingerprint: str) -> AttackResult | None:
         path = self._record_path(planned, seed, fingerprint)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import re
-import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -16,7 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from auditor import __version__
-from auditor.gate import Policy, cell_outcome, compare_to_baseline, decide, informative, unlearning_traces
+from auditor.files import write_text_atomic
+from auditor.gate import (
+    Policy,
+    cell_outcome,
+    close_gate,
+    compare_to_baseline,
+    decide,
+    informative,
+    unlearning_traces,
+)
 from auditor.orchestrator import NO_ATTACK, AuditConfig, AuditScores
 from auditor.plan import DIRECT_PROBE
 from auditor.residual import (
@@ -29,8 +36,8 @@ from auditor.residual import (
     relative_drop,
 )
 from auditor.types import AuditData, Cell, ProbeResult
+from reports.schema import SCHEMA_VERSION
 
-SCHEMA_VERSION = "1.1"
 PACKAGES = ("torch", "transformers", "peft", "datasets", "scikit-learn", "scipy", "bitsandbytes", "gptqmodel")
 MAX_RECOVERED = 40
 MAX_RECOVERED_PER_CELL = 8  # so that every recovering cell, membership ones included, shows some items
@@ -330,29 +337,16 @@ def build_results(
     """The whole record of an audit, as ``results.json`` holds it; ``phases`` from ``PhaseRecorder.to_json``."""
     cells = build_cells(scores, config)
     collateral = collateral_record(scores, policy, config.seed)
-    verdict = decide(cells, policy, collateral["drop"])
-    cell_dicts = []
-    for cell in cells:
-        t = policy.for_cell(cell.attack, cell.probe)
-        cell_dicts.append({**asdict(cell), "thresholds": asdict(t), "outcome": cell_outcome(cell, policy)})
-    failures = list(verdict.failures)
+    cell_dicts = [
+        {**asdict(c), "thresholds": asdict(policy.for_cell(c.attack, c.probe)), "outcome": cell_outcome(c, policy)}
+        for c in cells
+    ]
     membership = {p.name for p in config.plan.probes if p.aggregate in MEMBERSHIP_AGGREGATES}
     traces = unlearning_traces(cells, membership, policy)
-    if traces and policy.unlearning_trace == "fail":
-        failures.append(f"unlearning trace in {len(traces)} membership cell(s) fails the gate")
-    baseline_record = None
-    if baseline is not None:
-        regression = compare_to_baseline(cell_dicts, baseline, policy)
-        failures += [f"regression: {line}" for line in regression.rose]
-        baseline_record = {
-            "source": str(baseline.get("_source", "baseline")),
-            "label": baseline.get("verdict", {}).get("label"),
-            "passed": not regression.rose,
-            "regressions": regression.rose,
-            "compared": regression.compared,
-        }
-    gate_passed = not failures
-    exit_code = 0 if gate_passed and verdict.label != "INCONCLUSIVE" else (1 if not gate_passed else 3)
+    regression = compare_to_baseline(cell_dicts, baseline, policy) if baseline is not None else None
+    verdict = close_gate(
+        decide(cells, policy, collateral["drop"]), policy, traces, regression.rose if regression else []
+    )
     specs = {"original": config.original, "unlearned": config.unlearned, "reference": config.reference}
     probe_meta = {p.name: p for p in config.plan.probes}
     results = {
@@ -387,16 +381,9 @@ def build_results(
         },
         "collateral": collateral,
         "unlearning_trace": {"policy": policy.unlearning_trace, "cells": traces},
-        "verdict": {
-            **asdict(verdict),
-            "deciding_cells": [list(c) for c in verdict.deciding_cells],
-            "reasons": list(verdict.reasons),
-            "failures": failures,
-            "gate_passed": gate_passed,
-            "exit_code": exit_code,
-        },
+        "verdict": asdict(verdict),
         "policy": policy.to_dict(),
-        "baseline": baseline_record,
+        "baseline": _baseline_record(baseline, regression),
         "recovered_items": _recovered_items(scores, cells, policy, membership),
         "curves": _curves(cells, config),
         "samples_dir": "samples",
@@ -404,6 +391,18 @@ def build_results(
         "phases": phases or [],
     }
     return json.loads(json.dumps(results, default=str))  # plain JSON types: what results.json will hold
+
+
+def _baseline_record(baseline: dict | None, regression) -> dict | None:
+    if baseline is None:
+        return None
+    return {
+        "source": str(baseline.get("_source", "baseline")),
+        "label": baseline.get("verdict", {}).get("label"),
+        "passed": not regression.rose,
+        "regressions": regression.rose,
+        "compared": regression.compared,
+    }
 
 
 def _attack_records(config: AuditConfig, scores: AuditScores) -> list[dict]:
@@ -480,14 +479,6 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
-def write_json_atomic(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(value, handle, indent=2, default=str, ensure_ascii=False)
-    os.replace(tmp, path)
-
-
 def write_samples(out_dir: Path, scores: AuditScores) -> None:
     """``samples/<model>__<attack>__<probe>.jsonl``: per-item records of every probe run."""
     folder = out_dir / "samples"
@@ -502,7 +493,4 @@ def write_samples(out_dir: Path, scores: AuditScores) -> None:
             )
             for s in result.items
         ]
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write("\n".join(lines) + ("\n" if lines else ""))
-        os.replace(tmp, folder / f"{name}.jsonl")
+        write_text_atomic(folder / f"{name}.jsonl", "\n".join(lines) + ("\n" if lines else ""))

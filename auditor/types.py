@@ -184,5 +184,6 @@ class Verdict:
     collateral: float | None  # relative drop of retain knowledge versus the original
     gate_passed: bool
     failures: tuple[str, ...] = ()
+    exit_code: int = 0  # the CLI's exit status for this verdict (see auditor.errors)
     certified_bound: float | None = None  # the largest upper bound over the informative cells
     limiting_cells: tuple[tuple[str, str], ...] = ()  # the cells whose upper bound keeps it from REMOVED

@@ -1,14 +1,13 @@
-"""Renderers: results.json -> HTML, JUnit XML, Markdown. Imports jinja2 and auditor.errors only, never torch."""
+"""Renderers: results.json -> HTML, JUnit XML, Markdown. Imports jinja2 and torch-free auditor modules, never torch."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from auditor.errors import UserError
+from auditor.files import write_text_atomic
 from reports.html import render_html
 from reports.junit import render_junit
 from reports.markdown import render_markdown
@@ -19,18 +18,6 @@ FILES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "junit": ("junit.xml", render_junit),
     "markdown": ("summary.md", render_markdown),
 }
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def write_reports(

@@ -82,11 +82,12 @@ def cell_summary(cell: dict[str, Any]) -> str:
 
 
 def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
-    """Failed when the cell decided a failing verdict or its lower bound passed the hidden threshold.
+    """How a cell stands against the gate, from the outcome the audit decided (``auditor.gate.cell_outcome``).
 
-    Skipped and fallback cells are judged ``skipped``, as the gate never counts them.
+    Failed when the cell decided a failing verdict, or recovered knowledge and the policy fails on HIDDEN;
+    skipped and fallback cells are judged ``skipped``, as the gate never counts them.
     """
-    if cell["status"] != "ok":  # the gate never counts a skipped or fallback cell as evidence
+    if cell["status"] != "ok":
         what = "skipped" if cell["status"] == "skipped" else "a fallback ran, not counted as evidence"
         return Judgement("skipped", f"{what}: {cell.get('note') or 'no reason given'}")
     limits = thresholds(results, cell)
@@ -95,19 +96,21 @@ def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
     summary = cell_summary(cell)
     if (cell["attack"], cell["probe"]) in deciding(results) and label in fail_on:
         return Judgement("failed", f"decided verdict {label}: {summary}")
-    if cell.get("outcome") == "uninformative":
-        return Judgement("inconclusive", f"{summary}: uninformative (the original barely beats the floor)")
-    if cell.get("outcome") == "underpowered":
-        zero = fmt(cell.get("zero_bound"))
-        return Judgement("inconclusive", f"{summary}: underpowered, even a zero residual would reach {zero}")
-    low, high = finite(cell.get("ci_low")), finite(cell.get("ci_high"))
-    if low is None or high is None or finite(cell.get("residual")) is None:
-        return Judgement("inconclusive", f"no residual measured: {cell.get('note') or 'no reason given'}")
-    if low > limits["hidden"]:
+    outcome = cell["outcome"]
+    if outcome == "recovered":
         kind = "failed" if "HIDDEN" in fail_on else "passed"
         return Judgement(kind, f"{summary}: lower bound above the hidden threshold {fmt(limits['hidden'])}")
-    if high < limits["removed"]:
+    if outcome == "clean":
         return Judgement("passed", f"{summary}: upper bound below the removed threshold {fmt(limits['removed'])}")
+    if outcome == "underpowered":
+        zero = fmt(cell.get("zero_bound"))
+        return Judgement("inconclusive", f"{summary}: underpowered, even a zero residual would reach {zero}")
+    if outcome == "uninformative":
+        if finite(cell.get("residual")) is None:
+            return Judgement("inconclusive", f"no residual measured: {cell.get('note') or 'no reason given'}")
+        return Judgement(
+            "inconclusive", f"{summary}: uninformative (too few items, or the original barely beats the floor)"
+        )
     return Judgement(
         "inconclusive", f"{summary}: interval neither below {fmt(limits['removed'])} nor above {fmt(limits['hidden'])}"
     )

@@ -347,20 +347,24 @@ def test_underpowered_cells_are_judged_inconclusive(example):
     assert "underpowered, even a zero residual would reach 0.12" in judgement.message
 
 
-def test_judgements_follow_thresholds(example):
+def test_judgements_render_the_decided_outcome(example):
+    """The reports never compare a cell with thresholds themselves: they render the outcome the gate decided."""
     base = {"attack": "a", "probe": "p", "n_items": 10, "controlled": True, "status": "ok"}
 
-    def kind(low, mid, high, status="ok"):
-        return judge(example, {**base, "residual": mid, "ci_low": low, "ci_high": high, "status": status}).kind
+    def kind(low, mid, high, outcome, status="ok"):
+        cell = {**base, "residual": mid, "ci_low": low, "ci_high": high, "status": status, "outcome": outcome}
+        return judge(example, cell).kind
 
-    assert kind(0.0, 0.02, 0.05) == "passed"
-    assert kind(0.3, 0.4, 0.5) == "failed"
-    assert kind(0.05, 0.15, 0.3) == "inconclusive"
-    assert kind(None, None, None) == "inconclusive"
-    assert kind(0.3, 0.4, 0.5, "skipped") == "skipped"
-    assert kind(0.3, 0.4, 0.5, "fallback") == "skipped"  # as the gate: a fallback is never evidence
+    assert kind(0.0, 0.02, 0.05, "clean") == "passed"
+    assert kind(0.3, 0.4, 0.5, "recovered") == "failed"
+    assert kind(0.05, 0.15, 0.3, "unclear") == "inconclusive"
+    assert kind(0.0, 0.02, 0.05, "unclear") == "inconclusive"  # the outcome, not the numbers, decides
+    assert kind(None, None, None, "uninformative") == "inconclusive"
+    assert kind(0.3, 0.4, 0.5, "skipped", "skipped") == "skipped"
+    assert kind(0.3, 0.4, 0.5, "skipped", "fallback") == "skipped"  # as the gate: a fallback is never evidence
     lenient = {**example, "policy": {**example["policy"], "fail_on": ["NOT_UNLEARNED"]}}
-    assert judge(lenient, {**base, "residual": 0.4, "ci_low": 0.3, "ci_high": 0.5}).kind == "passed"
+    cell = {**base, "residual": 0.4, "ci_low": 0.3, "ci_high": 0.5, "outcome": "recovered"}
+    assert judge(lenient, cell).kind == "passed"
 
 
 def test_custom_policy_thresholds_reach_the_reports():
@@ -457,7 +461,7 @@ def test_reports_do_not_import_torch():
 
 def test_non_finite_numbers_render(example):
     odd = copy.deepcopy(example)
-    odd["cells"][0].update(residual=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
+    odd["cells"][0].update(residual=float("nan"), ci_low=float("nan"), ci_high=float("nan"), outcome="uninformative")
     odd["curves"][0]["points"][0]["residual"] = float("nan")
     assert judge(odd, odd["cells"][0]).kind == "inconclusive"
     assert "n/a" in render_html(odd) and "n/a" in render_markdown(odd)
