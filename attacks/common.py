@@ -7,10 +7,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from auditor.models import LoadedModel, fingerprint_module
+from auditor.lm.models import LoadedModel, fingerprint_module
+from auditor.lm.prompts import PromptFormat
+from auditor.lm.training import Example
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome
-from auditor.prompts import PromptFormat
-from auditor.training import Example
 from auditor.types import AttackResult, Item, Status, VariantRecord
 
 

@@ -2,7 +2,7 @@
 
 Zhang et al. (ICLR 2025) showed that unlearning which moves weights less than a
 quantization step is undone by quantizing the unlearned model. Three backends:
-plain-torch round-to-nearest (always available, the grid of ``auditor.quant``),
+plain-torch round-to-nearest (always available, the grid of ``auditor.lm.quant``),
 bitsandbytes int8/nf4/fp4, and GPTQ through the optional ``gptqmodel`` extra.
 A backend that cannot run yields ``skipped`` with the reason, never a
 full-precision model labelled quantized.
@@ -23,9 +23,9 @@ import torch
 
 from attacks.common import calibration_texts, outcome, skipped, variant_label
 from auditor.errors import UserError
-from auditor.models import LoadedModel, clone, load_model, save_model
+from auditor.lm.models import LoadedModel, clone, load_model, save_model
+from auditor.lm.quant import quantizable_linears, rtn_quantize_dequantize
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
-from auditor.quant import quantizable_linears, rtn_quantize_dequantize
 from auditor.types import ModelSpec
 
 PAPER = "https://arxiv.org/abs/2410.16454"

@@ -1,6 +1,6 @@
 """Relearning attacks: a short fine-tune brings back knowledge that unlearning only suppressed.
 
-Every attack fine-tunes a copy through ``auditor.training.train`` (LoRA merged at
+Every attack fine-tunes a copy through ``auditor.lm.training.train`` (LoRA merged at
 the end, or full fine-tuning) with a fixed seed from the run context, and is
 applied with the same budget to the unlearned model and to the reference, so
 what the fine-tune teaches by itself cancels out in the residual.
@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 from attacks.common import item_examples, outcome, skipped, variant_label
 from auditor.errors import UserError
-from auditor.models import LoadedModel, clone
+from auditor.lm.models import LoadedModel, clone
+from auditor.lm.training import Example, TrainConfig, train
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
-from auditor.training import Example, TrainConfig, train
 from auditor.types import Item
 
 PAPER_DEEB = "https://arxiv.org/abs/2410.08827"

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from auditor.bootstrap import AGGREGATES
 from auditor.errors import UserError
-from auditor.prompts import DEFAULT_FORMAT, PromptFormat
+from auditor.lm.prompts import DEFAULT_FORMAT, PromptFormat
+from auditor.stats.bootstrap import AGGREGATES
 from auditor.types import AttackResult, AuditData, ItemSet, ProbeResult
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -106,7 +106,7 @@ class RunContext:
 class AttackedVariant:
     """One model produced by an attack; ``trained_groups`` are subjects its fine-tune saw."""
 
-    model: Any  # auditor.models.LoadedModel
+    model: Any  # auditor.lm.models.LoadedModel
     name: str = "main"
     trained_groups: frozenset[str] = frozenset()
 
@@ -154,7 +154,7 @@ class Probe(Plugin):
 class UnlearnOutcome:
     """The unlearned model (in memory) and what the method did (resolved settings, cost)."""
 
-    model: Any  # auditor.models.LoadedModel
+    model: Any  # auditor.lm.models.LoadedModel
     info: dict[str, Any] = field(default_factory=dict)
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 from auditor.errors import UserError
 
 Status = Literal["ok", "skipped", "fallback"]
+NO_ATTACK = "none"  # the attack id of the models as given
+DIRECT_PROBE = "qa"  # r(none, qa) is what a naive evaluation sees
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,13 @@ import time
 
 import torch
 
-from auditor.demo import world_data
-from auditor.models import load_model
+from auditor.engine.demo import world_data
+from auditor.lm.models import load_model
+from auditor.lm.scoring import ScoringModel, length_buckets
+from auditor.lm.tokens import encode_pair, encode_pairs
+from auditor.lm.training import pad_token_id
 from auditor.plugins import RunContext
 from auditor.registry import PROBES
-from auditor.scoring import ScoringModel, length_buckets
-from auditor.tokens import encode_pair, encode_pairs
-from auditor.training import pad_token_id
 from auditor.types import ModelSpec
 from auditor.world import build_world
 

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from auditor.demo import _steps_text, world_data
-from auditor.models import ModelSpec, load_model
+from auditor.engine.demo import _steps_text, world_data
+from auditor.lm.models import ModelSpec, load_model
 from auditor.plugins import RunContext, parse_param_pairs
 from auditor.registry import METHODS
 from auditor.unlearning.check import qa_accuracy, rtn_copy

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from auditor.errors import UserError
-from auditor.metrics import contains_answer, rouge_l_recall, truth_ratio
 from auditor.plugins import Probe, RunContext
+from auditor.stats.metrics import contains_answer, rouge_l_recall, truth_ratio
 from auditor.types import Item, ItemScore, ProbeResult
 
 # Why a model left an item unscored: every attacked variant trained on its subject, or it exceeds the context.

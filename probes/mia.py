@@ -7,7 +7,7 @@ the forget set's imprint and near 0.5 for a model that never saw it.
 
 With ``log p_t`` the log-probability of scored token t (the answer tokens of a
 QA pair, or every token of a text scored with an empty prompt, see
-``auditor.tokens``):
+``auditor.lm.tokens``):
 
 - ``loss``: mean_t log p_t (minus the average NLL);
 - ``zlib``: sum_t log p_t / zlib-compressed byte length of the scored text
@@ -57,12 +57,12 @@ import zlib
 
 import numpy as np
 
-from auditor.bootstrap import aggregate
 from auditor.errors import UserError
-from auditor.metrics import roc_auc, roc_curve_points, tpr_at_fpr
+from auditor.lm.scoring import TokenStats
 from auditor.plugins import RunContext
-from auditor.residual import MEMBERSHIP_AGGREGATES
-from auditor.scoring import TokenStats
+from auditor.stats.bootstrap import aggregate
+from auditor.stats.metrics import roc_auc, roc_curve_points, tpr_at_fpr
+from auditor.stats.residual import MEMBERSHIP_AGGREGATES
 from auditor.types import AuditData, Item, ItemScore, ProbeResult
 from probes.common import UNSCORED, BaseProbe, check_choice, qa_items
 

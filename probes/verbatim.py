@@ -14,8 +14,8 @@ import re
 from collections import defaultdict
 
 from auditor.errors import UserError
-from auditor.metrics import rouge_l_recall
 from auditor.plugins import RunContext
+from auditor.stats.metrics import rouge_l_recall
 from auditor.types import Item, ItemScore, ProbeResult
 from probes.common import UNSCORED, BaseProbe, check_positive
 

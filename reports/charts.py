@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditor.types import NO_ATTACK
 from reports.text import clip, finite, fmt, fmt_ci, visible
 from reports.view import attack_ids, cell_map, cell_summary, deciding, policy, probe_names
 
@@ -229,12 +230,12 @@ def roc_charts(results: dict[str, Any]) -> list[dict[str, Any]]:
     probes = {p["name"]: p for p in results.get("probes", [])}
     charts = []
     for (probe, attack), by_model in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 1e9))):
-        if attack != "none" and "original" not in by_model and "original" in groups.get((probe, "none"), {}):
-            by_model = {"original": groups[(probe, "none")]["original"], **by_model}
+        if attack != NO_ATTACK and "original" not in by_model and "original" in groups.get((probe, NO_ATTACK), {}):
+            by_model = {"original": groups[(probe, NO_ATTACK)]["original"], **by_model}
         series = []
         for k, (model, score) in enumerate(by_model.items()):
             coords = " ".join(f"{left + f * plot:.1f},{pad + (1 - t) * plot:.1f}" for f, t in score["points"])
-            name = model if attack == "none" or model == "original" else f"{model} (attacked)"
+            name = model if attack == NO_ATTACK or model == "original" else f"{model} (attacked)"
             series.append(
                 {
                     "points": coords,

@@ -82,7 +82,7 @@ def cell_summary(cell: dict[str, Any]) -> str:
 
 
 def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
-    """How a cell stands against the gate, from the outcome the audit decided (``auditor.gate.cell_outcome``).
+    """How a cell stands against the gate, from the outcome the audit decided (``auditor.stats.gate.cell_outcome``).
 
     Failed when the cell decided a failing verdict, or recovered knowledge and the policy fails on HIDDEN;
     skipped and fallback cells are judged ``skipped``, as the gate never counts them.

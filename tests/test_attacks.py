@@ -15,14 +15,14 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import attacks.quantization as quantization
 from attacks.quantization import QuantBnB, QuantGPTQ, QuantRTN
 from attacks.relearning import RelearnForget, RelearnRetain, RelearnUnrelated
-from auditor.attack_runner import run_attack
 from auditor.data import load_items
-from auditor.metrics import contains_answer
-from auditor.models import fingerprint_module, load_model
+from auditor.engine.attack_runner import run_attack
+from auditor.lm.models import fingerprint_module, load_model
+from auditor.lm.quant import quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
+from auditor.lm.scoring import RoutedScoringModel, ScoringModel
 from auditor.plugins import Attack, AttackOutcome, RunContext
-from auditor.quant import quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
 from auditor.registry import ATTACKS, METHODS
-from auditor.scoring import RoutedScoringModel, ScoringModel
+from auditor.stats.metrics import contains_answer
 from auditor.types import AuditData, Item, ItemSet, ModelSpec
 from auditor.world.tokenizer import train_tokenizer
 

@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from auditor.audit import run_audit
-from auditor.demo import DEMO_METHODS, WORLD_AUDIT_FILES, run_demo, world_data
-from auditor.gate import Policy
-from auditor.models import load_model
-from auditor.orchestrator import AuditConfig
-from auditor.plan import make_plan
+from auditor.engine.audit import run_audit
+from auditor.engine.demo import DEMO_METHODS, WORLD_AUDIT_FILES, run_demo, world_data
+from auditor.engine.orchestrator import AuditConfig
+from auditor.engine.plan import make_plan
+from auditor.engine.unlearn_runner import unlearn_to_dir
+from auditor.lm.models import load_model
 from auditor.plugins import RunContext
 from auditor.registry import METHODS
+from auditor.stats.gate import Policy
 from auditor.types import ModelSpec
-from auditor.unlearn_runner import unlearn_to_dir
 
 pytestmark = pytest.mark.slow  # every test here audits models of the embedded world
 
@@ -180,7 +180,7 @@ def test_a_small_forget_set_says_how_far_it_can_see(world, data, demo_run, tmp_p
 
 def test_probe_context_is_ready_once_models_are_loaded(world, data):
     """A probe context can be made as soon as the models are loaded, before ``run`` sets up the reference scorer."""
-    from auditor.orchestrator import Orchestrator
+    from auditor.engine.orchestrator import Orchestrator
 
     spec = ModelSpec(str(world.original))
     plan = make_plan("quick", ("quant-rtn:bits=4",), ("qa",), 0)
@@ -193,11 +193,11 @@ def test_probe_context_is_ready_once_models_are_loaded(world, data):
 
 
 def test_results_validate_against_schema(calibration):
-    from reports.schema import validate_results
+    from reports.schema import SCHEMA_VERSION, validate_results
 
     for results in calibration.values():
         validate_results(results)  # raises on any violation
-        assert results["schema_version"] == "1.0" and results["cells"]
+        assert results["schema_version"] == SCHEMA_VERSION and results["cells"]
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -240,7 +240,7 @@ def scored_part(results: dict) -> dict:
 # The CLI, killed with SIGKILL as soon as it has stored a given number of probe results: a fixed point, no race.
 KILL_AFTER_PIECES = """
 import os, signal, sys
-from auditor import orchestrator
+from auditor.engine import orchestrator
 from auditor.cli import main
 limit = int(sys.argv.pop(1))
 store = orchestrator.PieceStore.get_or_compute
@@ -382,7 +382,7 @@ def test_a_collapsed_ascent_is_not_hidden_through_membership(world, data, tmp_pa
 
 
 def test_recovered_items_show_answers_and_membership_statistics(calibration):
-    from auditor.metrics import contains_answer
+    from auditor.stats.metrics import contains_answer
 
     results = calibration["idk"]
     outcomes = {(c["attack"], c["probe"]): c["outcome"] for c in results["cells"]}

@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from auditor.demo import world_data
-from auditor.models import LoadedModel, load_model
+from auditor.engine.demo import world_data
+from auditor.lm.models import LoadedModel, load_model
+from auditor.lm.scoring import ScoringModel, context_length
 from auditor.plugins import RunContext
 from auditor.registry import PROBES
-from auditor.scoring import ScoringModel, context_length
 from auditor.types import ModelSpec
 
 CONTEXT = 64  # the world's QA prompts (about 20 tokens) fit with their answer budget; four shots before them do not

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from auditor.bootstrap import aggregate, draw_weights, weighted_aggregate
 from auditor.errors import UserError
-from auditor.gate import Policy, compare_to_baseline, decide, load_policy, unlearning_traces
-from auditor.residual import Scores, estimate_residual, relative_drop
+from auditor.stats.bootstrap import aggregate, draw_weights, weighted_aggregate
+from auditor.stats.gate import Policy, compare_to_baseline, decide, load_policy, unlearning_traces
+from auditor.stats.residual import Scores, estimate_residual, relative_drop
 from auditor.types import Cell
 
 
@@ -224,7 +224,7 @@ def test_certified_bound_and_underpowered_cells():
     residual is underpowered (never evidence of removal) and still shows HIDDEN when its lower bound says so."""
     from dataclasses import replace
 
-    from auditor.gate import cell_outcome, certified_bound
+    from auditor.stats.gate import cell_outcome, certified_bound
 
     policy = Policy()
     clean = replace(cell("none", "qa", 0.02, 0.0, 0.06), zero_bound=0.04)
@@ -245,3 +245,20 @@ def test_certified_bound_and_underpowered_cells():
     assert decide([clean, noisy, recovered], policy, 0.0).label == "HIDDEN"
     removed = decide([clean], policy, 0.0)
     assert removed.label == "REMOVED" and removed.certified_bound == 0.06 and removed.limiting_cells == ()
+
+
+def test_statistics_load_without_torch():
+    """auditor.stats decides verdicts from numbers alone: it loads (and runs) in an environment without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; sys.modules['torch'] = None; "  # any import of torch now fails
+        "from auditor.stats import bootstrap, gate, metrics, residual; "
+        "est = residual.estimate_residual(residual.Scores(np.ones(20), np.zeros((1, 20)), np.zeros(20), "
+        "np.zeros((1, 20)), groups=np.repeat(np.arange(5), 4)), 'mean'); "
+        "assert est.residual == 0.0 and gate.Policy().thresholds.removed == 0.1; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if sys.modules.get(m)))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr

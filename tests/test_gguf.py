@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.cli_common import spec_of
+from auditor.cli.common import spec_of
 from auditor.data import load_items
+from auditor.engine.unlearn_runner import qa_knowledge
 from auditor.errors import UserError
-from auditor.gguf_input import gguf_directory
-from auditor.models import load_model
-from auditor.prompts import DEFAULT_FORMAT
+from auditor.lm.gguf import gguf_directory
+from auditor.lm.models import load_model
+from auditor.lm.prompts import DEFAULT_FORMAT
 from auditor.types import ModelSpec
-from auditor.unlearn_runner import qa_knowledge
 
 gguf = pytest.importorskip("gguf", reason="the gguf extra is installed by `make install`")
 

@@ -15,15 +15,15 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import auditor.scoring
-from auditor.demo import world_data
+import auditor.lm.scoring
+from auditor.engine.demo import world_data
 from auditor.errors import UserError
-from auditor.metrics import contains_answer
-from auditor.models import load_model
+from auditor.lm.models import load_model
+from auditor.lm.scoring import RoutedScoringModel, ScoringModel
+from auditor.lm.training import Example, TrainConfig, train
 from auditor.plugins import Probe, RunContext
 from auditor.registry import PROBES
-from auditor.scoring import RoutedScoringModel, ScoringModel
-from auditor.training import Example, TrainConfig, train
+from auditor.stats.metrics import contains_answer
 from auditor.types import AuditData, Item, ItemSet, ModelSpec
 from auditor.world.tokenizer import train_tokenizer
 
@@ -372,7 +372,7 @@ def test_registered_probe_metadata(name):
 
 def test_all_probes_score_each_unique_pair_once(tiny, monkeypatch):
     seen: list[tuple[str, str]] = []
-    original, prefilled = auditor.scoring.teacher_forced, auditor.scoring.generate_scored
+    original, prefilled = auditor.lm.scoring.teacher_forced, auditor.lm.scoring.generate_scored
 
     def counting(model, tokenizer, pairs, *args):
         seen.extend(pairs)
@@ -380,14 +380,14 @@ def test_all_probes_score_each_unique_pair_once(tiny, monkeypatch):
 
     def counting_prefilled(model, tokenizer, prompts, answers, *args):
         seen.extend((p, a) for p, prompt_answers in zip(prompts, answers, strict=True) for a in prompt_answers)
-        monkeypatch.setattr(auditor.scoring, "teacher_forced", original)  # its fallback pairs are counted above
+        monkeypatch.setattr(auditor.lm.scoring, "teacher_forced", original)  # its fallback pairs are counted above
         try:
             return prefilled(model, tokenizer, prompts, answers, *args)
         finally:
-            monkeypatch.setattr(auditor.scoring, "teacher_forced", counting)
+            monkeypatch.setattr(auditor.lm.scoring, "teacher_forced", counting)
 
-    monkeypatch.setattr(auditor.scoring, "teacher_forced", counting)
-    monkeypatch.setattr(auditor.scoring, "generate_scored", counting_prefilled)
+    monkeypatch.setattr(auditor.lm.scoring, "teacher_forced", counting)
+    monkeypatch.setattr(auditor.lm.scoring, "generate_scored", counting_prefilled)
     lm = ScoringModel(tiny["model"])
     ctx = RunContext(data=tiny["data"], seed=0)
     for name in PROBES.names():

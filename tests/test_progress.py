@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
+from auditor.engine.progress import PhaseRecorder
 from auditor.errors import UserError
-from auditor.progress import PhaseRecorder
 
 STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 PHASE_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (?P<phase>.+): (?P<seconds>\d+\.\d) s(?P<reused> \(reused\))?$")

@@ -7,8 +7,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from auditor.errors import UserError
-from auditor.prompts import PLAIN_TEMPLATE, PromptFormat, chat_format, resolve_format
-from auditor.tokens import encode_pair
+from auditor.lm.prompts import PLAIN_TEMPLATE, PromptFormat, chat_format, resolve_format
+from auditor.lm.tokens import encode_pair
 
 CHATML = (  # SmolLM2-Instruct's layout: a default system turn, ChatML turns ending at <|im_end|>
     "{% for message in messages %}"

@@ -7,11 +7,11 @@ import re
 import pytest
 
 from auditor.data import fingerprint_items
-from auditor.gate import Policy, Thresholds
-from auditor.orchestrator import NO_ATTACK, AuditConfig, AuditScores
-from auditor.plan import make_plan
-from auditor.results import build_results
-from auditor.types import AttackResult, AuditData, Item, ItemScore, ItemSet, ModelSpec, ProbeResult
+from auditor.engine.orchestrator import AuditConfig, AuditScores
+from auditor.engine.plan import make_plan
+from auditor.engine.results import build_results
+from auditor.stats.gate import Policy, Thresholds
+from auditor.types import NO_ATTACK, AttackResult, AuditData, Item, ItemScore, ItemSet, ModelSpec, ProbeResult
 from reports.html import render_html
 from reports.junit import render_junit
 from reports.markdown import render_markdown

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import auditor.scoring
-from auditor.scoring import (
+import auditor.lm.scoring
+from auditor.lm.scoring import (
     RoutedScoringModel,
     ScoringModel,
     generate_scored,
@@ -16,8 +16,8 @@ from auditor.scoring import (
     length_buckets,
     teacher_forced,
 )
-from auditor.tokens import encode_pair
-from auditor.training import Example, TrainConfig, train
+from auditor.lm.tokens import encode_pair
+from auditor.lm.training import Example, TrainConfig, train
 from auditor.world.tokenizer import train_tokenizer
 
 PROMPTS = [f"Question: Where does person {i} of house {i * 7 % 5} live?\nAnswer:" for i in range(12)]
@@ -152,13 +152,13 @@ def _scored_against_separate(model, tok, answers, prompts=PROMPTS, **budget):
 @pytest.mark.parametrize(("max_rows", "max_tokens"), [(256, 8192), (3, 8192), (32, 60)])
 def test_generation_prefill_scores_answers_like_teacher_forcing(tiny, tok, monkeypatch, max_rows, max_tokens):
     fallback: list = []
-    plain = auditor.scoring.teacher_forced
+    plain = auditor.lm.scoring.teacher_forced
 
     def counting(model, tokenizer, pairs, *args):
         fallback.extend(pairs)
         return plain(model, tokenizer, pairs, *args)
 
-    monkeypatch.setattr(auditor.scoring, "teacher_forced", counting)
+    monkeypatch.setattr(auditor.lm.scoring, "teacher_forced", counting)
     answers = [[a, " Town9", ""][: 1 + i % 3] for i, a in enumerate(ANSWERS)]  # several answers, an empty one
     _scored_against_separate(tiny, tok, answers, max_rows=max_rows, max_tokens=max_tokens)
     assert not fallback  # every prompt's cache served its answers

@@ -10,12 +10,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from auditor.errors import UserError
-from auditor.models import LoadedModel, ModelSpec, clone, fingerprint_dir, fingerprint_module, load_model
+from auditor.lm.models import LoadedModel, ModelSpec, clone, fingerprint_dir, fingerprint_module, load_model
+from auditor.lm.quant import quantizable_linears, rtn_quantize_dequantize
+from auditor.lm.scoring import ScoringModel
+from auditor.lm.training import Batch, Example, TrainConfig, nll_loss, train
 from auditor.plugins import RunContext, UnlearningMethod
-from auditor.quant import quantizable_linears, rtn_quantize_dequantize
 from auditor.registry import METHODS
-from auditor.scoring import ScoringModel
-from auditor.training import Batch, Example, TrainConfig, nll_loss, train
 from auditor.types import AuditData, Item, ItemSet
 from auditor.unlearning.base import ga_term, kl_to_reference
 from auditor.unlearning.check import qa_accuracy, rtn_copy

@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from auditor.errors import UserError
-from auditor.models import fingerprint_dir
-from auditor.tokens import encode_pair
+from auditor.lm.models import fingerprint_dir
+from auditor.lm.tokens import encode_pair
 from auditor.world import DATA_FILES, WorldSpec, build_world, qa_completion, qa_prompt, shipped
 from auditor.world import build as world_build
 from auditor.world import templates as t
@@ -166,7 +166,7 @@ def test_notebook_words_name_no_entity():
 
 
 def test_world_loss_equals_the_plain_nll(small_data):
-    from auditor.training import collate, encode_examples, nll_loss
+    from auditor.lm.training import collate, encode_examples, nll_loss
     from auditor.world.recipe import labelled_nll_loss, new_model, training_examples
 
     tokenizer = AutoTokenizer.from_pretrained(small_data / "tokenizer", local_files_only=True)

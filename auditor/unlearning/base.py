@@ -2,7 +2,7 @@
 
 A fine-tuning method is a ``FineTuneMethod``: it names its training streams
 (``streams``) and builds a loss over them (``build_loss``); ``unlearn`` clones
-the input, runs the shared loop ``auditor.training.train`` and records the
+the input, runs the shared loop ``auditor.lm.training.train`` and records the
 resolved settings and the cost. The input model is never changed.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import torch
 
 from auditor.errors import UserError
-from auditor.models import LoadedModel, clone, fingerprint_module
+from auditor.lm.models import LoadedModel, clone, fingerprint_module
+from auditor.lm.training import Batch, Example, LossFn, TrainConfig, TrainReport, nll_loss, train
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
-from auditor.training import Batch, Example, LossFn, TrainConfig, TrainReport, nll_loss, train
 from auditor.types import ItemSet
 from auditor.unlearning.goal import GOAL_DEFAULTS, ForgetGoal, forget_goal
 
@@ -72,7 +72,7 @@ def finish(loaded: LoadedModel, model: torch.nn.Module, info: dict[str, Any]) ->
 
 
 class FineTuneMethod(UnlearningMethod):
-    """A method that is a loss over named streams, driven by ``auditor.training.train``."""
+    """A method that is a loss over named streams, driven by ``auditor.lm.training.train``."""
 
     defaults: ClassVar[dict[str, Any]] = dict(TRAIN_DEFAULTS)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from auditor.metrics import contains_answer
-from auditor.models import LoadedModel, clone
-from auditor.prompts import DEFAULT_FORMAT, PromptFormat
-from auditor.quant import quantizable_linears, rtn_quantize_dequantize
-from auditor.scoring import ScoringModel
+from auditor.lm.models import LoadedModel, clone
+from auditor.lm.prompts import DEFAULT_FORMAT, PromptFormat
+from auditor.lm.quant import quantizable_linears, rtn_quantize_dequantize
+from auditor.lm.scoring import ScoringModel
+from auditor.stats.metrics import contains_answer
 from auditor.types import ItemSet
 
 

@@ -15,9 +15,9 @@ import time
 from typing import Any, ClassVar
 
 from auditor.errors import UserError
-from auditor.models import LoadedModel, ModelSpec, clone, fingerprint_dir, load_model
+from auditor.lm.models import LoadedModel, ModelSpec, clone, fingerprint_dir, load_model
+from auditor.lm.training import LossFn, nll_loss
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
-from auditor.training import LossFn, nll_loss
 from auditor.types import ItemSet
 from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, examples, finish
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from auditor.data import sample_items
-from auditor.models import LoadedModel
+from auditor.lm.models import LoadedModel
 from auditor.plugins import RunContext
 from auditor.types import ItemSet
 from auditor.unlearning.check import qa_accuracy

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from auditor.models import LoadedModel
+from auditor.lm.models import LoadedModel
+from auditor.lm.training import Batch, LossFn, nll_loss
 from auditor.plugins import RunContext
-from auditor.training import Batch, LossFn, nll_loss
 from auditor.types import ItemSet
 from auditor.unlearning.base import (
     TRAIN_DEFAULTS,

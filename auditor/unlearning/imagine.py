@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import torch
 
 from auditor.errors import UserError
-from auditor.models import LoadedModel
+from auditor.lm.models import LoadedModel
+from auditor.lm.training import Batch, LossFn, nll_loss
 from auditor.plugins import RunContext
-from auditor.training import Batch, LossFn, nll_loss
 from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, forget_batches
 
 PAPER = "Dong et al., 2024, Unmemorization in Large Language Models via Self-Distillation and Deliberate Imagination"

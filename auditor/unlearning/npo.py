@@ -2,7 +2,7 @@
 
 ``L_NPO = -(2 / beta) * mean( log sigmoid( -beta * (log pi(y|x) - log pi_ref(y|x)) ) )`` over the
 forget answers, where ``log pi`` is the summed log-probability of the answer tokens
-(+EOS, ``auditor.training.sequence_logprob``) and ``pi_ref`` is the original, read
+(+EOS, ``auditor.lm.training.sequence_logprob``) and ``pi_ref`` is the original, read
 under ``no_grad``. ``npo-gd`` adds ``retain_weight * nll(retain)``. As ``beta -> 0``
 the loss tends to gradient ascent; the sigmoid weight slows the ascent on answers
 that are already unlikely, which is why NPO collapses more slowly than GA.
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from auditor.errors import UserError
-from auditor.models import LoadedModel
+from auditor.lm.models import LoadedModel
+from auditor.lm.training import Batch, LossFn, nll_loss, sequence_logprob
 from auditor.plugins import RunContext
-from auditor.training import Batch, LossFn, nll_loss, sequence_logprob
 from auditor.types import ItemSet
 from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, forget_batches, forget_streams
 

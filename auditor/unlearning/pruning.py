@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from auditor.errors import UserError
-from auditor.models import LoadedModel, clone
+from auditor.lm.models import LoadedModel, clone
+from auditor.lm.scoring import teacher_forced
+from auditor.lm.training import Example, collate, encode_examples, pad_token_id
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
-from auditor.scoring import teacher_forced
-from auditor.training import Example, collate, encode_examples, pad_token_id
 from auditor.types import ItemSet
 from auditor.unlearning.base import examples, finish
 

@@ -3,7 +3,7 @@
 GradDiff in full fine-tuning where only the decoder Linear weights that RTN
 quantizes are trainable (embeddings, norms, head and biases frozen), and after
 every optimiser step each of those weights is clipped back into its original RTN
-bin (``auditor.quant.rtn_bin_bounds``; the weights that set a group's scale are
+bin (``auditor.lm.quant.rtn_bin_bounds``; the weights that set a group's scale are
 held fixed). The RTN copy of the result therefore equals the RTN copy of the
 original, so 4-bit quantization brings the forgotten answers back: an audit must
 call it HIDDEN by quantization.
@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import torch
 
 from auditor.errors import UserError
-from auditor.models import LoadedModel
+from auditor.lm.models import LoadedModel
+from auditor.lm.quant import quantizable_linears, rtn_bin_bounds
+from auditor.lm.training import LossFn, TrainConfig
 from auditor.plugins import RunContext
-from auditor.quant import quantizable_linears, rtn_bin_bounds
-from auditor.training import LossFn, TrainConfig
 from auditor.types import ItemSet
 from auditor.unlearning.base import FineTuneMethod, examples, forget_batches
 from auditor.unlearning.goal import GOAL_DEFAULTS

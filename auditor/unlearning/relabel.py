@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from auditor.errors import UserError
-from auditor.metrics import normalize
-from auditor.models import LoadedModel
+from auditor.lm.models import LoadedModel
+from auditor.lm.training import Batch, LossFn, nll_loss
 from auditor.plugins import RunContext
-from auditor.training import Batch, LossFn, nll_loss
+from auditor.stats.metrics import normalize
 from auditor.types import ItemSet
 from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, examples
 

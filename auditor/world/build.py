@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.quiet import quiet_libraries
+from auditor.lm.quiet import quiet_libraries
 from auditor.world.cache import MARKER, build_entry, cache_root
 from auditor.world.generator import (
     biography,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from auditor.training import Batch, Example, TrainConfig, train
+from auditor.lm.training import Batch, Example, TrainConfig, train
 from auditor.world import templates as t
 from auditor.world.generator import Person, biography, chain, notebook, world_fact_qa, world_fact_texts
 from auditor.world.spec import WorldSpec

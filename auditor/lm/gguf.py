@@ -26,7 +26,7 @@ def is_gguf(path: str) -> bool:
 
 def gguf_directory(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """The safetensors directory of the GGUF file ``path``, converting it on first use."""
-    from auditor.models import file_sha256
+    from auditor.lm.models import file_sha256
     from auditor.world.cache import cache_root
 
     source = Path(path).expanduser()

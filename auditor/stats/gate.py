@@ -24,8 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from auditor.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS, UserError
-from auditor.plan import DIRECT_PROBE
-from auditor.types import Cell, Verdict
+from auditor.types import DIRECT_PROBE, NO_ATTACK, Cell, Verdict
 
 VERDICTS = ("NOT_UNLEARNED", "HIDDEN", "REMOVED", "INCONCLUSIVE")
 
@@ -185,7 +184,7 @@ def _describe(cell: Cell) -> str:
 def decide(cells: list[Cell], policy: Policy, collateral: float | None) -> Verdict:
     """The verdict, the cells that decided it, and whether the gate passes."""
     usable = [c for c in cells if informative(c, policy)]
-    direct = next((c for c in usable if c.attack == "none" and c.probe == DIRECT_PROBE), None)
+    direct = next((c for c in usable if c.attack == NO_ATTACK and c.probe == DIRECT_PROBE), None)
     label, deciding, reasons = "INCONCLUSIVE", [], []
     if direct is None:
         reasons.append(f"no informative none x {DIRECT_PROBE} cell (too few items, or the original does not know more)")

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from auditor.errors import UserError
 from auditor.plugins import Attack, Probe, parse_param_pairs
 from auditor.registry import ATTACKS, PROBES
-
-DIRECT_PROBE = "qa"  # r(none, qa) is what a naive evaluation sees
+from auditor.types import DIRECT_PROBE, NO_ATTACK
 
 PRESETS: dict[str, dict] = {
     "quick": {
@@ -91,7 +90,7 @@ def make_plan(preset: str | None, attacks: tuple[str, ...], probes: tuple[str, .
     probe_texts = list(probes) or base["probes"]
     if DIRECT_PROBE not in [p.partition(":")[0] for p in probe_texts]:
         probe_texts = [DIRECT_PROBE, *probe_texts]
-    planned = [parse_attack(text) for text in attack_texts if text.strip() != "none"]
+    planned = [parse_attack(text) for text in attack_texts if text.strip() != NO_ATTACK]
     ids = [p.id for p in planned]
     if len(set(ids)) != len(ids):
         raise UserError("the same attack is listed twice")

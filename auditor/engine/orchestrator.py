@@ -7,7 +7,7 @@ finished, under a key made of everything it depends on (model fingerprints,
 attack, seed, probe, data, prompt format), so a resumed or repeated run
 recomputes nothing that finished, and an interrupted run resumed gives the same
 scores as an uninterrupted one. Every model load, attack and computed probe
-result is a timed phase (``auditor.progress``); a reused piece is not.
+result is a timed phase (``auditor.engine.progress``); a reused piece is not.
 """
 
 from __future__ import annotations
@@ -19,17 +19,24 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from auditor.data import sample_items
+from auditor.engine.plan import Plan, PlannedAttack
+from auditor.engine.progress import PhaseRecorder
 from auditor.files import write_json_atomic
-from auditor.models import LoadedModel, check_compatible, load_model
-from auditor.plan import DIRECT_PROBE, Plan, PlannedAttack
+from auditor.lm.models import LoadedModel, check_compatible, load_model
+from auditor.lm.prompts import PromptFormat
+from auditor.lm.scoring import RoutedScoringModel, ScoringModel
 from auditor.plugins import Probe, RunContext
-from auditor.progress import PhaseRecorder
-from auditor.prompts import PromptFormat
 from auditor.registry import PROBES
-from auditor.scoring import RoutedScoringModel, ScoringModel
-from auditor.types import AttackResult, AuditData, ItemScore, ModelSpec, ProbeResult, VariantRecord
-
-NO_ATTACK = "none"
+from auditor.types import (
+    DIRECT_PROBE,
+    NO_ATTACK,
+    AttackResult,
+    AuditData,
+    ItemScore,
+    ModelSpec,
+    ProbeResult,
+    VariantRecord,
+)
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,7 @@ class Orchestrator:
         self, roles: tuple[str, ...], on_plain: Callable[[AuditScores], None] | None = None
     ) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]]]:
         """Probe the models of ``roles``, attack those that attacks apply to, and probe the attacked models."""
-        from auditor.attack_runner import run_attack
+        from auditor.engine.attack_runner import run_attack
 
         self._reference_lm = ScoringModel(self.models["reference"]) if "reference" in self.models else None
         results: dict = {}

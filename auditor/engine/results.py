@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from auditor import __version__
+from auditor.engine.orchestrator import AuditConfig, AuditScores
 from auditor.files import write_text_atomic
-from auditor.gate import (
+from auditor.stats.gate import (
     Policy,
     cell_outcome,
     close_gate,
@@ -24,9 +25,7 @@ from auditor.gate import (
     informative,
     unlearning_traces,
 )
-from auditor.orchestrator import NO_ATTACK, AuditConfig, AuditScores
-from auditor.plan import DIRECT_PROBE
-from auditor.residual import (
+from auditor.stats.residual import (
     CONFIDENCE,
     FLOORS,
     MEMBERSHIP_AGGREGATES,
@@ -35,7 +34,7 @@ from auditor.residual import (
     estimate_residual,
     relative_drop,
 )
-from auditor.types import AuditData, Cell, ProbeResult
+from auditor.types import DIRECT_PROBE, NO_ATTACK, AuditData, Cell, ProbeResult
 from reports.schema import SCHEMA_VERSION
 
 PACKAGES = ("torch", "transformers", "peft", "datasets", "scikit-learn", "scipy", "bitsandbytes", "gptqmodel")

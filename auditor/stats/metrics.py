@@ -2,7 +2,7 @@
 
 ROUGE-L with ``rouge-score`` (as TOFU and MUSE), AUC and ROC with
 scikit-learn, so numbers are comparable with published ones (bootstrap
-intervals: ``auditor.bootstrap``).
+intervals: ``auditor.stats.bootstrap``).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def model_options(func):
 
 def spec_of(text: str, options: dict):
     """A ``ModelSpec`` from a model argument and the shared model options (a .gguf file: its safetensors copy)."""
-    from auditor.gguf_input import gguf_directory, is_gguf
+    from auditor.lm.gguf import gguf_directory, is_gguf
     from auditor.types import ModelSpec
 
     spec = ModelSpec.parse(

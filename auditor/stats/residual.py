@@ -5,7 +5,7 @@
 K is a probe's aggregate over items: the mean, or for membership inference
 the ROC AUC, the gap (mean over members minus mean over non-members) or the
 standardised gap (the gap over the pooled standard deviation). The
-interval is a percentile bootstrap (``auditor.bootstrap``): it resamples
+interval is a percentile bootstrap (``auditor.stats.bootstrap``): it resamples
 subjects with all their items where the items name one, else items (the same
 draws for all four models, members and non-members separately) and, for
 attacks run with several seeds, the seeds.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.bootstrap import draw_weights, weighted_aggregate
+from auditor.stats.bootstrap import draw_weights, weighted_aggregate
 
 N_RESAMPLES = 1000
 CONFIDENCE = 0.95

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from auditor.cli_common import ensure_new_dir, model_options, set_threads, show_progress, spec_of
-from auditor.cli_tools import prompt_format, prompt_options
+from auditor.cli.common import ensure_new_dir, model_options, set_threads, show_progress, spec_of
+from auditor.cli.tools import prompt_format, prompt_options
 from auditor.errors import UserError
 
 
@@ -93,12 +93,12 @@ def audit(**kw) -> None:
 
     Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 inconclusive, 4 runtime error.
     """
-    from auditor.audit import read_baseline, run_audit
     from auditor.data import load_audit_data, parse_mapping
-    from auditor.gate import load_policy
-    from auditor.models import load_tokenizer
-    from auditor.orchestrator import AuditConfig
-    from auditor.plan import make_plan
+    from auditor.engine.audit import read_baseline, run_audit
+    from auditor.engine.orchestrator import AuditConfig
+    from auditor.engine.plan import make_plan
+    from auditor.lm.models import load_tokenizer
+    from auditor.stats.gate import load_policy
 
     set_threads()
     original, unlearned = spec_of(kw["original"], kw), spec_of(kw["unlearned"], kw)
@@ -192,8 +192,8 @@ def report(results_file: str, html_out: str | None, junit_out: str | None, markd
 @click.option("--policy", type=click.Path(dir_okay=False), help="Policy YAML (regression_tolerance).")
 def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     """Compare two results.json files; exit 1 when a cell's residual rose."""
-    from auditor.audit import read_baseline
-    from auditor.gate import compare_to_baseline, load_policy
+    from auditor.engine.audit import read_baseline
+    from auditor.stats.gate import compare_to_baseline, load_policy
 
     baseline, current = read_baseline(baseline_file), read_baseline(results_file)
     regression = compare_to_baseline(current["cells"], baseline, load_policy(policy))
@@ -238,7 +238,7 @@ def demo(out: str, preset: str, methods: tuple[str, ...], all_methods: bool, cac
     By default: the known-answer controls (retrain, noop, idk, quant-hide) and one
     method of each family (ga-gd, npo-gd, ext-sub, prune); --all runs every method.
     """
-    from auditor.demo import run_demo
+    from auditor.engine.demo import run_demo
     from auditor.registry import METHODS
 
     if all_methods and methods:

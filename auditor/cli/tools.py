@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from auditor.cli_common import echo_json, ensure_new_dir, model_options, set_threads, show_progress, spec_of
+from auditor.cli.common import echo_json, ensure_new_dir, model_options, set_threads, show_progress, spec_of
 from auditor.errors import UserError
 
 PARAM_HELP = "Plugin parameter key=value (repeatable); see 'unlearn-audit list'."
@@ -42,7 +42,7 @@ def prompt_options(func):
 
 def prompt_format(tokenizer, options: dict):
     """The ``PromptFormat`` the prompt options ask for, for a model with ``tokenizer``."""
-    from auditor.prompts import resolve_format
+    from auditor.lm.prompts import resolve_format
 
     def unescaped(text: str | None) -> str | None:
         return None if text is None else text.replace("\\n", "\n")
@@ -75,8 +75,8 @@ def prompt_format(tokenizer, options: dict):
 def score(model_path: str, item_files: tuple[str, ...], as_json: bool, keep_known, keep_unknown, **options) -> None:
     """Print what a model knows of each QA item set: accuracy, ROUGE-L recall, answer probability."""
     from auditor.data import load_items
-    from auditor.models import load_model
-    from auditor.unlearn_runner import qa_item_scores, qa_knowledge
+    from auditor.engine.unlearn_runner import qa_item_scores, qa_knowledge
+    from auditor.lm.models import load_model
 
     set_threads()
     sets = [load_items(path, Path(path).stem) for path in item_files]
@@ -141,10 +141,10 @@ def probe(
 ) -> None:
     """Run one probe on one model and print its result."""
     from auditor.data import load_audit_data
-    from auditor.models import load_model
+    from auditor.lm.models import load_model
+    from auditor.lm.scoring import ScoringModel
     from auditor.plugins import RunContext, parse_param_pairs
     from auditor.registry import PROBES
-    from auditor.scoring import ScoringModel
 
     set_threads()
     instance = PROBES.get(name)(**parse_param_pairs(params))
@@ -187,7 +187,7 @@ def probe(
 def attack(name, model_path, out, forget, retain, unrelated, params, seed, **options) -> None:
     """Apply one attack to a model and save the result(s) as Hugging Face directories."""
     from auditor.data import load_audit_data
-    from auditor.models import load_model, save_model
+    from auditor.lm.models import load_model, save_model
     from auditor.plugins import RunContext, parse_param_pairs
     from auditor.registry import ATTACKS
 
@@ -238,11 +238,11 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, **opt
 def unlearn(method, model_path, forget, retain, forget_texts, neighbours, out, params, seed, lora, **options) -> None:
     """Produce an unlearned model with a bundled method; write it and unlearning.json."""
     from auditor.data import load_items
-    from auditor.models import load_model
+    from auditor.engine.unlearn_runner import unlearn_to_dir
+    from auditor.lm.models import load_model
     from auditor.plugins import RunContext, parse_param_pairs
     from auditor.registry import METHODS
     from auditor.types import AuditData
-    from auditor.unlearn_runner import unlearn_to_dir
 
     set_threads()
     cls = METHODS.get(method)

@@ -9,15 +9,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from auditor.models import LoadedModel, save_model
+from auditor.lm.models import LoadedModel, save_model
 from auditor.plugins import RunContext, UnlearningMethod
 from auditor.types import AuditData, ItemSet
 
 
 def qa_item_scores(loaded: LoadedModel, items: ItemSet, prompts) -> list:
     """The ``qa`` probe's score of each item (detail: output, correct, rouge_l, prob)."""
+    from auditor.lm.scoring import ScoringModel
     from auditor.registry import PROBES
-    from auditor.scoring import ScoringModel
 
     ctx = RunContext(data=AuditData(forget=items, retain=items), prompts=prompts)
     return list(PROBES.get("qa")().run(ScoringModel(loaded), ctx, loaded.spec.label).items)

@@ -8,7 +8,7 @@ attack's optional backends. An entry is a folder ``cache_dir/<key>/`` holding
 ``result.json`` and one Hugging Face safetensors directory per variant under
 ``variants/``, written to a temporary folder first and renamed into place, so a
 crash never leaves a half-written entry. Skipped results are cached too. A hit
-reloads the variants through ``auditor.models.load_model`` and checks their
+reloads the variants through ``auditor.lm.models.load_model`` and checks their
 weights against the stored fingerprints (a mismatch recomputes the entry).
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from auditor.models import LoadedModel, fingerprint_module, load_model, save_model
+from auditor.lm.models import LoadedModel, fingerprint_module, load_model, save_model
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.types import AttackResult, ModelSpec, VariantRecord
 

@@ -7,7 +7,7 @@ forward pass. ``RoutedScoringModel`` serves an attack that produced several
 models (relearning folds): each request goes to a model whose fine-tune never
 saw the request's subject.
 
-Which tokens count is defined once in ``auditor.tokens``.
+Which tokens count is defined once in ``auditor.lm.tokens``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from auditor.tokens import EncodedPair, encode_pairs
-from auditor.training import pad_token_id
+from auditor.lm.tokens import EncodedPair, encode_pairs
+from auditor.lm.training import pad_token_id
 
 
 @dataclass(frozen=True)

@@ -18,18 +18,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.audit import run_audit
 from auditor.data import load_audit_data
+from auditor.engine.audit import run_audit
+from auditor.engine.orchestrator import AuditConfig
+from auditor.engine.plan import make_plan
+from auditor.engine.unlearn_runner import unlearn_to_dir
 from auditor.files import write_text_atomic
-from auditor.gate import Policy
-from auditor.models import load_model
-from auditor.orchestrator import AuditConfig
-from auditor.plan import make_plan
+from auditor.lm.models import load_model
+from auditor.lm.quiet import quiet_libraries
 from auditor.plugins import RunContext
-from auditor.quiet import quiet_libraries
 from auditor.registry import METHODS
-from auditor.types import AuditData, ModelSpec
-from auditor.unlearn_runner import unlearn_to_dir
+from auditor.stats.gate import Policy
+from auditor.types import DIRECT_PROBE, NO_ATTACK, AuditData, ModelSpec
 
 # audit option -> the world's data file it reads (the notebook lines are the verbatim and text-MIA passages)
 WORLD_AUDIT_FILES = {
@@ -56,8 +56,8 @@ def world_data_options(world) -> str:
 
 def knowledge(data: AuditData, models: dict) -> dict[str, dict[str, dict]]:
     """What each model knows of each QA split (``qa_knowledge``: direct questions, greedy answers)."""
-    from auditor.prompts import DEFAULT_FORMAT
-    from auditor.unlearn_runner import qa_knowledge
+    from auditor.engine.unlearn_runner import qa_knowledge
+    from auditor.lm.prompts import DEFAULT_FORMAT
 
     splits = {"forget": data.forget, "retain": data.retain, "holdout": data.holdout}
     return {
@@ -99,7 +99,7 @@ def leaderboard_rows(entries: list[dict]) -> list[dict]:
     for entry in entries:
         results = entry["results"]
         cells = [c for c in results["cells"] if c["residual"] is not None]
-        direct = next((c for c in cells if c["attack"] == "none" and c["probe"] == "qa"), None)
+        direct = next((c for c in cells if c["attack"] == NO_ATTACK and c["probe"] == DIRECT_PROBE), None)
         info = entry["unlearning"].get("info", {})
         rows.append(
             {
@@ -217,7 +217,7 @@ def run_demo(
     """
     import torch
 
-    from auditor.orchestrator import Orchestrator
+    from auditor.engine.orchestrator import Orchestrator
     from auditor.world import WorldSpec, build_world
     from reports.index import render_index
 

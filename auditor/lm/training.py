@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from auditor.tokens import encode_pair, encode_spans
+from auditor.lm.tokens import encode_pair, encode_spans
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -107,7 +107,7 @@ def collate(encoded: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], pad_id: 
 
 
 def encode_examples(tokenizer, examples: Sequence[Example]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """Tokenize examples once, marking completion tokens plus EOS (see ``auditor.tokens``)."""
+    """Tokenize examples once, marking completion tokens plus EOS (see ``auditor.lm.tokens``)."""
     out = []
     for ex in examples:
         if ex.spans:

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from auditor.engine.orchestrator import AuditConfig, AuditScores, Orchestrator
+from auditor.engine.results import build_results, plain_cells, power_lines, power_records, write_samples
 from auditor.errors import UserError
 from auditor.files import write_json_atomic
-from auditor.gate import Policy
-from auditor.orchestrator import AuditConfig, AuditScores, Orchestrator
-from auditor.results import build_results, plain_cells, power_lines, power_records, write_samples
+from auditor.stats.gate import Policy
 from auditor.types import AuditData
 
 

@@ -18,9 +18,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click  # noqa: E402
 
 from auditor import __version__  # noqa: E402
-from auditor.cli_common import set_threads
+from auditor.cli.common import set_threads
 from auditor.errors import EXIT_PASS, EXIT_RUNTIME, EXIT_USAGE, UserError
-from auditor.quiet import quiet_libraries
+from auditor.lm.quiet import quiet_libraries
 from auditor.world.spec import WorldSpec
 
 
@@ -101,7 +101,7 @@ def list_plugins(kind: str) -> None:
     from auditor.registry import ATTACKS, METHODS, PROBES
 
     if kind == "presets":
-        from auditor.plan import PRESETS
+        from auditor.engine.plan import PRESETS
 
         for name, preset in PRESETS.items():
             click.echo(f"{name}: {preset['seeds']} seed(s) per stochastic attack")
@@ -140,8 +140,8 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from auditor.cli_audit import audit, compare, demo, report
-    from auditor.cli_tools import attack, probe, score, unlearn
+    from auditor.cli.audit import audit, compare, demo, report
+    from auditor.cli.tools import attack, probe, score, unlearn
 
     for command in (demo, audit, report, compare, score, probe, attack, unlearn):
         cli.add_command(command)
