@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from auditor.errors import UserError
 from auditor.lm.prompts import DEFAULT_FORMAT, PromptFormat
 from auditor.stats.bootstrap import AGGREGATES
 from auditor.types import AttackResult, AuditData, ItemSet, ProbeResult
+
+if TYPE_CHECKING:
+    from auditor.lm.scoring import TokenStats
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -90,6 +94,46 @@ class Plugin:
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
 
 
+class LanguageModel(Protocol):
+    """What a probe may ask of a model (``auditor.lm.scoring.ScoringModel``, batched and memoized).
+
+    After an attack that fine-tuned on some subjects the model is routed: each request goes to a variant that
+    never trained on its subject, so pass ``groups`` (each request's ``Item.key``); without them a routed model
+    raises. A request no variant may answer, or one longer than the model's context, gives ``None``.
+    """
+
+    def fits(self, texts: Sequence[str], extra: int = 0) -> list[bool]:
+        """Whether each text, plus ``extra`` new tokens, fits the model's context."""
+        ...
+
+    def token_stats(
+        self, pairs: Sequence[tuple[str, str]], groups: Sequence[str] | None = None, moments: bool = False
+    ) -> list[TokenStats | None]:
+        """Teacher-forced log-probabilities of each (prompt, answer) pair's answer tokens."""
+        ...
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = ("\n",),
+        groups: Sequence[str] | None = None,
+    ) -> list[str | None]:
+        """Greedy continuations, cut at EOS or the first stop string."""
+        ...
+
+    def generate_scored(
+        self,
+        prompts: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = ("\n",),
+        groups: Sequence[str] | None = None,
+    ) -> list[tuple[str, list[TokenStats]] | None]:
+        """Each prompt's greedy continuation and the statistics of its candidate answers, from one prefill."""
+        ...
+
+
 @dataclass
 class RunContext:
     """What every plugin may use besides the model: data, seed, a scratch folder, device."""
@@ -99,7 +143,7 @@ class RunContext:
     work_dir: Path | None = None
     progress: bool = False
     prompts: PromptFormat = DEFAULT_FORMAT  # question -> prompt, answer -> completion
-    reference_lm: Any = None  # ScoringModel of the never-trained reference, for reference-based MIA
+    reference_lm: LanguageModel | None = None  # the never-trained reference, for reference-based MIA
 
 
 @dataclass
@@ -146,7 +190,7 @@ class Probe(Plugin):
     def missing_data(self, data: AuditData) -> list[str]:
         return [name for name in self.needs if getattr(data, name) is None]
 
-    def run(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+    def run(self, lm: LanguageModel, ctx: RunContext, model_label: str) -> ProbeResult:
         raise NotImplementedError
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from auditor.errors import UserError
-from auditor.plugins import Probe, RunContext
+from auditor.plugins import LanguageModel, Probe, RunContext
 from auditor.stats.metrics import contains_answer, rouge_l_recall, truth_ratio
 from auditor.types import Item, ItemScore, ProbeResult
 
@@ -31,13 +31,13 @@ class BaseProbe(Probe):
 
     metric_name: ClassVar[str] = "score"
 
-    def run(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+    def run(self, lm: LanguageModel, ctx: RunContext, model_label: str) -> ProbeResult:
         missing = self.missing_data(ctx.data)
         if missing:
             return self.skipped(model_label, f"the audit data has no {', '.join(missing)} set")
         return self.measure(lm, ctx, model_label)
 
-    def measure(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+    def measure(self, lm: LanguageModel, ctx: RunContext, model_label: str) -> ProbeResult:
         raise NotImplementedError
 
     @property
@@ -94,7 +94,13 @@ def _geometric_prob(mean_logprob: float) -> float | None:
 
 
 def score_answers(
-    lm, ctx: RunContext, requests: Sequence[AnswerRequest], *, metric: str, max_new_tokens: int, truth: bool = True
+    lm: LanguageModel,
+    ctx: RunContext,
+    requests: Sequence[AnswerRequest],
+    *,
+    metric: str,
+    max_new_tokens: int,
+    truth: bool = True,
 ) -> list[ItemScore]:
     """Generate greedily from each prompt and score the expected answer; K chosen by ``metric``.
 

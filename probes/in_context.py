@@ -19,7 +19,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
-from auditor.plugins import RunContext
+from auditor.plugins import LanguageModel, RunContext
 from auditor.types import Item, ProbeResult
 from probes.common import QA_METRICS, AnswerRequest, BaseProbe, check_choice, check_positive, qa_items, score_answers
 
@@ -68,7 +68,7 @@ class InContextProbe(BaseProbe):
             if item.group is not None and len(by_group[item.group]) > 1
         }
 
-    def measure(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+    def measure(self, lm: LanguageModel, ctx: RunContext, model_label: str) -> ProbeResult:
         items = qa_items(ctx.data.forget.items)
         pools = self._pools(ctx, items)
         if pools is None:

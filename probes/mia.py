@@ -59,7 +59,7 @@ import numpy as np
 
 from auditor.errors import UserError
 from auditor.lm.scoring import TokenStats
-from auditor.plugins import RunContext
+from auditor.plugins import LanguageModel, RunContext
 from auditor.stats.bootstrap import aggregate
 from auditor.stats.metrics import roc_auc, roc_curve_points, tpr_at_fpr
 from auditor.stats.residual import MEMBERSHIP_AGGREGATES
@@ -150,7 +150,7 @@ class MIAProbe(BaseProbe):
                 rows += [(i, is_member, ("", i.text)) for i in items if i.text]
         return rows
 
-    def measure(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+    def measure(self, lm: LanguageModel, ctx: RunContext, model_label: str) -> ProbeResult:
         primary = self.params["statistic"]
         if primary == "reference" and ctx.reference_lm is None:
             return self.skipped(model_label, "statistic 'reference' needs a reference model, and the audit has none")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from auditor.plugins import RunContext
+from auditor.plugins import LanguageModel, RunContext
 from auditor.types import Item, ProbeResult
 from probes.common import QA_METRICS, AnswerRequest, BaseProbe, check_choice, check_positive, qa_items, score_answers
 
@@ -42,7 +42,7 @@ class QAProbe(BaseProbe):
         """The question this probe asks about ``item`` (None: the item does not take part)."""
         return item.question
 
-    def measure(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+    def measure(self, lm: LanguageModel, ctx: RunContext, model_label: str) -> ProbeResult:
         items = [item for item in qa_items(getattr(ctx.data, self.source).items) if self.question(item)]
         if not items:
             return self.skipped(model_label, f"no {self.source} item has a {self.asks}")

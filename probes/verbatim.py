@@ -14,7 +14,7 @@ import re
 from collections import defaultdict
 
 from auditor.errors import UserError
-from auditor.plugins import RunContext
+from auditor.plugins import LanguageModel, RunContext
 from auditor.stats.metrics import rouge_l_recall
 from auditor.types import Item, ItemScore, ProbeResult
 from probes.common import UNSCORED, BaseProbe, check_positive
@@ -52,7 +52,7 @@ class VerbatimProbe(BaseProbe):
             raise UserError(f"{self.name}: prefix_fraction must lie strictly between 0 and 1")
         check_positive(self, "max_new_tokens")
 
-    def measure(self, lm, ctx: RunContext, model_label: str) -> ProbeResult:
+    def measure(self, lm: LanguageModel, ctx: RunContext, model_label: str) -> ProbeResult:
         passages = []
         for item in ctx.data.forget_texts.items:  # type: ignore[union-attr]
             split = split_passage(item, self.params["prefix_fraction"])
