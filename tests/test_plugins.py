@@ -40,7 +40,8 @@ def installed(tmp_path_factory) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "auditor", *args], capture_output=True, text=True, env=env, timeout=900)
+    command = [sys.executable, "-m", "auditor", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_installed_plugins_are_listed(installed):
@@ -67,7 +68,8 @@ def test_installed_plugins_run_in_an_audit_and_unlearn(installed, world, tmp_pat
     cells = {(c["attack"], c["probe"]): c for c in results["cells"]}
     noisy = cells[("weight-noise:scale=0.02", "likely-answer")]
     assert noisy["status"] == "ok" and noisy["residual"] is not None, noisy
-    assert cells[("none", "likely-answer")]["k_original"] > cells[("none", "likely-answer")]["k_reference"]  # it measures knowledge
+    plain = cells[("none", "likely-answer")]
+    assert plain["k_original"] > plain["k_reference"]  # it measures knowledge: the original's lead is there
     assert results["verdict"]["label"] == "NOT_UNLEARNED"  # the original audited against itself
 
     unlearned = tmp_path / "unlearned"
