@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import attacks.quantization as quantization
 from attacks.quantization import QuantBnB, QuantGPTQ, QuantRTN
@@ -101,7 +100,7 @@ def test_rtn_bin_bounds_keep_the_level(bits, group_size, symmetric):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, make_tiny_llama):
     """A random tiny Llama saved to disk, loaded, and small forget/retain sets with subjects."""
     names = [f"Person {chr(65 + i)}" for i in range(8)]
     forget = tuple(
@@ -115,22 +114,9 @@ def tiny(tmp_path_factory):
     )
     texts = [f"Question: {it.question}\nAnswer: {it.answer}" for it in forget + retain]
     tokenizer = train_tokenizer(texts * 3, 300)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
+    model = make_tiny_llama(tokenizer, max_position_embeddings=64, tie_word_embeddings=True)
     directory = tmp_path_factory.mktemp("tiny") / "model"
-    LlamaForCausalLM(config).save_pretrained(directory, safe_serialization=True)
+    model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     loaded = load_model(ModelSpec(str(directory), dtype="float32", device="cpu"))
     data = AuditData(ItemSet("forget", "qa", forget, "memory", "f"), ItemSet("retain", "qa", retain, "memory", "r"))

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from rouge_score import rouge_scorer
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import auditor.lm.scoring
 from auditor.engine.demo import world_data
@@ -84,7 +83,7 @@ def _set(name: str, items: list[Item], kind: str = "qa") -> ItemSet:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
+def tiny(tmp_path_factory, make_tiny_llama) -> dict:
     """A tiny Llama trained on the members' and retained persons' facts; holdout persons never seen."""
     persons = _persons(30)
     members, retained, holdout = persons[:10], persons[10:20], persons[20:]
@@ -105,13 +104,7 @@ def tiny(tmp_path_factory) -> dict:
         for p, i in zip(persons, multihop, strict=True)
         if p in retained
     ]
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    untrained = LlamaForCausalLM(config)
+    untrained = make_tiny_llama(tok, max_position_embeddings=256, tie_word_embeddings=True)
     base_dir = tmp_path_factory.mktemp("tiny")
     untrained.save_pretrained(base_dir / "untrained")
     tok.save_pretrained(base_dir / "untrained")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 import auditor.lm.scoring
 from auditor.lm.scoring import (
@@ -30,20 +30,8 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def tiny(tok):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    return LlamaForCausalLM(config).eval()
+def tiny(tok, make_tiny_llama):
+    return make_tiny_llama(tok, hidden_size=32, intermediate_size=64).eval()
 
 
 def plain_stats(model, tok, prompt, answer):

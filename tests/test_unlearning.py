@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from auditor.errors import UserError
 from auditor.lm.models import LoadedModel, ModelSpec, clone, fingerprint_dir, fingerprint_module, load_model
@@ -42,26 +42,16 @@ def _items(prefix: str, names: list[str], cities: list[str]) -> ItemSet:
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(make_tiny_llama):
     """A random tiny Llama, its tokenizer, and small forget/retain sets."""
     forget = _items("forget", ["Ann Lee", "Bob Ray", "Cid Fox"], ["Paris", "Rome", "Oslo"])
     retain = _items("retain", ["Dee Orr", "Eve Kay", "Fay Ng", "Gus Bo"], ["Lima", "Rome", "Paris", "Oslo"])
     texts = [f"Question: {it.question}\nAnswer: {it.answer}" for s in (forget, retain) for it in s.items]
     tokenizer = train_tokenizer([*texts, "I don't know"] * 3, 320)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
+    model = make_tiny_llama(
+        tokenizer, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=2,
         max_position_embeddings=64,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
+    ).eval()  # fmt: skip
     loaded = LoadedModel(model, tokenizer, "tiny", ModelSpec("tiny-in-memory"))
     return loaded, forget, retain, RunContext(AuditData(forget, retain))
 
