@@ -110,11 +110,18 @@ def main() -> None:
     os.environ.setdefault("UNLEARN_AUDIT_CACHE", str(work / "cache"))
     os.environ["HF_HUB_OFFLINE"] = "1"
     model = str(gguf_file(work))
-    capitals = work / "capitals.jsonl"
-    write_capitals(capitals)
     print(f"model: {model}\nwork: {work}\ncpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+    sets = score_rows(model, work)
+    if not args.skip_audit:
+        audit_row(model, sets, work)
+    for method in args.methods.split(","):
+        unlearn_row(model, method, sets, work)
 
-    known, unknown = work / "known.jsonl", work / "unknown.jsonl"
+
+def score_rows(model: str, work: Path) -> dict[str, Path]:
+    """What the model knows of the capitals, with and without its chat template; the sets dealt from it."""
+    capitals, known, unknown = work / "capitals.jsonl", work / "known.jsonl", work / "unknown.jsonl"
+    write_capitals(capitals)
     run, seconds, peak = cli("score", "--model", model, "--items", str(capitals), "--json",
                              "--keep-known", str(known), "--keep-unknown", str(unknown))  # fmt: skip
     chat = score_line(run, capitals)
@@ -130,27 +137,33 @@ def main() -> None:
     )
     plain_accuracy = score_line(plain, capitals)["accuracy"]
     print(f"| score, --chat-template none | accuracy {plain_accuracy:.3f} | {plain_seconds:.0f} | |")
-    sets = deal(known, ("forget", "retain", "neighbours"), work)
-    holdout = unknown
+    return {**deal(known, ("forget", "retain", "neighbours"), work), "holdout": unknown}
 
-    if not args.skip_audit:
-        out = work / "audit-noop"
-        run, seconds, peak = cli("audit", "--original", model, "--unlearned", model, "--forget", str(sets["forget"]),
-                                 "--retain", str(sets["retain"]), "--holdout", str(holdout), "--preset", "quick",
-                                 "--out", str(out))  # fmt: skip
-        verdict = json.loads((out / "results.json").read_text())["verdict"]["label"]
-        print(f"| audit noop, quick preset, no reference | {verdict} | {seconds:.0f} | {peak} |")
 
-    for method in args.methods.split(","):
-        out = work / f"unlearned-{method}"
-        run, seconds, peak = cli("unlearn", "--method", method, "--model", model, "--forget", str(sets["forget"]),
-                                 "--retain", str(sets["retain"]), "--neighbours", str(sets["neighbours"]),
-                                 "--out", str(out))  # fmt: skip
-        record = json.loads((out / "unlearning.json").read_text())
-        before, after, info = record["before"], record["after"], record["info"]
-        change = ", ".join(f"{s} {before[s]['accuracy']:.2f} -> {after[s]['accuracy']:.2f}" for s in after)
-        stop = info.get("stop_reason", "fixed recipe")
-        print(f"| unlearn {method} | {change}; {info.get('steps', '-')} steps ({stop}) | {seconds:.0f} | {peak} |")
+def audit_row(model: str, sets: dict[str, Path], work: Path) -> None:
+    """The quick-preset audit of the model against itself (noop), without a reference."""
+    out = work / "audit-noop"
+    _, seconds, peak = cli("audit", "--original", model, "--unlearned", model, "--forget", str(sets["forget"]),
+                           "--retain", str(sets["retain"]), "--holdout", str(sets["holdout"]), "--preset", "quick",
+                           "--out", str(out))  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    verdict, statistics = results["verdict"], results["statistics"]
+    bound = verdict.get("certified_bound")
+    summary = f"{verdict['label']}, certified bound {bound}, {statistics['resampling']} resampled"
+    print(f"| audit noop, quick preset, no reference | {summary} | {seconds:.0f} | {peak} |")
+
+
+def unlearn_row(model: str, method: str, sets: dict[str, Path], work: Path) -> None:
+    """One bundled method on the model: what it knows before and after, steps, time and memory."""
+    out = work / f"unlearned-{method}"
+    _, seconds, peak = cli("unlearn", "--method", method, "--model", model, "--forget", str(sets["forget"]),
+                           "--retain", str(sets["retain"]), "--neighbours", str(sets["neighbours"]),
+                           "--out", str(out))  # fmt: skip
+    record = json.loads((out / "unlearning.json").read_text())
+    before, after, info = record["before"], record["after"], record["info"]
+    change = ", ".join(f"{s} {before[s]['accuracy']:.2f} -> {after[s]['accuracy']:.2f}" for s in after)
+    stop = info.get("stop_reason", "fixed recipe")
+    print(f"| unlearn {method} | {change}; {info.get('steps', '-')} steps ({stop}) | {seconds:.0f} | {peak} |")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,32 @@ def _k_line(cell: dict[str, Any]) -> str:
     return "K: " + ", ".join(f"{label} {fmt(cell.get(key))}" for key, label in names)
 
 
+def _heat_row(attack: str, info: dict[str, Any], y: float, label_chars: int) -> dict[str, Any]:
+    """One attack's row label, with its summary (and why it did not run) as the hover text."""
+    title = visible(f"{attack}: {info.get('summary') or info.get('attack') or ''}")
+    if info.get("status", "ok") != "ok":
+        title += visible(f"\n{info['status']}: {info.get('reason') or 'no reason given'}")
+    return {
+        "y": y,
+        "label": visible(clip(attack, label_chars)),
+        "title": title,
+        "muted": info.get("status") == "skipped",
+    }
+
+
+def _heat_legend(x: float, width: float, limits: dict[str, Any], steps: int = 60) -> tuple[list[dict], list[dict]]:
+    """The colour scale's swatches and its ticks at 0, the removal and hidden thresholds, and 1."""
+    legend = [
+        {"x": x + k * width / steps, "w": width / steps + 0.5, "fill": residual_colour(k / (steps - 1))}
+        for k in range(steps)
+    ]
+    ticks = [
+        {"x": x + v * width, "label": f"{v:g}", "name": name}
+        for v, name in ((0.0, ""), (limits["removed"], "removed"), (limits["hidden"], "hidden"), (1.0, ""))
+    ]
+    return legend, ticks
+
+
 def heatmap(results: dict[str, Any]) -> dict[str, Any]:
     """Attack x probe grid of residual knowledge with intervals; skipped cells hatched."""
     attacks, probes, cells, decided = attack_ids(results), probe_names(results), cell_map(results), deciding(results)
@@ -53,18 +79,7 @@ def heatmap(results: dict[str, Any]) -> dict[str, Any]:
     rows, grid = [], []
     for i, attack in enumerate(attacks):
         y = head_h + i * row_h
-        info = status.get(attack, {})
-        title = visible(f"{attack}: {info.get('summary') or info.get('attack') or ''}")
-        if info.get("status", "ok") != "ok":
-            title += visible(f"\n{info['status']}: {info.get('reason') or 'no reason given'}")
-        rows.append(
-            {
-                "y": y + row_h / 2,
-                "label": visible(clip(attack, label_chars)),
-                "title": title,
-                "muted": info.get("status") == "skipped",
-            }
-        )
+        rows.append(_heat_row(attack, status.get(attack, {}), y + row_h / 2, label_chars))
         for j, probe in enumerate(probes):
             x = label_w + j * col_w
             cell = cells.get((attack, probe))
@@ -75,16 +90,7 @@ def heatmap(results: dict[str, Any]) -> dict[str, Any]:
     ]
     legend_y = head_h + len(attacks) * row_h + 18
     legend_w = 300
-    steps = 60
-    legend = [
-        {"x": label_w + k * legend_w / steps, "w": legend_w / steps + 0.5, "fill": residual_colour(k / (steps - 1))}
-        for k in range(steps)
-    ]
-    limits = policy(results)
-    ticks = [
-        {"x": label_w + v * legend_w, "label": f"{v:g}", "name": name}
-        for v, name in ((0.0, ""), (limits["removed"], "removed"), (limits["hidden"], "hidden"), (1.0, ""))
-    ]
+    legend, ticks = _heat_legend(label_w, legend_w, policy(results))
     return {
         "width": label_w + max(len(probes) * col_w, legend_w + 40) + 8,
         "height": legend_y + 54,

@@ -29,6 +29,29 @@ def _cell_detail(cell: dict[str, Any]) -> str:
     return f"residual {fmt(cell.get('residual'))} {ci}\n{ks}\nn_items {cell['n_items']}, status {cell['status']}{note}"
 
 
+def _summary_cases(suite: ET.Element, results: dict[str, Any]) -> None:
+    """The cases beside the cells: collateral damage, the baseline comparison and the gate itself."""
+    collateral = results.get("collateral")
+    if collateral:
+        message = (
+            f"relative drop {fmt(collateral['drop'])} {fmt_ci(collateral.get('ci_low'), collateral.get('ci_high'))}"
+            f" against the limit {fmt(collateral['limit'])}"
+        )
+        _case(suite, "collateral", collateral["probe"], "failed" if collateral["failed"] else "passed", message)
+    baseline = results.get("baseline")
+    if baseline:
+        lines = baseline.get("regressions") or []
+        message = f"against {baseline['source']}: " + (
+            "no regression" if baseline["passed"] else "; ".join(lines) or "regressed"
+        )
+        _case(suite, "baseline", "comparison", "passed" if baseline["passed"] else "failed", message, "\n".join(lines))
+    verdict = results["verdict"]
+    failures = verdict.get("failures") or []
+    gate_message = f"verdict {verdict['label']}" + (": " + "; ".join(failures) if failures else "")
+    passed = "passed" if verdict["gate_passed"] else "failed"
+    _case(suite, "gate", "verdict", passed, gate_message, "\n".join(verdict.get("reasons", []) + failures))
+
+
 def render_junit(results: dict[str, Any]) -> str:
     """The audit as a JUnit XML document (a ``testsuites`` root with one ``testsuite``)."""
     validate_results(results)
@@ -46,30 +69,7 @@ def render_junit(results: dict[str, Any]) -> str:
     for cell in sorted(results["cells"], key=lambda c: order.get((c["attack"], c["probe"]), (0, 0))):
         judgement = judge(results, cell)
         _case(suite, cell["attack"], cell["probe"], judgement.kind, judgement.message, _cell_detail(cell))
-    collateral = results.get("collateral")
-    if collateral:
-        message = (
-            f"relative drop {fmt(collateral['drop'])} {fmt_ci(collateral.get('ci_low'), collateral.get('ci_high'))}"
-            f" against the limit {fmt(collateral['limit'])}"
-        )
-        _case(suite, "collateral", collateral["probe"], "failed" if collateral["failed"] else "passed", message)
-    baseline = results.get("baseline")
-    if baseline:
-        lines = baseline.get("regressions") or []
-        message = f"against {baseline['source']}: " + (
-            "no regression" if baseline["passed"] else "; ".join(lines) or "regressed"
-        )
-        _case(suite, "baseline", "comparison", "passed" if baseline["passed"] else "failed", message, "\n".join(lines))
-    failures = verdict.get("failures") or []
-    gate_message = f"verdict {verdict['label']}" + (": " + "; ".join(failures) if failures else "")
-    _case(
-        suite,
-        "gate",
-        "verdict",
-        "passed" if verdict["gate_passed"] else "failed",
-        gate_message,
-        "\n".join(verdict.get("reasons", []) + failures),
-    )
+    _summary_cases(suite, results)
     cases = suite.findall("testcase")
     counts = {
         "tests": str(len(cases)),

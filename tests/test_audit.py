@@ -240,16 +240,16 @@ def scored_part(results: dict) -> dict:
 # The CLI, killed with SIGKILL as soon as it has stored a given number of probe results: a fixed point, no race.
 KILL_AFTER_PIECES = """
 import os, signal, sys
-from auditor.engine import orchestrator
+from auditor.engine import pieces
 from auditor.cli import main
 limit = int(sys.argv.pop(1))
-store = orchestrator.PieceStore.get_or_compute
+store = pieces.PieceStore.get_or_compute
 def stop_after(self, key, compute):
     result = store(self, key, compute)
     if self.computed >= limit:
         os.kill(os.getpid(), signal.SIGKILL)
     return result
-orchestrator.PieceStore.get_or_compute = stop_after
+pieces.PieceStore.get_or_compute = stop_after
 main()
 """
 

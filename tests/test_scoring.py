@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-import auditor.lm.scoring
+import auditor.lm.generation
 from auditor.lm.scoring import (
     RoutedScoringModel,
     ScoringModel,
@@ -140,13 +140,13 @@ def _scored_against_separate(model, tok, answers, prompts=PROMPTS, **budget):
 @pytest.mark.parametrize(("max_rows", "max_tokens"), [(256, 8192), (3, 8192), (32, 60)])
 def test_generation_prefill_scores_answers_like_teacher_forcing(tiny, tok, monkeypatch, max_rows, max_tokens):
     fallback: list = []
-    plain = auditor.lm.scoring.teacher_forced
+    plain = auditor.lm.generation.teacher_forced  # the fallback generate_scored calls
 
     def counting(model, tokenizer, pairs, *args):
         fallback.extend(pairs)
         return plain(model, tokenizer, pairs, *args)
 
-    monkeypatch.setattr(auditor.lm.scoring, "teacher_forced", counting)
+    monkeypatch.setattr(auditor.lm.generation, "teacher_forced", counting)
     answers = [[a, " Town9", ""][: 1 + i % 3] for i, a in enumerate(ANSWERS)]  # several answers, an empty one
     _scored_against_separate(tiny, tok, answers, max_rows=max_rows, max_tokens=max_tokens)
     assert not fallback  # every prompt's cache served its answers

@@ -93,7 +93,6 @@ def audit(**kw) -> None:
 
     Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 inconclusive, 4 runtime error.
     """
-    from auditor.data import load_audit_data, parse_mapping
     from auditor.engine.audit import read_baseline, run_audit
     from auditor.engine.orchestrator import AuditConfig
     from auditor.engine.plan import make_plan
@@ -106,24 +105,10 @@ def audit(**kw) -> None:
     prompts = prompt_format(load_tokenizer(original), kw)  # before anything is written: it may refuse
     inputs = [s.path for s in (original, unlearned, reference) if s] + [s.adapter for s in (unlearned,) if s.adapter]
     out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))
-    policy = load_policy(kw["policy"])
-    baseline = read_baseline(kw["baseline"])
+    policy, baseline = load_policy(kw["policy"]), read_baseline(kw["baseline"])
     plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"])
-    data = load_audit_data(
-        kw["forget"],
-        kw["retain"],
-        holdout=kw["holdout"],
-        multihop=kw["multihop"],
-        forget_texts=kw["forget_texts"],
-        holdout_texts=kw["holdout_texts"],
-        unrelated=kw["unrelated"],
-        mapping=parse_mapping(kw["field_map"]),
-    )
     config = AuditConfig(
-        original,
-        unlearned,
-        reference,
-        plan,
+        *(original, unlearned, reference, plan),
         seed=kw["seed"],
         prompts=prompts,
         cache_dir=out_dir / "cache",
@@ -132,10 +117,7 @@ def audit(**kw) -> None:
     options = {k: v for k, v in kw.items() if k not in ("allow_pickle", "trust_remote_code") or v}
     command = "unlearn-audit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     outputs = run_audit(
-        config,
-        data,
-        policy,
-        out_dir,
+        *(config, audit_data(kw), policy, out_dir),
         command=command,
         options=options,
         baseline=baseline,
@@ -144,6 +126,15 @@ def audit(**kw) -> None:
     )
     print_verdict(outputs.results, outputs.files)
     sys.exit(outputs.exit_code)
+
+
+def audit_data(kw: dict):
+    """The item sets the audit options name, read and checked."""
+    from auditor.data import load_audit_data, parse_mapping
+
+    sets = ("holdout", "multihop", "forget_texts", "holdout_texts", "unrelated")
+    mapping = parse_mapping(kw["field_map"])
+    return load_audit_data(kw["forget"], kw["retain"], **{name: kw[name] for name in sets}, mapping=mapping)
 
 
 def print_verdict(results: dict, files: dict) -> None:

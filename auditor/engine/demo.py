@@ -15,7 +15,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from auditor.data import load_audit_data
@@ -215,8 +215,6 @@ def run_demo(
     ``jobs`` worker processes, the CPU threads split between them, the exact
     retrain (the slowest to make) first.
     """
-    import torch
-
     from auditor.engine.orchestrator import Orchestrator
     from auditor.world import WorldSpec, build_world
     from reports.index import render_index
@@ -238,24 +236,27 @@ def run_demo(
     log(
         f"original, reference and attacked reference probed once for every method ({time.perf_counter() - start:.0f} s)"
     )
-    threads = torch.get_num_threads()
-    ordered_names = sorted(names, key=lambda n: n != "retrain")
-    workers = min(jobs, len(ordered_names))
-    log(f"unlearning and auditing {len(names)} methods in {workers} worker process(es) ...")
-    if workers > 1:
-        per_job = max(1, threads // workers)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_libraries) as pool:
-            futures = [
-                pool.submit(run_method, MethodJob(n, out_dir, preset, cache_dir, per_job, before), _print_flushed)
-                for n in ordered_names
-            ]
-            entries = {n: f.result() for n, f in zip(ordered_names, futures, strict=True)}
-    else:
-        entries = {n: run_method(MethodJob(n, out_dir, preset, cache_dir, threads, before), log) for n in ordered_names}
+    jobs_of = [MethodJob(n, out_dir, preset, cache_dir, 1, before) for n in sorted(names, key=lambda n: n != "retrain")]
+    entries = _run_methods(jobs_of, jobs, log)
     ordered = [entries[n] for n in names]
     table = markdown_table(leaderboard_rows(ordered))
     write_text_atomic(out_dir / "leaderboard.md", table + "\n")
     write_text_atomic(out_dir / "index.html", render_index(ordered))
     log("\n" + table)
     return out_dir / "index.html"
+
+
+def _run_methods(method_jobs: list[MethodJob], jobs: int, log: Callable[[str], None]) -> dict[str, dict]:
+    """Each method's index entry, in ``jobs`` worker processes that share the CPU threads (here when one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    workers = min(jobs, len(method_jobs))
+    log(f"unlearning and auditing {len(method_jobs)} methods in {workers} worker process(es) ...")
+    if workers <= 1:
+        return {job.name: run_method(replace(job, threads=threads), log) for job in method_jobs}
+    per_job = max(1, threads // workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_libraries) as pool:
+        futures = [pool.submit(run_method, replace(job, threads=per_job), _print_flushed) for job in method_jobs]
+        return {job.name: f.result() for job, f in zip(method_jobs, futures, strict=True)}

@@ -12,16 +12,14 @@ result is a timed phase (``auditor.engine.progress``); a reused piece is not.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from auditor.data import sample_items
+from auditor.engine.pieces import PieceStore
 from auditor.engine.plan import Plan, PlannedAttack
 from auditor.engine.progress import PhaseRecorder
-from auditor.files import write_json_atomic
 from auditor.lm.models import LoadedModel, check_compatible, load_model
 from auditor.lm.prompts import PromptFormat
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel
@@ -32,10 +30,8 @@ from auditor.types import (
     NO_ATTACK,
     AttackResult,
     AuditData,
-    ItemScore,
     ModelSpec,
     ProbeResult,
-    VariantRecord,
 )
 
 
@@ -52,42 +48,6 @@ class AuditConfig:
     cache_dir: Path | None = None  # checkpoints of finished pieces and attacked models
     collateral_items: int = 200  # retain items sampled for the collateral-damage check
     progress: bool = False
-
-
-def _dump(result: ProbeResult) -> dict:
-    return asdict(result)
-
-
-def _load(raw: dict) -> ProbeResult:
-    items = tuple(ItemScore(**item) for item in raw.pop("items"))
-    return ProbeResult(items=items, **raw)
-
-
-class PieceStore:
-    """Finished probe results on disk, written atomically, keyed by what they depend on."""
-
-    def __init__(self, root: Path | None):
-        self.root = root / "pieces" if root else None
-        self.computed = 0
-        self.reused = 0
-
-    @staticmethod
-    def key(parts: dict) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-    def has(self, key: str) -> bool:
-        return self.root is not None and (self.root / f"{key}.json").is_file()
-
-    def get_or_compute(self, key: str, compute: Callable[[], ProbeResult]) -> ProbeResult:
-        if self.has(key):
-            self.reused += 1
-            return _load(json.loads((self.root / f"{key}.json").read_text()))
-        result = compute()
-        self.computed += 1
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.root / f"{key}.json", _dump(result))
-        return result
 
 
 @dataclass
@@ -304,30 +264,6 @@ class Orchestrator:
             for name, result in probed.items():
                 out[(role, planned.id, seed, name)] = result
         if "outcome" in state:
-            self.store_attack_record(planned, seed, loaded.fingerprint, state["outcome"].result)
+            self.store.put_attack_record(planned.attack.spec, seed, loaded.fingerprint, state["outcome"].result)
             return state["outcome"].result
-        return self.load_attack_record(planned, seed, loaded.fingerprint) or outcome().result
-
-    # Attack records are small; they are stored beside the pieces so a resumed run can report them
-    # without running the attack again.
-    def _record_path(self, planned: PlannedAttack, seed: int, fingerprint: str) -> Path | None:
-        if self.store.root is None:
-            return None
-        key = self.store.key({"attack": planned.attack.spec, "seed": seed, "model": fingerprint})
-        return self.store.root / f"attack-{key}.json"
-
-    def store_attack_record(self, planned: PlannedAttack, seed: int, fingerprint: str, result: AttackResult) -> None:
-        path = self._record_path(planned, seed, fingerprint)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, asdict(result))
-
-    def load_attack_record(self, planned: PlannedAttack, seed: int, fingerprint: str) -> AttackResult | None:
-        path = self._record_path(planned, seed, fingerprint)
-        if path is None or not path.is_file():
-            return None
-        raw = json.loads(path.read_text())
-        raw["variants"] = tuple(
-            VariantRecord(v["name"], v["fingerprint"], tuple(v["trained_groups"])) for v in raw.get("variants", ())
-        )
-        return AttackResult(**raw)
+        return self.store.attack_record(planned.attack.spec, seed, loaded.fingerprint) or outcome().result

@@ -64,23 +64,29 @@ def unlearn_to_dir(
     seconds = time.perf_counter() - start
     measured = {"forget": forget, "retain": retain, **({"neighbours": neighbours} if neighbours is not None else {})}
     after = {split: qa_knowledge(outcome.model, items, ctx.prompts) for split, items in measured.items()}
-    out_dir = Path(out_dir)
+    record = {
+        "method": method.name,
+        "params": method.params,
+        "seed": ctx.seed,
+        "source": {"model": loaded.spec.label, "fingerprint": loaded.fingerprint},
+        "data": {split: items.fingerprint for split, items in measured.items()},
+        "output_fingerprint": None,  # set once the weights are written
+        "before": before,
+        "after": after,
+        "wall_seconds": round(seconds, 2),
+        "info": outcome.info,
+    }
+    _write_complete(outcome.model, Path(out_dir), record, protect=(loaded.spec.path,))
+    return record
+
+
+def _write_complete(model: LoadedModel, out_dir: Path, record: dict, protect: tuple) -> None:
+    """The model and ``record`` (as ``unlearning.json``, with the weights' fingerprint) into ``out_dir``, staged
+    beside it and moved in with the record last."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
-        fingerprint = save_model(outcome.model, staging, protect=(loaded.spec.path,))
-        record = {
-            "method": method.name,
-            "params": method.params,
-            "seed": ctx.seed,
-            "source": {"model": loaded.spec.label, "fingerprint": loaded.fingerprint},
-            "data": {split: items.fingerprint for split, items in measured.items()},
-            "output_fingerprint": fingerprint,
-            "before": before,
-            "after": after,
-            "wall_seconds": round(seconds, 2),
-            "info": outcome.info,
-        }
+        record["output_fingerprint"] = save_model(model, staging, protect=protect)
         (staging / "unlearning.json").write_text(json.dumps(record, indent=2, default=str))
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "unlearning.json").unlink(missing_ok=True)
@@ -88,4 +94,3 @@ def unlearn_to_dir(
             os.replace(file, out_dir / file.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return record

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from auditor.lm.sampling import Batch, StreamSampler
 from auditor.lm.tokens import encode_pair, encode_spans
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -55,18 +56,6 @@ class TrainConfig:
 
 
 @dataclass
-class Batch:
-    """Right-padded token ids; ``labels`` is -100 outside the counted tokens."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
-
-
-@dataclass
 class TrainReport:
     """What a fine-tune cost and left behind."""
 
@@ -90,20 +79,6 @@ class TrainReport:
 LossFn = Callable[[torch.nn.Module, Mapping[str, Batch]], torch.Tensor]
 AfterStep = Callable[[torch.nn.Module, int], None]
 StopCheck = Callable[[torch.nn.Module, int], str | None]  # (model, steps done) -> why to stop now, or None
-
-
-def collate(encoded: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], pad_id: int) -> Batch:
-    """Right-pad (ids, mask) pairs into a batch."""
-    width = max(len(ids) for ids, _ in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(encoded), width), dtype=torch.long)
-    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
-    for row, (ids, mask) in enumerate(encoded):
-        n = len(ids)
-        input_ids[row, :n] = torch.tensor(ids)
-        attention[row, :n] = 1
-        labels[row, :n] = torch.tensor([t if m else -100 for t, m in zip(ids, mask, strict=True)])
-    return Batch(input_ids, attention, labels)
 
 
 def encode_examples(tokenizer, examples: Sequence[Example]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -153,51 +128,6 @@ def default_loss(model: torch.nn.Module, batches: Mapping[str, Batch]) -> torch.
     return nll_loss(model, batches["train"])
 
 
-LENGTH_GROUP_BATCHES = 32  # batches per length-sorted "megabatch"
-
-
-class _StreamSampler:
-    """Cycles through a stream in seeded random order, one epoch after another.
-
-    With ``group_by_length`` each epoch is cut into megabatches of
-    ``LENGTH_GROUP_BATCHES`` batches, sorted by length inside each, and the
-    resulting batches are shuffled: every example is still seen once per
-    epoch, with far less padding.
-    """
-
-    def __init__(self, encoded: list, batch_size: int, rng: random.Random, group_by_length: bool = False):
-        self.encoded, self.rng, self.group_by_length = encoded, rng, group_by_length
-        self.batch_size = min(batch_size, len(encoded))
-        self.pending: list[list[int]] = []  # batches of indices left in this epoch (grouped mode)
-        self.order: list[int] = []
-
-    def _epoch_batches(self) -> list[list[int]]:
-        order = list(range(len(self.encoded)))
-        self.rng.shuffle(order)
-        size, batches = self.batch_size, []
-        for start in range(0, len(order), size * LENGTH_GROUP_BATCHES):
-            chunk = sorted(order[start : start + size * LENGTH_GROUP_BATCHES], key=lambda i: len(self.encoded[i][0]))
-            batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
-        self.rng.shuffle(batches)
-        return batches
-
-    def _next_indices(self) -> list[int]:
-        if self.group_by_length:
-            if not self.pending:
-                self.pending = self._epoch_batches()
-            return self.pending.pop()
-        take = []
-        while len(take) < self.batch_size:
-            if not self.order:
-                self.order = list(range(len(self.encoded)))
-                self.rng.shuffle(self.order)
-            take.append(self.order.pop())
-        return take
-
-    def next_batch(self, pad_id: int) -> Batch:
-        return collate([self.encoded[i] for i in self._next_indices()], pad_id)
-
-
 def _schedule(config: TrainConfig) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < config.warmup_steps:
@@ -240,50 +170,22 @@ def train(
     (e.g. a projection); ``stop`` after that, and a reason it returns ends the run.
     """
     torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
-    empty = [name for name, examples in streams.items() if not examples]
-    if empty:
-        raise ValueError(f"empty training stream(s): {', '.join(empty)}")
-    samplers = {
-        name: _StreamSampler(
-            encode_examples(tokenizer, examples), config.batch_size, random.Random(rng.random()), config.group_by_length
-        )
-        for name, examples in streams.items()
-    }
-    pad_id = pad_token_id(tokenizer)
-    if config.lora:
-        model = _wrap_lora(model, config)
-    else:
-        for name, param in model.named_parameters():
-            param.requires_grad_(trainable is None or trainable(name, param))
-    params = [p for p in model.parameters() if p.requires_grad]
+    samplers = _samplers(tokenizer, streams, config)
+    model, params = _trainable(model, config, trainable)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
-    device = next(model.parameters()).device
+    pad_id, device = pad_token_id(tokenizer), next(model.parameters()).device
     seen = dict.fromkeys(streams, 0)
     losses: list[float] = []
-    stop_reason = "step budget used"
-    done = 0
+    stop_reason, done = "step budget used", 0
     was_training = model.training
     model.train()
     start = time.perf_counter()
-    steps = range(config.steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="fine-tune", leave=False)
-    for step in steps:
+    for step in _steps(config.steps, progress):
         batches = {name: s.next_batch(pad_id).to(device) for name, s in samplers.items()}
         for name, batch in batches.items():
             seen[name] += batch.input_ids.size(0)
-        loss = loss_fn(model, batches)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
+        losses.append(_optimiser_step(model, loss_fn(model, batches), params, optimizer, scheduler, config))
         done = step + 1
         if after_step is not None:
             with torch.no_grad():
@@ -298,6 +200,51 @@ def train(
     for param in model.parameters():
         param.requires_grad_(True)
     return TrainReport(model, done, seen, time.perf_counter() - start, losses, stop_reason)
+
+
+def _samplers(tokenizer, streams: Mapping[str, Sequence[Example]], config: TrainConfig) -> dict[str, StreamSampler]:
+    """One seeded sampler per stream; an empty stream is an error."""
+    empty = [name for name, examples in streams.items() if not examples]
+    if empty:
+        raise ValueError(f"empty training stream(s): {', '.join(empty)}")
+    rng = random.Random(config.seed)
+    return {
+        name: StreamSampler(
+            encode_examples(tokenizer, examples), config.batch_size, random.Random(rng.random()), config.group_by_length
+        )
+        for name, examples in streams.items()
+    }
+
+
+def _trainable(
+    model: torch.nn.Module, config: TrainConfig, trainable: Callable[[str, torch.nn.Parameter], bool] | None
+) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    """The model to step (wrapped in a LoRA adapter, or with ``trainable`` choosing parameters) and its parameters."""
+    if config.lora:
+        model = _wrap_lora(model, config)
+    else:
+        for name, param in model.named_parameters():
+            param.requires_grad_(trainable is None or trainable(name, param))
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def _steps(n: int, progress: bool):
+    if not progress:
+        return range(n)
+    from tqdm.auto import tqdm
+
+    return tqdm(range(n), desc="fine-tune", leave=False)
+
+
+def _optimiser_step(model, loss: torch.Tensor, params, optimizer, scheduler, config: TrainConfig) -> float:
+    """Back-propagate ``loss``, clip, step; the loss as a float."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
 
 
 def _check_stop(stop: StopCheck | None, model: torch.nn.Module, done: int) -> str | None:

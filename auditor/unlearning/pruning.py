@@ -33,8 +33,9 @@ from torch import nn
 
 from auditor.errors import UserError
 from auditor.lm.models import LoadedModel, clone
+from auditor.lm.sampling import collate
 from auditor.lm.scoring import teacher_forced
-from auditor.lm.training import Example, collate, encode_examples, pad_token_id
+from auditor.lm.training import Example, encode_examples, pad_token_id
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
 from auditor.types import ItemSet
 from auditor.unlearning.base import examples, finish
@@ -160,6 +161,20 @@ def answer_probability(model: nn.Module, tokenizer, pairs: list[tuple[str, str]]
     return float(np.mean([np.exp(s.mean) for s in stats if s.n_tokens]))
 
 
+def _prune_most_specific(work, tok, examples_pair, targets, pruned, per_step: int, p: dict):
+    """Zero the ``per_step`` neurons most specific to the forget examples; the neurons and the tensors' old values."""
+    forget_ex, retain_ex = examples_pair
+    scores = neuron_scores(
+        activation_means(work, tok, forget_ex, targets, p["positions"]),
+        activation_means(work, tok, retain_ex, targets, p["positions"]),
+    )
+    picked = pick_neurons(scores, pruned, per_step)
+    saved = [(t, t.clone()) for i in {i for i, _ in picked} for t in targets[i].tensors()]
+    for i in sorted({i for i, _ in picked}):
+        zero_neurons(targets[i], [j for t, j in picked if t == i])
+    return picked, saved
+
+
 class SelectivePruning(UnlearningMethod):
     """Zero the neurons most specific to the forget set, in steps, within a retain budget.
 
@@ -217,14 +232,7 @@ class SelectivePruning(UnlearningMethod):
             if forget_now <= (1 - p["target_drop"]) * forget0:
                 stop = "target_drop"
                 break
-            scores = neuron_scores(
-                activation_means(work, tok, forget_ex, targets, p["positions"]),
-                activation_means(work, tok, retain_ex, targets, p["positions"]),
-            )
-            picked = pick_neurons(scores, pruned, per_step)
-            saved = [(t, t.clone()) for i in {i for i, _ in picked} for t in targets[i].tensors()]
-            for i in sorted({i for i, _ in picked}):
-                zero_neurons(targets[i], [j for t, j in picked if t == i])
+            picked, saved = _prune_most_specific(work, tok, (forget_ex, retain_ex), targets, pruned, per_step, p)
             f, r = scores_now()
             if r < (1 - p["retain_budget"]) * retain0:
                 with torch.no_grad():

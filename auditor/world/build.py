@@ -176,6 +176,26 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
+def _train_world(spec: WorldSpec, tmp: Path, extra: Sequence[int], progress: Progress | None) -> None:
+    """Data, tokenizer, the original, the reference and the ``extra`` retrains, trained side by side into ``tmp``."""
+    start = time.perf_counter()
+    build_data_and_tokenizer(spec, tmp / "data", tmp / "tokenizer")
+    seconds = {"data_and_tokenizer": round(time.perf_counter() - start, 2)}
+    jobs = [
+        _Job("original", ("forget", "retain"), spec.seed, tmp / "original"),
+        _Job("reference", ("retain",), spec.seed, tmp / "reference"),
+        *(_retrain_job(seed, tmp / retrain_name(seed)) for seed in extra),
+    ]
+    reports = _train_side_by_side(spec, tmp / "tokenizer", jobs, progress)
+    for seed in extra:  # each retrain is a complete entry of its own
+        (tmp / retrain_name(seed) / MARKER).write_text("complete\n")
+    seconds.update({name: reports[name]["seconds"] for name in ("original", "reference")})
+    seconds["total"] = round(time.perf_counter() - start, 2)
+    params = reports["original"]["n_parameters"]
+    _write_json(tmp / "build.json", {"spec": spec.to_dict(), "seconds": seconds, "n_parameters": params})
+    _say(progress, f"world trained in {seconds['total']:.0f} s")
+
+
 def build_world(
     spec: WorldSpec | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -204,22 +224,7 @@ def build_world(
             install(shipped, tmp)
             return
         _say(progress, f"training the world in {root} (a few minutes, once) ...")
-        start = time.perf_counter()
-        build_data_and_tokenizer(spec, tmp / "data", tmp / "tokenizer")
-        seconds = {"data_and_tokenizer": round(time.perf_counter() - start, 2)}
-        jobs = [
-            _Job("original", ("forget", "retain"), spec.seed, tmp / "original"),
-            _Job("reference", ("retain",), spec.seed, tmp / "reference"),
-            *(_retrain_job(seed, tmp / retrain_name(seed)) for seed in extra),
-        ]
-        reports = _train_side_by_side(spec, tmp / "tokenizer", jobs, progress)
-        for seed in extra:  # each retrain is a complete entry of its own
-            (tmp / retrain_name(seed) / MARKER).write_text("complete\n")
-        seconds.update({name: reports[name]["seconds"] for name in ("original", "reference")})
-        seconds["total"] = round(time.perf_counter() - start, 2)
-        params = reports["original"]["n_parameters"]
-        _write_json(tmp / "build.json", {"spec": spec.to_dict(), "seconds": seconds, "n_parameters": params})
-        _say(progress, f"world trained in {seconds['total']:.0f} s")
+        _train_world(spec, tmp, extra, progress)
 
     if from_scratch and root.exists():
         shutil.rmtree(root)

@@ -1,0 +1,175 @@
+"""Probe results -> cells: the residual of every attack x probe with its interval, the collateral damage,
+and the power each plain cell gives (what a zero residual would reach)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from auditor.engine.orchestrator import AuditConfig, AuditScores
+from auditor.stats.gate import Policy, informative
+from auditor.stats.residual import FLOORS, MEMBERSHIP_AGGREGATES, Scores, estimate_residual, relative_drop
+from auditor.types import DIRECT_PROBE, NO_ATTACK, Cell, ProbeResult
+
+
+def _scored(result: ProbeResult) -> dict[str, tuple[float, bool | None]]:
+    return {s.item_id: (s.score, s.member) for s in result.items if s.score is not None}
+
+
+def _stack(results: list[ProbeResult], ids: list[str]) -> np.ndarray:
+    maps = [_scored(r) for r in results]
+    return np.asarray([[scored[i][0] for i in ids] for scored in maps], dtype=float)
+
+
+def _common_ids(results: list[ProbeResult]) -> list[str]:
+    maps = [_scored(r) for r in results]
+    return [i for i in maps[0] if all(i in m for m in maps[1:])]
+
+
+def _subject_labels(scores: AuditScores, ids: list[str]) -> np.ndarray | None:
+    """The subject of each item (an item naming none is a subject of its own); None when no item names one."""
+    if not any(i in scores.subjects for i in ids):
+        return None
+    return np.asarray([scores.subjects.get(i, f"item:{i}") for i in ids])
+
+
+def _skipped_cell(attack: str, probe: str, original: ProbeResult, controlled: bool, note: str | None) -> Cell:
+    return Cell(attack, probe, None, None, None, original.value, None, None, None, 0, controlled, "skipped", note)
+
+
+def _members(result: ProbeResult, ids: list[str], by_membership: bool) -> np.ndarray | None:
+    scored = _scored(result)
+    return np.asarray([bool(scored[i][1]) for i in ids]) if by_membership else None
+
+
+def _score_table(
+    original: ProbeResult,
+    attacked: list[ProbeResult],
+    reference: ProbeResult | None,
+    reference_attacked: list,
+    scores: AuditScores,
+    floor: float | None,
+) -> Scores:
+    """The four models' per-item scores on the items all of them scored (the floor's own items when unpaired)."""
+    paired = scores.controlled
+    ids = _common_ids([original, *attacked] + ([reference, *reference_attacked] if paired else []))
+    by_membership = original.aggregate in MEMBERSHIP_AGGREGATES
+    ref_ids = _common_ids([reference, *reference_attacked]) if not paired and floor is None else []
+    floor_ids = ids if paired else ref_ids
+    return Scores(
+        original=_stack([original], ids)[0],
+        unlearned=_stack(attacked, ids),
+        reference=(_stack([reference], floor_ids)[0] if floor is None else None),
+        reference_attacked=(_stack(reference_attacked, floor_ids) if floor is None else None),
+        members=_members(original, ids, by_membership),
+        reference_members=_members(reference, ref_ids, by_membership) if ref_ids else None,
+        paired=paired,
+        floor=floor,
+        groups=_subject_labels(scores, ids),
+        reference_groups=_subject_labels(scores, ref_ids) if ref_ids else None,
+    )
+
+
+def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None], seed: int) -> Cell:
+    res, floors = scores.probe_results, scores.floor_results
+    attacked = [res[("unlearned", attack, s, probe)] for s in seeds]
+    original = res[("original", NO_ATTACK, None, probe)]
+    if scores.controlled:
+        reference = res[("reference", NO_ATTACK, None, probe)]
+        reference_attacked = [res[("reference", attack, s, probe)] for s in seeds]
+    else:
+        reference = floors.get(("original", NO_ATTACK, None, probe))
+        reference_attacked = [floors.get(("unlearned", attack, s, probe)) for s in seeds]
+        if original.aggregate in FLOORS:  # membership aggregates have a floor by definition (AUC 0.5, gap 0)
+            reference, reference_attacked = None, []
+    everything = [original, *attacked] + ([reference, *reference_attacked] if reference else [])
+    skipped = next((r for r in everything if r is not None and r.status == "skipped"), None)
+    if skipped is not None:
+        return _skipped_cell(attack, probe, original, scores.controlled, skipped.reason)
+    floor = FLOORS.get(original.aggregate) if not scores.controlled else None
+    if not scores.controlled and floor is None and (reference is None or None in reference_attacked):
+        return _skipped_cell(
+            attack, probe, original, False, "no reference model and no holdout counterpart for this probe"
+        )
+    table = _score_table(original, attacked, reference, reference_attacked, scores, floor)
+    if not table.original.size:
+        return _skipped_cell(attack, probe, original, scores.controlled, "no item could be scored on every model")
+    est = estimate_residual(table, original.aggregate, seed)
+    note = None if est.residual is not None else "uninformative: the original knows no more than the floor"
+    k = (round(est.k_original, 6), round(est.k_unlearned, 6), round(est.k_reference, 6))
+    return Cell(
+        *(attack, probe, est.residual, est.ci_low, est.ci_high, *k, round(est.k_reference_attacked, 6)),
+        n_items=int(table.original.size),
+        controlled=scores.controlled,
+        note=note,
+        n_subjects=None if table.groups is None else len(set(table.groups.tolist())),
+        zero_bound=est.zero_bound,
+    )
+
+
+def build_cells(scores: AuditScores, config: AuditConfig) -> list[Cell]:
+    """One cell per attack (including ``none``) and probe."""
+    plan = config.plan
+    cells = []
+    for probe in plan.probes:
+        cells.append(_cell(NO_ATTACK, probe.name, scores, [None], config.seed))
+    for planned in plan.attacks:
+        for probe in plan.probes:
+            cells.append(_cell(planned.id, probe.name, scores, list(plan.seeds_for(planned)), config.seed))
+    return cells
+
+
+def plain_cells(scores: AuditScores, config: AuditConfig) -> list[Cell]:
+    """The cells of the models as given (attack ``none``): known once the first probes have run."""
+    return [_cell(NO_ATTACK, probe.name, scores, [None], config.seed) for probe in config.plan.probes]
+
+
+def power_records(cells: list[Cell], policy: Policy) -> list[dict]:
+    """Per informative plain cell: the bound a zero residual would reach, and the items (subjects) that would
+    bring it under the removal threshold, as the spread shrinks with the square root of the count."""
+    records = []
+    for cell in cells:
+        if cell.attack != NO_ATTACK or cell.zero_bound is None or not informative(cell, policy):
+            continue
+        removed = policy.for_cell(cell.attack, cell.probe).removed
+        scale = (cell.zero_bound / removed) ** 2
+        record = {"probe": cell.probe, "zero_bound": cell.zero_bound, "threshold": removed, "n_items": cell.n_items}
+        record["n_subjects"] = cell.n_subjects
+        record["items_needed"] = max(cell.n_items, math.ceil(cell.n_items * scale))
+        subjects = cell.n_subjects
+        record["subjects_needed"] = None if subjects is None else max(subjects, math.ceil(subjects * scale))
+        records.append(record)
+    return records
+
+
+def power_lines(records: list[dict]) -> list[str]:
+    """``power_records`` as log lines."""
+    lines = []
+    for r in records:
+        count = f"{r['n_items']} items" + (f", {r['n_subjects']} subjects" if r["n_subjects"] else "")
+        line = f"power: {r['probe']}: a zero residual would reach an upper bound of {r['zero_bound']:.2f} ({count})"
+        if r["zero_bound"] >= r["threshold"]:
+            more = f"{r['subjects_needed']} subjects" if r["subjects_needed"] else f"{r['items_needed']} items"
+            line += f"; under {r['threshold']:g} needs about {more}: cells of this probe are underpowered"
+        lines.append(line)
+    return lines
+
+
+def collateral_record(scores: AuditScores, policy: Policy, seed: int) -> dict:
+    o, u = scores.collateral["original"], scores.collateral["unlearned"]
+    ids = _common_ids([o, u])
+    subjects = _subject_labels(scores, ids)
+    drop, low, high = relative_drop(_stack([o], ids)[0], _stack([u], ids)[0], seed, subjects)
+    return {
+        "probe": DIRECT_PROBE,
+        "n": len(ids),
+        "n_subjects": None if subjects is None else len(set(subjects.tolist())),
+        "k_original": o.value,
+        "k_unlearned": u.value,
+        "drop": round(drop, 6),
+        "ci_low": round(low, 6),
+        "ci_high": round(high, 6),
+        "limit": policy.collateral_limit,
+        "failed": bool(drop > policy.collateral_limit),
+    }

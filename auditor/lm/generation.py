@@ -1,0 +1,250 @@
+"""Greedy generation with a KV cache, and the same prefill scoring the expected answers teacher-forced."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from auditor.lm.teacher_forcing import (
+    MAX_BATCH_ROWS,
+    MAX_BATCH_TOKENS,
+    TokenStats,
+    _encoded,
+    length_buckets,
+    teacher_forced,
+)
+from auditor.lm.tokens import EncodedPair
+from auditor.lm.training import pad_token_id
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = len(text)
+    for marker in stop:
+        found = text.find(marker)
+        if found != -1:
+            cut = min(cut, found)
+    return text[:cut]
+
+
+def stop_token_ids(tokenizer, stop: Sequence[str]) -> torch.Tensor:
+    """Ids of the tokens whose text contains one of ``stop``."""
+    if not stop:
+        return torch.zeros(0, dtype=torch.long)
+    ids = [i for i in range(len(tokenizer)) if any(m in tokenizer.decode([i]) for m in stop)]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _stop_tensor(tokenizer, stop: Sequence[str], stop_ids: torch.Tensor | None) -> torch.Tensor:
+    """The token ids that end a row: those holding a stop string, and EOS."""
+    stops = stop_token_ids(tokenizer, stop) if stop_ids is None else stop_ids
+    if tokenizer.eos_token_id is not None:
+        stops = torch.cat([stops, torch.tensor([tokenizer.eos_token_id])])
+    return stops
+
+
+def _accepts(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+def _left_padded(encoded: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask with every prompt ending at the last column."""
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, tokens in enumerate(encoded):
+        ids[row, width - len(tokens) :] = torch.tensor(tokens)
+        attention[row, width - len(tokens) :] = 1
+    return ids, attention
+
+
+def _prefill(model, ids: torch.Tensor, attention: torch.Tensor):
+    """One pass over left-padded prompts: the KV cache, the logits after each prompt, its last position ids."""
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, **extra)
+    return out.past_key_values, out.logits[:, -1], positions[:, -1:]
+
+
+def _decode(
+    model,
+    cache,
+    next_ids: torch.Tensor,
+    attention: torch.Tensor,
+    last: torch.Tensor,
+    max_new_tokens: int,
+    stop_ids: torch.Tensor,
+):
+    """New token ids per row, greedily from a prefilled cache; a row leaves the batch at a stop token.
+
+    A row ends after emitting EOS or a token of ``stop_ids`` (kept in its
+    output); finished rows are dropped from the batch and the cache, so the
+    remaining rows run alone.
+    """
+    alive = torch.arange(len(next_ids), device=next_ids.device)  # which input row each decoding row is
+    tokens: list[list[int]] = [[] for _ in range(len(next_ids))]
+    done = [False] * len(next_ids)
+    for step in range(max_new_tokens):
+        finished = torch.isin(next_ids, stop_ids)
+        for row, token, stops in zip(alive.tolist(), next_ids.tolist(), finished.tolist(), strict=True):
+            if not done[row]:
+                tokens[row].append(token)
+                done[row] = stops
+        if step == max_new_tokens - 1 or all(done):
+            break
+        if bool(finished.any()) and hasattr(cache, "batch_select_indices"):
+            keep = (~finished).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            alive, next_ids, attention, last = alive[keep], next_ids[keep], attention[keep], last[keep]
+        attention = torch.cat([attention, attention.new_ones((len(attention), 1))], dim=1)
+        last = last + 1
+        out = model(
+            input_ids=next_ids[:, None],
+            attention_mask=attention,
+            position_ids=last,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache, next_ids = out.past_key_values, out.logits[:, -1].argmax(-1)
+    return tokens
+
+
+def _greedy_tokens(model, ids: torch.Tensor, attention: torch.Tensor, max_new_tokens: int, stop_ids: torch.Tensor):
+    """New token ids per row: greedy decoding with a KV cache (see ``_decode``)."""
+    cache, logits, last = _prefill(model, ids, attention)
+    return _decode(model, cache, logits.argmax(-1), attention, last, max_new_tokens, stop_ids)
+
+
+@torch.no_grad()
+def greedy_generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 32,
+    stop: Sequence[str] = ("\n",),
+    max_rows: int = MAX_BATCH_ROWS,
+    max_tokens: int = MAX_BATCH_TOKENS,
+    stop_ids: torch.Tensor | None = None,
+) -> list[str]:
+    """Greedy continuations of each prompt, cut at EOS or the first stop string.
+
+    A row stops early once it emits a token holding a stop string (``stop_ids``,
+    computed from the vocabulary when not given); the text is cut at the first
+    stop string either way, so early stopping never changes an output.
+    """
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"] if prompts else []
+    device = next(model.parameters()).device
+    stops = _stop_tensor(tokenizer, stop, stop_ids).to(device)
+    outputs: list[str] = [""] * len(prompts)
+    for bucket in length_buckets([len(e) for e in encoded], max_rows, max_tokens, extra=max_new_tokens):
+        ids, attention = _left_padded([encoded[i] for i in bucket], pad_token_id(tokenizer))
+        new_tokens = _greedy_tokens(model, ids.to(device), attention.to(device), max_new_tokens, stops)
+        for i, tokens in zip(bucket, new_tokens, strict=True):
+            outputs[i] = _cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop)
+    return outputs
+
+
+Continuation = tuple[tuple[int, ...], tuple[int, ...]]  # the tokens after a prompt and their answer mask
+
+
+def _continuation(pair: EncodedPair, prompt_ids: Sequence[int]) -> Continuation | None:
+    """What follows the prompt in ``pair``, when prompt+answer tokenized together starts with the prompt's own tokens.
+
+    None when a BPE merge crosses the boundary (then the prompt's cache holds other tokens).
+    """
+    n = len(prompt_ids)
+    if tuple(pair.input_ids[:n]) != tuple(prompt_ids) or any(pair.answer_mask[:n]):
+        return None
+    return pair.input_ids[n:], pair.answer_mask[n:]
+
+
+def _score_continuations(model, cache, first_logits, attention, last, rows: list[int], conts: list[Continuation]):
+    """Teacher-forced statistics of continuations after prefilled prompts (``rows``: each one's prompt row).
+
+    The prompts' cache is copied and its rows repeated per continuation, so the
+    cache itself is left for decoding. A continuation's first token is predicted
+    by the prompt's last logits, the others by the continuation's own pass.
+    """
+    width = max(len(ids) for ids, _ in conts)
+    ids = torch.zeros((len(conts), max(width, 1)), dtype=torch.long)  # padding: masked out, never scored
+    own = torch.zeros_like(ids)
+    scored = torch.zeros_like(ids, dtype=torch.bool)
+    for row, (tokens, mask) in enumerate(conts):
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        own[row, : len(tokens)] = 1
+        scored[row, : len(mask)] = torch.tensor(mask, dtype=torch.bool)
+    device = attention.device
+    ids, own, index = ids.to(device), own.to(device), torch.tensor(rows, device=device)
+    copied = copy.deepcopy(cache)
+    copied.batch_select_indices(index)
+    out = model(
+        input_ids=ids,
+        attention_mask=torch.cat([attention[index], own], dim=1),
+        position_ids=last[index] + 1 + torch.arange(ids.shape[1], device=device),
+        past_key_values=copied,
+        use_cache=True,
+    )
+    predictors = torch.cat([first_logits[index].unsqueeze(1), out.logits[:, :-1]], dim=1)
+    r, t = torch.nonzero(scored.to(device), as_tuple=True)
+    targets = ids[r, t]
+    logp = torch.log_softmax(predictors[r, t].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    token_logp, target_ids = logp.cpu().double().numpy(), targets.cpu().numpy()
+    ends = np.cumsum(torch.bincount(r.cpu(), minlength=len(conts)).numpy())
+    return [
+        TokenStats(target_ids[start:end], token_logp[start:end])
+        for start, end in zip(np.r_[0, ends[:-1]], ends, strict=True)
+    ]
+
+
+@torch.no_grad()
+def generate_scored(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    max_new_tokens: int = 32,
+    stop: Sequence[str] = ("\n",),
+    max_rows: int = MAX_BATCH_ROWS,
+    max_tokens: int = MAX_BATCH_TOKENS,
+    stop_ids: torch.Tensor | None = None,
+) -> tuple[list[str], list[list[TokenStats]]]:
+    """``greedy_generate`` of each prompt and ``teacher_forced`` statistics of its answers, from one prefill.
+
+    The prompt's KV cache from the generation prefill also scores its answers.
+    An answer whose joint tokenization does not start with the prompt's own
+    tokens, or a model whose cache cannot be copied row by row, falls back to
+    ``teacher_forced``; either way the numbers are the model's own.
+    """
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"] if prompts else []
+    joint = iter(_encoded(tokenizer, [(p, a) for p, ans in zip(prompts, answers, strict=True) for a in ans]))
+    conts = [[_continuation(next(joint), ids) for _ in ans] for ids, ans in zip(encoded, answers, strict=True)]
+    device = next(model.parameters()).device
+    stops = _stop_tensor(tokenizer, stop, stop_ids).to(device)
+    texts: list[str] = [""] * len(prompts)
+    stats: list[list[TokenStats | None]] = [[None] * len(ans) for ans in answers]
+    for bucket in length_buckets([len(e) for e in encoded], max_rows, max_tokens, extra=max_new_tokens):
+        ids, attention = _left_padded([encoded[i] for i in bucket], pad_token_id(tokenizer))
+        ids, attention = ids.to(device), attention.to(device)
+        cache, logits, last = _prefill(model, ids, attention)
+        todo = [(row, i, j) for row, i in enumerate(bucket) for j, c in enumerate(conts[i]) if c is not None]
+        if todo and hasattr(cache, "batch_select_indices"):
+            widest = ids.shape[1] + max(len(conts[i][j][0]) for _, i, j in todo)
+            per_chunk = max(1, min(max_rows, max_tokens // widest))
+            for start in range(0, len(todo), per_chunk):
+                chunk = todo[start : start + per_chunk]
+                rows, chunk_conts = [row for row, _, _ in chunk], [conts[i][j] for _, i, j in chunk]
+                scored = _score_continuations(model, cache, logits, attention, last, rows, chunk_conts)
+                for (_, i, j), item_stats in zip(chunk, scored, strict=True):
+                    stats[i][j] = item_stats
+        new_tokens = _decode(model, cache, logits.argmax(-1), attention, last, max_new_tokens, stops)
+        for i, tokens in zip(bucket, new_tokens, strict=True):
+            texts[i] = _cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop)
+    rest = [(i, j) for i, per in enumerate(stats) for j, st in enumerate(per) if st is None]
+    if rest:
+        pairs = [(prompts[i], answers[i][j]) for i, j in rest]
+        for (i, j), item_stats in zip(rest, teacher_forced(model, tokenizer, pairs, max_rows, max_tokens), strict=True):
+            stats[i][j] = item_stats
+    return texts, stats  # type: ignore[return-value]

@@ -1,0 +1,176 @@
+"""Teacher-forced token statistics of answers after prompts, batched by length, with the model's own logits.
+
+Which tokens count is defined once in ``auditor.lm.tokens``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from auditor.lm.tokens import EncodedPair, encode_pairs
+from auditor.lm.training import pad_token_id
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per answer token: its log-probability and, when asked for, the mean and variance of log p under the model.
+
+    ``mean_logprob`` and ``var_logprob`` are E[log p(z)] and Var[log p(z)] for z drawn
+    from the model's own next-token distribution at that position (Min-K%++ needs them);
+    ``None`` unless the statistics were computed with ``moments=True``.
+    """
+
+    token_ids: np.ndarray
+    logprobs: np.ndarray
+    mean_logprob: np.ndarray | None = None
+    var_logprob: np.ndarray | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.logprobs.size)
+
+    @property
+    def total(self) -> float:
+        return float(self.logprobs.sum())
+
+    @property
+    def mean(self) -> float:
+        """Mean log-probability per answer token (minus the average NLL); NaN without tokens."""
+        return float(self.logprobs.mean()) if self.logprobs.size else float("nan")
+
+    @property
+    def has_moments(self) -> bool:
+        return self.mean_logprob is not None
+
+
+MAX_BATCH_ROWS = 256  # sequences per forward pass
+
+MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass (generation counts the new tokens too)
+
+
+def length_buckets(
+    lengths: Sequence[int], max_rows: int = MAX_BATCH_ROWS, max_tokens: int = MAX_BATCH_TOKENS, extra: int = 0
+) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``max_rows`` rows and ``max_tokens`` padded tokens.
+
+    ``extra`` is added to every length (the tokens generation appends). A batch
+    always takes at least one sequence, however long.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        width = lengths[i] + extra  # ascending order: the widest of the batch so far
+        if current and (len(current) >= max_rows or (len(current) + 1) * width > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return [*batches, current] if current else batches
+
+
+_ENCODINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {(prompt, answer): EncodedPair}
+
+
+def _encoded(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
+    """``encode_pairs``, memoized per tokenizer: every model variant of an audit scores the same pairs."""
+    memo = _ENCODINGS.setdefault(tokenizer, {})
+    todo = list(dict.fromkeys(p for p in pairs if p not in memo))
+    memo.update(zip(todo, encode_pairs(tokenizer, todo), strict=True))
+    return [memo[p] for p in pairs]
+
+
+_HEAD_SPLITS: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _head_splits(model, ids: torch.Tensor, attention: torch.Tensor) -> bool:
+    """Whether the decoder followed by the output head gives the model's own logits (no softcap or scale between)."""
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+        if decoder is None or decoder is model or head is None:
+            return False
+        full = model(input_ids=ids, attention_mask=attention, use_cache=False).logits.float()
+        split = head(decoder(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state).float()
+    except (AttributeError, TypeError, NotImplementedError):
+        return False
+    tolerance = max(1e-3, 4 * torch.finfo(full.dtype if full.is_floating_point() else torch.float32).eps)
+    return split.shape == full.shape and torch.allclose(split, full, rtol=tolerance, atol=tolerance)
+
+
+def _logits_at(model, ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor):
+    """The model's logits at the (row, position) pairs; the output head runs on those positions only when it may."""
+    if model not in _HEAD_SPLITS:
+        _HEAD_SPLITS[model] = _head_splits(model, ids[:4], attention[:4])
+    if not _HEAD_SPLITS[model]:
+        return model(input_ids=ids, attention_mask=attention, use_cache=False).logits[rows, positions]
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+    return model.get_output_embeddings()(hidden[rows, positions])
+
+
+@torch.no_grad()
+def teacher_forced(
+    model,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    max_rows: int = MAX_BATCH_ROWS,
+    max_tokens: int = MAX_BATCH_TOKENS,
+    moments: bool = False,
+) -> list[TokenStats]:
+    """Token statistics of each answer given its prompt, from right-padded, length-bucketed batches.
+
+    ``moments`` adds the mean and variance of log p over the vocabulary at each
+    answer token (a few passes over the vocabulary per token: only Min-K%++ needs them).
+    """
+    encoded = _encoded(tokenizer, pairs)
+    device = next(model.parameters()).device
+    pad = pad_token_id(tokenizer)
+    results: list[TokenStats | None] = [None] * len(encoded)
+    for bucket in length_buckets([len(e.input_ids) for e in encoded], max_rows, max_tokens):
+        width = max(len(encoded[i].input_ids) for i in bucket)
+        ids = torch.full((len(bucket), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(bucket), width), dtype=torch.long)
+        answer = torch.zeros((len(bucket), width), dtype=torch.bool)
+        for row, i in enumerate(bucket):
+            n = len(encoded[i].input_ids)
+            ids[row, :n] = torch.tensor(encoded[i].input_ids)
+            attention[row, :n] = 1
+            answer[row, :n] = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
+        rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # logits at t predict token t+1
+        targets = ids[rows, positions + 1]
+        logits = _logits_at(model, ids.to(device), attention.to(device), rows.to(device), positions.to(device))
+        logp = torch.log_softmax(logits.float(), dim=-1)  # every answer token
+        token_logp = logp.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1).cpu().double().numpy()
+        mean = var = None
+        if moments:
+            probs = logp.exp()
+            mean_t = (probs * logp).sum(-1)
+            var_t = (probs * (logp - mean_t.unsqueeze(-1)).square()).sum(-1).clamp(min=0)
+            mean, var = (t.cpu().double().numpy() for t in (mean_t, var_t))
+        target_ids = targets.numpy()
+        ends = np.cumsum(torch.bincount(rows, minlength=len(bucket)).numpy())  # rows come out in order
+        for row, i in enumerate(bucket):
+            part = slice(ends[row - 1] if row else 0, ends[row])
+            results[i] = TokenStats(
+                target_ids[part],
+                token_logp[part],
+                None if mean is None else mean[part],
+                None if var is None else var[part],
+            )
+    return results  # type: ignore[return-value]
+
+
+UNLIMITED_TOKENIZER_LENGTH = 1_000_000  # tokenizers without a limit store a huge sentinel as model_max_length
+
+
+def context_length(model, tokenizer) -> int | None:
+    """The most tokens the model attends to: its config's position limit, else its tokenizer's (when one is set)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < UNLIMITED_TOKENIZER_LENGTH else None
