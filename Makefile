@@ -41,6 +41,7 @@ test-fast: install browser
 lint: install
 	$(BIN)/ruff check auditor attacks probes reports tests bench
 	$(BIN)/ruff format --check auditor attacks probes reports tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -130,15 +130,18 @@ class QuantBnB(Attack):
         try:
             import bitsandbytes as bnb
 
-            config = self._config(loaded.model.dtype)
+            dtype: torch.dtype = loaded.model.dtype  # a PreTrainedModel's dtype
+            config = self._config(dtype)
         except Exception as exc:  # a broken install must not stop the audit
             return skipped(self, loaded, f"bitsandbytes unusable here: {_first_line(exc)}", started)
         device = loaded.device
-        spec_options = {"dtype": _dtype_name(loaded.model.dtype), "device": str(device)}
+        dtype_name, device_name = _dtype_name(dtype), str(device)
         try:
             with _scratch(ctx) as tmp:
                 save_model(loaded, tmp / "input")
-                quantized = load_model(ModelSpec(str(tmp / "input"), **spec_options), quantization_config=config)
+                quantized = load_model(
+                    ModelSpec(str(tmp / "input"), dtype=dtype_name, device=device_name), quantization_config=config
+                )
             _smoke_test(quantized.model, loaded, calibration_texts(ctx.data.retain.items[:1], ctx.prompts)[0])
         except Exception as exc:
             return skipped(self, loaded, f"bitsandbytes {self.params['mode']} load failed: {_first_line(exc)}", started)
@@ -152,7 +155,7 @@ class QuantBnB(Attack):
             if isinstance(module, torch.nn.Linear) and not isinstance(module, kind)
         ]
         quantized.tokenizer = loaded.tokenizer
-        quantized.spec = ModelSpec(variant_label(loaded, self), **spec_options)
+        quantized.spec = ModelSpec(variant_label(loaded, self), dtype=dtype_name, device=device_name)
         applied = {
             "backend": f"bitsandbytes {bnb.__version__}",
             "mode": self.params["mode"],

@@ -188,7 +188,7 @@ def load_items(
     if len(set(ids)) != len(ids):
         raise UserError(f"{source}: duplicate item ids")
     frozen = tuple(items)
-    return ItemSet(name, kind or kinds.pop(), frozen, source, fingerprint_items(frozen))
+    return ItemSet(name, kind or kinds.pop(), frozen, source, fingerprint_items(frozen))  # type: ignore[arg-type]
 
 
 def parse_mapping(text: str | None) -> dict[str, str] | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from auditor.errors import UserError
 from auditor.lm.prompts import DEFAULT_FORMAT, PromptFormat
 from auditor.stats.bootstrap import AGGREGATES
-from auditor.types import AttackResult, AuditData, ItemSet, ProbeResult
+from auditor.types import Aggregate, AttackResult, AuditData, ItemSet, ProbeResult
 
 if TYPE_CHECKING:
     from auditor.lm.scoring import TokenStats
@@ -179,7 +179,7 @@ class Probe(Plugin):
     """Model -> per-item knowledge scores for one form of question."""
 
     needs: ClassVar[tuple[str, ...]] = ("forget",)  # AuditData fields required
-    aggregate: ClassVar[str] = "mean"  # one of AGGREGATES: how item scores become the probe's K
+    aggregate: ClassVar[Aggregate] = "mean"  # one of AGGREGATES: how item scores become the probe's K
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

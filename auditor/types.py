@@ -8,6 +8,8 @@ from typing import Any, Literal
 from auditor.errors import UserError
 
 Status = Literal["ok", "skipped", "fallback"]
+Label = Literal["NOT_UNLEARNED", "HIDDEN", "REMOVED", "INCONCLUSIVE"]
+Aggregate = Literal["mean", "auc", "gap", "std_gap"]
 NO_ATTACK = "none"  # the attack id of the models as given
 DIRECT_PROBE = "qa"  # r(none, qa) is what a naive evaluation sees
 
@@ -147,7 +149,7 @@ class ProbeResult:
     probe: str
     model: str  # which model variant, e.g. "unlearned" or "unlearned@quant-rtn:bits=4"
     metric: str  # what ``score`` measures
-    aggregate: Literal["mean", "auc", "gap", "std_gap"]
+    aggregate: Aggregate
     value: float | None
     items: tuple[ItemScore, ...]
     status: Status = "ok"
@@ -180,7 +182,7 @@ class Cell:
 class Verdict:
     """The audit's conclusion and the cells that decided it."""
 
-    label: Literal["NOT_UNLEARNED", "HIDDEN", "REMOVED", "INCONCLUSIVE"]
+    label: Label
     deciding_cells: tuple[tuple[str, str], ...]
     reasons: tuple[str, ...]
     collateral: float | None  # relative drop of retain knowledge versus the original

@@ -45,7 +45,7 @@ class BaseProbe(Probe):
         return self.metric_name
 
     def skipped(self, model_label: str, reason: str) -> ProbeResult:
-        return ProbeResult(self.name, model_label, self.metric, self.aggregate, None, (), "skipped", reason)  # type: ignore[arg-type]
+        return ProbeResult(self.name, model_label, self.metric, self.aggregate, None, (), "skipped", reason)
 
     def mean_result(self, model_label: str, scores: Sequence[ItemScore], **extras: Any) -> ProbeResult:
         """The mean of the scored items (``None`` when no item could be scored)."""
@@ -122,10 +122,11 @@ def score_answers(
             scores.append(ItemScore(request.item.id, None, detail={**detail, "unscored": UNSCORED}))
             continue
         output, item_stats = result
+        answer = request.item.answer or ""  # requests are made of QA items (``qa_items``): never empty
         detail.update(
             output=output,
-            correct=contains_answer(output, request.item.answer),
-            rouge_l=rouge_l_recall(output, request.item.answer),
+            correct=contains_answer(output, answer),
+            rouge_l=rouge_l_recall(output, answer),
             prob=_geometric_prob(item_stats[0].mean),
         )
         if len(item_stats) > 1:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import ClassVar
 
 from auditor.plugins import LanguageModel, RunContext
 from auditor.types import Item, ProbeResult
@@ -38,7 +39,7 @@ class InContextProbe(BaseProbe):
     name = "in-context"
     summary = "Put k retained QA pairs (few-shot) before each forget question; K = answer in the greedy output."
     paper = "https://arxiv.org/abs/2402.16835"  # Lynch et al., eight methods to evaluate robust unlearning
-    needs = ("forget", "retain")
+    needs: ClassVar[tuple[str, ...]] = ("forget", "retain")
     aggregate = "mean"
     defaults = {"mode": "few-shot", "k": 4, "metric": "correct", "max_new_tokens": 32, "separator": "\n\n"}
 

@@ -63,7 +63,7 @@ from auditor.plugins import LanguageModel, RunContext
 from auditor.stats.bootstrap import aggregate
 from auditor.stats.metrics import roc_auc, roc_curve_points, tpr_at_fpr
 from auditor.stats.residual import MEMBERSHIP_AGGREGATES
-from auditor.types import AuditData, Item, ItemScore, ProbeResult
+from auditor.types import Aggregate, AuditData, Item, ItemScore, ProbeResult
 from probes.common import UNSCORED, BaseProbe, check_choice, qa_items
 
 STATISTICS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
@@ -79,6 +79,7 @@ def lowest_k_mean(values: np.ndarray, k: float) -> float:
 
 def statistics(stats: TokenStats, scored_text: str, k: float, reference: TokenStats | None) -> dict[str, float]:
     """Every membership statistic of one item, each oriented higher = more likely a member."""
+    assert stats.var_logprob is not None and stats.mean_logprob is not None  # scored with moments=True
     sigma = np.sqrt(stats.var_logprob)
     safe = np.where(sigma > 0, sigma, 1.0)
     normalized = np.where(sigma > 0, (stats.logprobs - stats.mean_logprob) / safe, 0.0)
@@ -124,7 +125,7 @@ class MIAProbe(BaseProbe):
         return self.params["statistic"]
 
     @property
-    def aggregate(self) -> str:  # type: ignore[override]
+    def aggregate(self) -> Aggregate:  # type: ignore[override]
         return self.params["aggregate"]
 
     def source(self, data: AuditData) -> str:
@@ -144,8 +145,9 @@ class MIAProbe(BaseProbe):
             if source == "qa":
                 prompts = ctx.prompts
                 rows += [
-                    (i, is_member, (prompts.prompt(i.question), prompts.completion(i.answer))) for i in qa_items(items)
-                ]  # type: ignore[arg-type]
+                    (i, is_member, (prompts.prompt(i.question or ""), prompts.completion(i.answer or "")))
+                    for i in qa_items(items)  # both set: qa_items keeps only those
+                ]
             else:
                 rows += [(i, is_member, ("", i.text)) for i in items if i.text]
         return rows
@@ -186,7 +188,7 @@ class MIAProbe(BaseProbe):
             )
         names = [name for name in STATISTICS if name in scored[0].detail]
         extras["auc"] = {name: roc_auc([s.detail[name] for s in scored], members) for name in names}
-        primary = [s.score for s in scored]
+        primary = [float(s.score) for s in scored if s.score is not None]  # ``scored``: items with a score
         extras["tpr_at_fpr"] = {"0.01": tpr_at_fpr(primary, members, 0.01), "0.05": tpr_at_fpr(primary, members, 0.05)}
         fpr, tpr = thin(*roc_curve_points(primary, members))
         extras["roc"] = {"fpr": fpr, "tpr": tpr}

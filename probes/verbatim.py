@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from typing import Any
 
 from auditor.errors import UserError
 from auditor.plugins import LanguageModel, RunContext
@@ -72,12 +73,12 @@ class VerbatimProbe(BaseProbe):
             outputs.update(zip(indices, texts, strict=True))
         scores = []
         for i, (item, prefix, rest) in enumerate(passages):
-            detail = {"prompt": prefix, "answer": rest}  # the prefix and the true continuation
-            output = outputs.get(i)
-            if output is None:
+            detail: dict[str, Any] = {"prompt": prefix, "answer": rest}  # the prefix and the true continuation
+            output, stat = outputs.get(i), stats[i]
+            if output is None or stat is None:
                 scores.append(ItemScore(item.id, None, detail={**detail, "unscored": UNSCORED}))
                 continue
             rouge = rouge_l_recall(output, rest)
-            detail.update(output=output, rouge_l=rouge, n_tokens=stats[i].n_tokens, mean_logprob=stats[i].mean)
+            detail.update(output=output, rouge_l=rouge, n_tokens=stat.n_tokens, mean_logprob=stat.mean)
             scores.append(ItemScore(item.id, rouge, detail=detail))
         return self.mean_result(model_label, scores)

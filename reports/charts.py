@@ -169,16 +169,20 @@ def curve_chart(curve: dict[str, Any], hidden: float) -> dict[str, Any]:
     def px(x: float) -> float:
         return (inner[0] + inner[1]) / 2 if not span else inner[0] + (x - xs[0]) / span * (inner[1] - inner[0])
 
-    drawn, path = [], []
+    drawn: list[dict[str, Any]] = []
+    path: list[str] = []
     for point in points:
         residual, low, high = (finite(point.get(k)) for k in ("residual", "ci_low", "ci_high"))
-        entry = {"cx": px(point["x"]), "title": visible(f"{point['attack']} ({curve['x_label']} {point['x']:g}): ")}
+        entry: dict[str, Any] = {
+            "cx": px(point["x"]),
+            "title": visible(f"{point['attack']} ({curve['x_label']} {point['x']:g}): "),
+        }
         if residual is None:
             drawn.append({**entry, "cy": bottom, "skipped": True, "title": entry["title"] + "not measured"})
             continue
         entry.update(cy=_y(residual, top, bottom), skipped=False, interval=low is not None and high is not None)
         entry["title"] += f"residual {fmt(residual)} {fmt_ci(low, high)}".rstrip()
-        if entry["interval"]:
+        if low is not None and high is not None:
             entry.update(y_low=_y(low, top, bottom), y_high=_y(high, top, bottom))
         drawn.append(entry)
         path.append(f"{'M' if not path else 'L'}{entry['cx']:.1f},{entry['cy']:.1f}")
@@ -203,8 +207,8 @@ def curve_chart(curve: dict[str, Any], hidden: float) -> dict[str, Any]:
 def _roc_points(roc: Any, limit: int = 400) -> list[tuple[float, float]]:
     if not isinstance(roc, dict) or not isinstance(roc.get("fpr"), list) or not isinstance(roc.get("tpr"), list):
         return []
-    pairs = [(finite(f), finite(t)) for f, t in zip(roc["fpr"], roc["tpr"], strict=False)]
-    pairs = [(f, t) for f, t in pairs if f is not None and t is not None and 0 <= f <= 1 and 0 <= t <= 1]
+    read = [(finite(f), finite(t)) for f, t in zip(roc["fpr"], roc["tpr"], strict=False)]
+    pairs = [(f, t) for f, t in read if f is not None and t is not None and 0 <= f <= 1 and 0 <= t <= 1]
     if len(pairs) > limit:
         stride = -(-len(pairs) // limit)
         pairs = pairs[::stride] + [pairs[-1]]

@@ -79,7 +79,7 @@ def render_junit(results: dict[str, Any]) -> str:
     }
     seconds = (results.get("timings") or {}).get("total_seconds")
     suite.attrib.update(counts, time=f"{seconds or 0:g}")
-    root = ET.Element("testsuites", name="unlearn-audit", **counts)
+    root = ET.Element("testsuites", {"name": "unlearn-audit", **counts})
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -17,11 +17,14 @@ DEFAULT_POLICY: dict[str, Any] = {
 VERDICT_COLOURS = {"NOT_UNLEARNED": "#a50f15", "HIDDEN": "#b35806", "REMOVED": "#1b7837", "INCONCLUSIVE": "#525252"}
 
 
+JudgementKind = Literal["passed", "failed", "skipped", "inconclusive"]
+
+
 @dataclass(frozen=True)
 class Judgement:
     """How one cell stands against the gate: passed, failed, skipped or inconclusive, and why."""
 
-    kind: Literal["passed", "failed", "skipped", "inconclusive"]
+    kind: JudgementKind
     message: str
 
 
@@ -98,7 +101,7 @@ def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
         return Judgement("failed", f"decided verdict {label}: {summary}")
     outcome = cell["outcome"]
     if outcome == "recovered":
-        kind = "failed" if "HIDDEN" in fail_on else "passed"
+        kind: JudgementKind = "failed" if "HIDDEN" in fail_on else "passed"
         return Judgement(kind, f"{summary}: lower bound above the hidden threshold {fmt(limits['hidden'])}")
     if outcome == "clean":
         return Judgement("passed", f"{summary}: upper bound below the removed threshold {fmt(limits['removed'])}")

@@ -187,6 +187,7 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     from auditor.stats.gate import compare_to_baseline, load_policy
 
     baseline, current = read_baseline(baseline_file), read_baseline(results_file)
+    assert baseline is not None and current is not None  # both paths are required arguments
     regression = compare_to_baseline(current["cells"], baseline, load_policy(policy))
     click.echo(f"compared {regression.compared} cells; {len(regression.rose)} rose")
     for line in regression.rose:

@@ -169,7 +169,7 @@ def probe(
     for key, extra in result.extras.items():
         if not isinstance(extra, dict | list):
             click.echo(f"{key}: {extra}")
-        elif key == "auc":
+        elif key == "auc" and isinstance(extra, dict):
             click.echo("auc: " + ", ".join(f"{k}={v:.3f}" for k, v in extra.items()))
 
 

@@ -47,23 +47,24 @@ def _score_table(
     original: ProbeResult,
     attacked: list[ProbeResult],
     reference: ProbeResult | None,
-    reference_attacked: list,
+    reference_attacked: list[ProbeResult],
     scores: AuditScores,
     floor: float | None,
 ) -> Scores:
     """The four models' per-item scores on the items all of them scored (the floor's own items when unpaired)."""
     paired = scores.controlled
-    ids = _common_ids([original, *attacked] + ([reference, *reference_attacked] if paired else []))
+    floors = [reference, *reference_attacked] if reference is not None and floor is None else []
+    ids = _common_ids([original, *attacked] + (floors if paired else []))
     by_membership = original.aggregate in MEMBERSHIP_AGGREGATES
-    ref_ids = _common_ids([reference, *reference_attacked]) if not paired and floor is None else []
+    ref_ids = _common_ids(floors) if not paired and floors else []
     floor_ids = ids if paired else ref_ids
     return Scores(
         original=_stack([original], ids)[0],
         unlearned=_stack(attacked, ids),
-        reference=(_stack([reference], floor_ids)[0] if floor is None else None),
-        reference_attacked=(_stack(reference_attacked, floor_ids) if floor is None else None),
+        reference=(_stack(floors[:1], floor_ids)[0] if floors else None),
+        reference_attacked=(_stack(floors[1:], floor_ids) if floors else None),
         members=_members(original, ids, by_membership),
-        reference_members=_members(reference, ref_ids, by_membership) if ref_ids else None,
+        reference_members=_members(floors[0], ref_ids, by_membership) if ref_ids else None,
         paired=paired,
         floor=floor,
         groups=_subject_labels(scores, ids),
@@ -75,12 +76,14 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
     res, floors = scores.probe_results, scores.floor_results
     attacked = [res[("unlearned", attack, s, probe)] for s in seeds]
     original = res[("original", NO_ATTACK, None, probe)]
+    reference: ProbeResult | None
     if scores.controlled:
         reference = res[("reference", NO_ATTACK, None, probe)]
         reference_attacked = [res[("reference", attack, s, probe)] for s in seeds]
     else:
         reference = floors.get(("original", NO_ATTACK, None, probe))
-        reference_attacked = [floors.get(("unlearned", attack, s, probe)) for s in seeds]
+        found = [floors.get(("unlearned", attack, s, probe)) for s in seeds]
+        reference_attacked = [r for r in found if r is not None]
         if original.aggregate in FLOORS:  # membership aggregates have a floor by definition (AUC 0.5, gap 0)
             reference, reference_attacked = None, []
     everything = [original, *attacked] + ([reference, *reference_attacked] if reference else [])
@@ -88,7 +91,8 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
     if skipped is not None:
         return _skipped_cell(attack, probe, original, scores.controlled, skipped.reason)
     floor = FLOORS.get(original.aggregate) if not scores.controlled else None
-    if not scores.controlled and floor is None and (reference is None or None in reference_attacked):
+    missing_floor = reference is None or len(reference_attacked) < len(seeds)
+    if not scores.controlled and floor is None and missing_floor:
         return _skipped_cell(
             attack, probe, original, False, "no reference model and no holdout counterpart for this probe"
         )

@@ -46,7 +46,8 @@ WORLD_AUDIT_FILES = {
 def world_data(world) -> AuditData:
     """Every item set the world provides, as an audit reads them."""
     paths = {option: str(world.file(name)) for option, name in WORLD_AUDIT_FILES.items()}
-    return load_audit_data(paths.pop("forget"), paths.pop("retain"), **paths)
+    forget, retain = paths.pop("forget"), paths.pop("retain")
+    return load_audit_data(forget, retain, **{name: path for name, path in paths.items()}, mapping=None)
 
 
 def world_data_options(world) -> str:
@@ -59,7 +60,8 @@ def knowledge(data: AuditData, models: dict) -> dict[str, dict[str, dict]]:
     from auditor.engine.unlearn_runner import qa_knowledge
     from auditor.lm.prompts import DEFAULT_FORMAT
 
-    splits = {"forget": data.forget, "retain": data.retain, "holdout": data.holdout}
+    given = (("forget", data.forget), ("retain", data.retain), ("holdout", data.holdout))
+    splits = {name: items for name, items in given if items is not None}
     return {
         name: {split: qa_knowledge(loaded, items, DEFAULT_FORMAT) for split, items in splits.items()}
         for name, loaded in models.items()

@@ -209,8 +209,8 @@ class Orchestrator:
             attacks[planned.id] = {role: [] for role in targets}
             for seed in self.config.plan.seeds_for(planned):
                 for role in targets:
-                    result = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
-                    attacks[planned.id][role].append(result)
+                    outcome = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
+                    attacks[planned.id][role].append(outcome)
         return results, floors, attacks
 
     def _collateral(self) -> dict[str, ProbeResult]:

@@ -45,7 +45,7 @@ class PieceStore:
         return self.root is not None and (self.root / f"{key}.json").is_file()
 
     def get_or_compute(self, key: str, compute: Callable[[], ProbeResult]) -> ProbeResult:
-        if self.has(key):
+        if self.root is not None and self.has(key):
             self.reused += 1
             return _probe_result(json.loads((self.root / f"{key}.json").read_text()))
         result = compute()

@@ -79,7 +79,7 @@ class PhaseRecorder:
     @contextmanager
     def held(self) -> Iterator[None]:
         """Log the lines of the body's phases when it ends; drop them if it raises (its error is then the only line)."""
-        log, lines = self.log, []
+        log, lines = self.log, list[str]()
         self.log = lines.append
         try:
             yield

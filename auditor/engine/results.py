@@ -9,6 +9,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from auditor import __version__
 from auditor.engine.cells import build_cells, collateral_record, power_records
@@ -142,7 +143,7 @@ def _baseline_record(baseline: dict | None, regression) -> dict | None:
 
 
 def _attack_records(config: AuditConfig, scores: AuditScores) -> list[dict]:
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "id": NO_ATTACK,
             "attack": NO_ATTACK,

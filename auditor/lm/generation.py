@@ -229,15 +229,15 @@ def generate_scored(
         ids, attention = _left_padded([encoded[i] for i in bucket], pad_token_id(tokenizer))
         ids, attention = ids.to(device), attention.to(device)
         cache, logits, last = _prefill(model, ids, attention)
-        todo = [(row, i, j) for row, i in enumerate(bucket) for j, c in enumerate(conts[i]) if c is not None]
+        todo = [(row, i, j, c) for row, i in enumerate(bucket) for j, c in enumerate(conts[i]) if c is not None]
         if todo and hasattr(cache, "batch_select_indices"):
-            widest = ids.shape[1] + max(len(conts[i][j][0]) for _, i, j in todo)
+            widest = ids.shape[1] + max(len(c[0]) for *_, c in todo)
             per_chunk = max(1, min(max_rows, max_tokens // widest))
             for start in range(0, len(todo), per_chunk):
                 chunk = todo[start : start + per_chunk]
-                rows, chunk_conts = [row for row, _, _ in chunk], [conts[i][j] for _, i, j in chunk]
+                rows, chunk_conts = [row for row, *_ in chunk], [c for *_, c in chunk]
                 scored = _score_continuations(model, cache, logits, attention, last, rows, chunk_conts)
-                for (_, i, j), item_stats in zip(chunk, scored, strict=True):
+                for (_, i, j, _), item_stats in zip(chunk, scored, strict=True):
                     stats[i][j] = item_stats
         new_tokens = _decode(model, cache, logits.argmax(-1), attention, last, max_new_tokens, stops)
         for i, tokens in zip(bucket, new_tokens, strict=True):
@@ -247,4 +247,4 @@ def generate_scored(
         pairs = [(prompts[i], answers[i][j]) for i, j in rest]
         for (i, j), item_stats in zip(rest, teacher_forced(model, tokenizer, pairs, max_rows, max_tokens), strict=True):
             stats[i][j] = item_stats
-    return texts, stats  # type: ignore[return-value]
+    return texts, stats

@@ -165,7 +165,7 @@ def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
         model, adapter_fp = _merge_adapter(model, spec)
         fingerprint = hashlib.sha256(f"{fingerprint}+{adapter_fp}".encode()).hexdigest()
     if quantization_config is None:
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers types .to() for its own models only
     model.eval()
     return LoadedModel(model, tokenizer, fingerprint, spec)
 
@@ -173,6 +173,7 @@ def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
 def _merge_adapter(model: torch.nn.Module, spec: ModelSpec) -> tuple[torch.nn.Module, str]:
     from peft import PeftModel
 
+    assert spec.adapter is not None  # called only for a spec with an adapter
     adapter_root = _local_dir(spec.adapter, "adapter path")
     if adapter_root is not None:
         if not (adapter_root / "adapter_config.json").is_file():

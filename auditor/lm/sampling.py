@@ -68,7 +68,7 @@ class StreamSampler:
             if not self.pending:
                 self.pending = self._epoch_batches()
             return self.pending.pop()
-        take = []
+        take: list[int] = []
         while len(take) < self.batch_size:
             if not self.order:
                 self.order = list(range(len(self.encoded)))

@@ -159,7 +159,7 @@ def teacher_forced(
                 None if mean is None else mean[part],
                 None if var is None else var[part],
             )
-    return results  # type: ignore[return-value]
+    return results
 
 
 UNLIMITED_TOKENIZER_LENGTH = 1_000_000  # tokenizers without a limit store a huge sentinel as model_max_length

@@ -93,6 +93,7 @@ def estimate_residual(scores: Scores, how: str, seed: int = 0) -> Estimate:
         if scores.floor is not None:
             floor = np.full_like(k_o, scores.floor)
             return np.stack([k_u, floor, k_o, floor])
+        assert scores.reference is not None and scores.reference_attacked is not None  # a floor, or both
         k_r = weighted_aggregate(scores.reference, r_weights, how, ref_members)
         k_ra = k_seeds(scores.reference_attacked, r_weights, ref_members, picks)
         return np.stack([k_u, k_ra, k_o, k_r])

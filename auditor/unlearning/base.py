@@ -38,13 +38,13 @@ def examples(items: ItemSet, ctx: RunContext, method: str, answers: list[str] | 
     ``answers`` replaces the items' answers (refusals, random labels).
     """
     if items.kind == "qa":
-        targets = answers if answers is not None else [item.answer for item in items.items]
+        targets = answers if answers is not None else [item.answer or "" for item in items.items]
         return [
-            Example(ctx.prompts.prompt(item.question), ctx.prompts.completion(target))
+            Example(ctx.prompts.prompt(item.question or ""), ctx.prompts.completion(target))
             for item, target in zip(items.items, targets, strict=True)
         ]
     if items.kind == "text" and answers is None:
-        return [Example("", item.text) for item in items.items]
+        return [Example("", item.text or "") for item in items.items]
     raise UserError(f"{method}: the {items.name} set holds {items.kind} items; this method needs question-answer items")
 
 

@@ -14,9 +14,10 @@ from auditor.types import ItemSet
 
 def qa_accuracy(loaded: LoadedModel, items: ItemSet, prompts: PromptFormat = DEFAULT_FORMAT) -> float:
     """Share of items whose greedy answer contains the true answer (a prompt beyond the context counts as missed)."""
-    outputs = ScoringModel(loaded).generate([prompts.prompt(item.question) for item in items.items])
+    outputs = ScoringModel(loaded).generate([prompts.prompt(item.question or "") for item in items.items])
     hits = [
-        out is not None and contains_answer(out, item.answer) for out, item in zip(outputs, items.items, strict=True)
+        out is not None and contains_answer(out, item.answer or "")
+        for out, item in zip(outputs, items.items, strict=True)
     ]
     return sum(hits) / len(hits)
 

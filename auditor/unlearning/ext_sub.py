@@ -124,7 +124,8 @@ class ExtSub(FineTuneMethod):
         weights = [p["lam"] * k / p["lam_steps"] for k in range(1, p["lam_steps"] + 1)] if goal else [p["lam"]]
         guard = sample_items(retain, RETAIN_CHECK_ITEMS, ctx.seed)
         retain_floor = p["retain_floor"] * qa_accuracy(loaded, guard, ctx.prompts)
-        lam, work, stop_reason = weights[0], None, "largest lam used"
+        lam, stop_reason = weights[0], "largest lam used"
+        work: torch.nn.Module | None = None
         for k, weight in enumerate(weights, start=1):
             candidate = self._combine(loaded, expert, anti, weight)
             kept = qa_accuracy(LoadedModel(candidate, loaded.tokenizer, "candidate", loaded.spec), guard, ctx.prompts)
@@ -150,4 +151,5 @@ class ExtSub(FineTuneMethod):
                 "total_seconds": round(time.perf_counter() - start, 3),
             },
         }
+        assert work is not None  # the first weight is always kept
         return finish(loaded, work, info)

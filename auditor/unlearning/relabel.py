@@ -28,14 +28,14 @@ from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, examples
 
 def draw_random_answers(forget: ItemSet, retain: ItemSet, rng: random.Random) -> list[str]:
     """For each forget item, another item's answer: of the same relation when possible, never its own."""
-    pool = [item for item in (*forget.items, *retain.items) if item.answer is not None]
+    pool = [(item.relation, item.answer) for item in (*forget.items, *retain.items) if item.answer is not None]
     by_relation: dict[str | None, list[str]] = {}
-    for item in pool:
-        by_relation.setdefault(item.relation, []).append(item.answer)
-    everything = [item.answer for item in pool]
+    for relation, answer in pool:
+        by_relation.setdefault(relation, []).append(answer)
+    everything = [answer for _, answer in pool]
     drawn = []
     for item in forget.items:
-        own = normalize(item.answer)
+        own = normalize(item.answer or "")
         same = by_relation.get(item.relation, []) if item.relation is not None else []
         candidates = [a for a in same if normalize(a) != own] or [a for a in everything if normalize(a) != own]
         if not candidates:

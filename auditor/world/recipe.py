@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -118,7 +118,7 @@ def new_model(spec: WorldSpec, tokenizer: PreTrainedTokenizerFast, seed: int) ->
     return LlamaForCausalLM(config)
 
 
-def labelled_nll_loss(model: LlamaForCausalLM, batches: dict[str, Batch]) -> torch.Tensor:
+def labelled_nll_loss(model: torch.nn.Module, batches: Mapping[str, Batch]) -> torch.Tensor:
     """``training.nll_loss`` with the output head run on the labelled positions only (most of a session is not)."""
     batch = batches["train"]
     hidden = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
