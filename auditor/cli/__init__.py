@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click  # noqa: E402
 
 from auditor import __version__  # noqa: E402
-from auditor.cli.common import set_threads
+from auditor.cli.common import cache_dir_option, set_threads
 from auditor.errors import EXIT_PASS, EXIT_RUNTIME, EXIT_USAGE, UserError
 from auditor.lm.quiet import quiet_libraries
 from auditor.world.spec import WorldSpec
@@ -50,12 +50,7 @@ def world() -> None:
     type=click.IntRange(min=0),
     help="Seed of the world and of the reference model.",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False),
-    envvar="UNLEARN_AUDIT_CACHE",
-    help="Cache root (default: ~/.cache/unlearn-audit).",
-)
+@cache_dir_option
 @click.option(
     "--rebuild",
     is_flag=True,

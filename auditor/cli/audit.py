@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from auditor.cli.common import ensure_new_dir, model_options, set_threads, show_progress, spec_of
+from auditor.cli.common import cache_dir_option, ensure_new_dir, model_options, set_threads, show_progress, spec_of
 from auditor.cli.tools import prompt_format, prompt_options
 from auditor.errors import UserError
 
@@ -211,12 +211,7 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     help="Only these methods (repeatable); default: the controls and one method per family.",
 )
 @click.option("--all", "all_methods", is_flag=True, help="Every bundled method ('unlearn-audit list methods').")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False),
-    envvar="UNLEARN_AUDIT_CACHE",
-    help="World cache root (default: ~/.cache/unlearn-audit).",
-)
+@cache_dir_option
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),

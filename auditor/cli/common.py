@@ -12,6 +12,13 @@ import click
 
 from auditor.errors import UserError
 
+cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    envvar="UNLEARN_AUDIT_CACHE",
+    help="World cache root (default: ~/.cache/unlearn-audit).",
+)
+
 
 def show_progress() -> bool:
     """Progress bars on a terminal, none under CI or when not a TTY."""
