@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -23,4 +23,4 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, value: Any) -> None:
     """``value`` as indented JSON (``str`` for what JSON lacks), written atomically."""
-    write_text_atomic(path, json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
+    atomic_write(path, json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import UserError
-from auditor.files import write_text_atomic
+from auditor.files import atomic_write
 from reports.html import render_html
 from reports.junit import render_junit
 from reports.markdown import render_markdown
@@ -34,6 +34,6 @@ def write_reports(
     written = {}
     for name in formats:
         filename, render = FILES[name]
-        write_text_atomic(out_dir / filename, render(results))
+        atomic_write(out_dir / filename, render(results))
         written[name] = out_dir / filename
     return written

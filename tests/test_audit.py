@@ -22,7 +22,7 @@ from auditor.engine.unlearn_runner import unlearn_to_dir
 from auditor.lm.models import load_model
 from auditor.plugins import RunContext
 from auditor.registry import METHODS
-from auditor.stats.gate import Policy
+from auditor.stats.policy import Policy
 from auditor.types import ModelSpec
 
 pytestmark = pytest.mark.slow  # every test here audits models of the embedded world

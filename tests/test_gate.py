@@ -8,7 +8,8 @@ from sklearn.metrics import roc_auc_score
 
 from auditor.errors import UserError
 from auditor.stats.bootstrap import aggregate, draw_weights, weighted_aggregate
-from auditor.stats.gate import Policy, compare_to_baseline, decide, load_policy, unlearning_traces
+from auditor.stats.gate import compare_to_baseline, decide, unlearning_traces
+from auditor.stats.policy import Policy, load_policy
 from auditor.stats.residual import Scores, estimate_residual, relative_drop
 from auditor.types import Cell
 

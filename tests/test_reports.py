@@ -368,7 +368,7 @@ def test_judgements_render_the_decided_outcome(example):
 
 
 def test_custom_policy_thresholds_reach_the_reports():
-    from auditor.stats.gate import Policy, Thresholds
+    from auditor.stats.policy import Policy, Thresholds
 
     custom = {"policy": Policy(thresholds=Thresholds(hidden=0.4, removed=0.05)).to_dict()}
     assert policy(custom)["hidden"] == 0.4 and policy(custom)["removed"] == 0.05

@@ -10,7 +10,7 @@ from auditor.data import fingerprint_items
 from auditor.engine.orchestrator import AuditConfig, AuditScores
 from auditor.engine.plan import make_plan
 from auditor.engine.results import build_results
-from auditor.stats.gate import Policy, Thresholds
+from auditor.stats.policy import Policy, Thresholds
 from auditor.types import NO_ATTACK, AttackResult, AuditData, Item, ItemScore, ItemSet, ModelSpec, ProbeResult
 from reports.html import render_html
 from reports.junit import render_junit

@@ -97,7 +97,7 @@ def audit(**kw) -> None:
     from auditor.engine.orchestrator import AuditConfig
     from auditor.engine.plan import make_plan
     from auditor.lm.models import load_tokenizer
-    from auditor.stats.gate import load_policy
+    from auditor.stats.policy import load_policy
 
     set_threads()
     original, unlearned = spec_of(kw["original"], kw), spec_of(kw["unlearned"], kw)
@@ -184,7 +184,8 @@ def report(results_file: str, html_out: str | None, junit_out: str | None, markd
 def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     """Compare two results.json files; exit 1 when a cell's residual rose."""
     from auditor.engine.audit import read_baseline
-    from auditor.stats.gate import compare_to_baseline, load_policy
+    from auditor.stats.gate import compare_to_baseline
+    from auditor.stats.policy import load_policy
 
     baseline, current = read_baseline(baseline_file), read_baseline(results_file)
     assert baseline is not None and current is not None  # both paths are required arguments

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.engine.cells import plain_cells, power_lines, power_records
+from auditor.engine.cells import plain_cells, power_lines
 from auditor.engine.orchestrator import AuditConfig, AuditScores, Orchestrator
 from auditor.engine.results import build_results, write_samples
 from auditor.errors import UserError
 from auditor.files import write_json_atomic
-from auditor.stats.gate import Policy
+from auditor.stats.gate import power_records
+from auditor.stats.policy import Policy
 from auditor.types import AuditData
 
 

@@ -3,12 +3,10 @@ and the power each plain cell gives (what a zero residual would reach)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from auditor.engine.orchestrator import AuditConfig, AuditScores
-from auditor.stats.gate import Policy, informative
+from auditor.stats.policy import Policy
 from auditor.stats.residual import FLOORS, MEMBERSHIP_AGGREGATES, Scores, estimate_residual, relative_drop
 from auditor.types import DIRECT_PROBE, NO_ATTACK, Cell, ProbeResult
 
@@ -129,31 +127,13 @@ def plain_cells(scores: AuditScores, config: AuditConfig) -> list[Cell]:
     return [_cell(NO_ATTACK, probe.name, scores, [None], config.seed) for probe in config.plan.probes]
 
 
-def power_records(cells: list[Cell], policy: Policy) -> list[dict]:
-    """Per informative plain cell: the bound a zero residual would reach, and the items (subjects) that would
-    bring it under the removal threshold, as the spread shrinks with the square root of the count."""
-    records = []
-    for cell in cells:
-        if cell.attack != NO_ATTACK or cell.zero_bound is None or not informative(cell, policy):
-            continue
-        removed = policy.for_cell(cell.attack, cell.probe).removed
-        scale = (cell.zero_bound / removed) ** 2
-        record = {"probe": cell.probe, "zero_bound": cell.zero_bound, "threshold": removed, "n_items": cell.n_items}
-        record["n_subjects"] = cell.n_subjects
-        record["items_needed"] = max(cell.n_items, math.ceil(cell.n_items * scale))
-        subjects = cell.n_subjects
-        record["subjects_needed"] = None if subjects is None else max(subjects, math.ceil(subjects * scale))
-        records.append(record)
-    return records
-
-
 def power_lines(records: list[dict]) -> list[str]:
     """``power_records`` as log lines."""
     lines = []
     for r in records:
         count = f"{r['n_items']} items" + (f", {r['n_subjects']} subjects" if r["n_subjects"] else "")
         line = f"power: {r['probe']}: a zero residual would reach an upper bound of {r['zero_bound']:.2f} ({count})"
-        if r["zero_bound"] >= r["threshold"]:
+        if r["underpowered"]:
             more = f"{r['subjects_needed']} subjects" if r["subjects_needed"] else f"{r['items_needed']} items"
             line += f"; under {r['threshold']:g} needs about {more}: cells of this probe are underpowered"
         lines.append(line)

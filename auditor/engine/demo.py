@@ -23,12 +23,12 @@ from auditor.engine.audit import run_audit
 from auditor.engine.orchestrator import AuditConfig
 from auditor.engine.plan import make_plan
 from auditor.engine.unlearn_runner import unlearn_to_dir
-from auditor.files import write_text_atomic
+from auditor.files import atomic_write
 from auditor.lm.models import load_model
 from auditor.lm.quiet import quiet_libraries
 from auditor.plugins import RunContext
 from auditor.registry import METHODS
-from auditor.stats.gate import Policy
+from auditor.stats.policy import Policy
 from auditor.types import DIRECT_PROBE, NO_ATTACK, AuditData, ModelSpec
 
 # audit option -> the world's data file it reads (the notebook lines are the verbatim and text-MIA passages)
@@ -242,8 +242,8 @@ def run_demo(
     entries = _run_methods(jobs_of, jobs, log)
     ordered = [entries[n] for n in names]
     table = markdown_table(leaderboard_rows(ordered))
-    write_text_atomic(out_dir / "leaderboard.md", table + "\n")
-    write_text_atomic(out_dir / "index.html", render_index(ordered))
+    atomic_write(out_dir / "leaderboard.md", table + "\n")
+    atomic_write(out_dir / "index.html", render_index(ordered))
     log("\n" + table)
     return out_dir / "index.html"
 

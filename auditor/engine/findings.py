@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from auditor.engine.orchestrator import AuditConfig, AuditScores
-from auditor.stats.gate import Policy, cell_outcome
+from auditor.stats.gate import cell_outcome
+from auditor.stats.policy import Policy
 from auditor.types import NO_ATTACK, Cell
 
 MAX_RECOVERED = 40

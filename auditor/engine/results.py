@@ -12,18 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from auditor import __version__
-from auditor.engine.cells import build_cells, collateral_record, power_records
+from auditor.engine.cells import build_cells, collateral_record
 from auditor.engine.findings import recovered_items, recovery_curves
 from auditor.engine.orchestrator import AuditConfig, AuditScores
-from auditor.files import write_text_atomic
-from auditor.stats.gate import (
-    Policy,
-    cell_outcome,
-    close_gate,
-    compare_to_baseline,
-    decide,
-    unlearning_traces,
-)
+from auditor.files import atomic_write
+from auditor.stats.gate import cell_outcome, close_gate, compare_to_baseline, decide, power_records, unlearning_traces
+from auditor.stats.policy import Policy
 from auditor.stats.residual import (
     CONFIDENCE,
     MEMBERSHIP_AGGREGATES,
@@ -230,4 +224,4 @@ def write_samples(out_dir: Path, scores: AuditScores) -> None:
             )
             for s in result.items
         ]
-        write_text_atomic(folder / f"{name}.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+        atomic_write(folder / f"{name}.jsonl", "\n".join(lines) + ("\n" if lines else ""))
