@@ -263,3 +263,17 @@ def test_statistics_load_without_torch():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr
+
+
+def test_zero_bound_depends_on_the_floor_not_on_the_unlearned_model():
+    """The bound a zero residual would reach: two independent draws of a model that knows what the floor knows,
+    the binomial spread sqrt(2 p (1 - p) / n) over the original's lead, whatever the unlearned model scored."""
+    rng = np.random.default_rng(0)
+    n, p = 480, 0.06
+    reference, original = (rng.random(n) < p).astype(float), np.ones(n)
+    bounds = [
+        estimate_residual(Scores(original, unlearned[None], reference, reference[None]), "mean").zero_bound
+        for unlearned in (original, reference, np.zeros(n))
+    ]
+    expected = 1.96 * np.sqrt(2 * reference.mean() * (1 - reference.mean()) / n) / (1 - reference.mean())
+    assert bounds[0] == bounds[1] == bounds[2] == pytest.approx(expected, rel=0.15)

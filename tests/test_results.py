@@ -66,7 +66,8 @@ def test_a_non_default_policy_reaches_every_renderer(after_attack):
     cell = next(c for c in results["cells"] if c["attack"] == ATTACK)
     verdict = results["verdict"]
     assert cell["thresholds"]["hidden"] == 0.4 and cell["n_subjects"] == SUBJECTS
-    expected = "recovered" if cell["ci_low"] > 0.4 else ("unclear" if cell["ci_high"] >= 0.05 else "clean")
+    wide = "underpowered" if cell["zero_bound"] >= 0.05 else "unclear"
+    expected = "recovered" if cell["ci_low"] > 0.4 else (wide if cell["ci_high"] >= 0.05 else "clean")
     assert cell["outcome"] == expected
     assert verdict["label"] == ("HIDDEN" if expected == "recovered" else "INCONCLUSIVE")
     assert verdict["exit_code"] == (1 if expected == "recovered" else 3)

@@ -112,11 +112,36 @@ def estimate_residual(scores: Scores, how: str, seed: int = 0) -> Estimate:
     picks = rng.integers(0, n_seeds, (N_RESAMPLES, n_seeds))
     raw = _unclipped(*sides(u_weights, r_weights, picks))
     low, high = _percentiles(np.clip(raw, 0.0, 1.0))
-    zero_bound = max(0.0, _percentiles(raw)[1] - raw_point)
+    zero_bound = _zero_bound(scores, how, k_o - k_r, np.random.default_rng([seed, 1]), k_seeds)
     if not np.isfinite(point):
         low = high = zero_bound = np.nan
     estimate = (_nan_to_none(point), _nan_to_none(low), _nan_to_none(high), k_o, k_u, k_r, k_ra)
     return Estimate(*estimate, zero_bound=_nan_to_none(zero_bound))
+
+
+def _zero_bound(scores: Scores, how: str, gap: float, rng: np.random.Generator, k_seeds) -> float:
+    """The upper bound of a cell whose unlearned model knows what its floor knows, and no more.
+
+    Such a model differs from the floor only as two independent models of the
+    same knowledge do: modelled as two independent resamples of the floor's own
+    item scores (the attacked reference's; without a reference, the holdout
+    floor's, or the original's when the floor is a constant). It depends on the
+    original and the floor only, not on the unlearned model.
+    """
+    if not np.isfinite(gap) or gap <= MIN_GAP:
+        return np.nan
+    if scores.floor is not None:
+        values, members, groups = scores.original[None], scores.members, scores.groups
+    elif scores.paired:
+        values, members, groups = scores.reference_attacked, scores.members, scores.groups
+    else:
+        values, members, groups = scores.reference_attacked, scores.reference_members, scores.reference_groups
+    assert values is not None
+    n_seeds, n = values.shape
+    picks = rng.integers(0, n_seeds, (N_RESAMPLES, n_seeds))
+    first, second = (draw_weights(rng, N_RESAMPLES, members, groups, n) for _ in range(2))
+    null = (k_seeds(values, first, members, picks) - k_seeds(values, second, members, picks)) / gap
+    return max(0.0, _percentiles(null)[1])
 
 
 def relative_drop(
