@@ -130,6 +130,7 @@ def _zero_bound(scores: Scores, how: str, gap: float, rng: np.random.Generator, 
     """
     if not np.isfinite(gap) or gap <= MIN_GAP:
         return np.nan
+    values: np.ndarray | None
     if scores.floor is not None:
         values, members, groups = scores.original[None], scores.members, scores.groups
     elif scores.paired:
