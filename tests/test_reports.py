@@ -142,6 +142,10 @@ def test_broken_results_fail_with_clear_messages(example):
         validate_results(bad_cell)
     assert "cells[0].residual" in str(info.value) and "cells[1].status" in str(info.value)
     assert isinstance(info.value, UserError) and "\n" not in str(info.value)
+    unknown = copy.deepcopy(example)
+    unknown["cells"][0]["residul"] = 0.3  # a misspelt key is an error, not silently ignored
+    with pytest.raises(ResultsError, match=r"cells\[0\]: Additional properties are not allowed \('residul'"):
+        validate_results(unknown)
     future = copy.deepcopy(example)
     future["schema_version"] = "2.0"
     with pytest.raises(ResultsError, match="unsupported results schema_version '2.0'"):
