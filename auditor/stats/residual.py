@@ -142,7 +142,7 @@ def _zero_bound(scores: Scores, how: str, gap: float, rng: np.random.Generator, 
     picks = rng.integers(0, n_seeds, (N_RESAMPLES, n_seeds))
     first, second = (draw_weights(rng, N_RESAMPLES, members, groups, n) for _ in range(2))
     null = (k_seeds(values, first, members, picks) - k_seeds(values, second, members, picks)) / gap
-    return max(0.0, _percentiles(null)[1])
+    return min(1.0, max(0.0, _percentiles(null)[1]))  # a residual, and so its bound, lies in [0, 1]
 
 
 def relative_drop(
