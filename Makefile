@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 # Without it, OpenMP threads spin-wait and training slows down many times when other processes share the cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install browser demo test test-fast lint clean
+.PHONY: install browser demo test test-fast lint results-example clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,13 @@ test-fast: install browser
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check auditor attacks probes reports tests bench
-	$(BIN)/ruff format --check auditor attacks probes reports tests bench
+	$(BIN)/ruff check auditor attacks probes reports tests bench scripts
+	$(BIN)/ruff format --check auditor attacks probes reports tests bench scripts
 	$(BIN)/mypy
+
+# docs/results-example.json, which the report tests render, from a real audit of the world's quant-hide control.
+results-example: install
+	$(BIN)/python scripts/results_example.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -24,7 +24,7 @@ from reports.load import load_results
 from reports.markdown import md_code, render_markdown, write_step_summary
 from reports.schema import ResultsError, validate_results
 from reports.text import show, visible
-from reports.view import judge, policy
+from reports.view import attack_ids, judge, policy, probe_names
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "results-example.json"
@@ -43,7 +43,33 @@ HOSTILE = " ".join(PAYLOADS) + " \x1b[31mred\x1b[0m nul\x00 rtl\u202e lone\ud800
 
 @pytest.fixture
 def example() -> dict:
+    """A real audit's results (``make results-example`` regenerates them); assertions read their figures."""
     return json.loads(EXAMPLE.read_text())
+
+
+def cell_of(results: dict, attack: str, probe: str) -> dict:
+    return next(c for c in results["cells"] if (c["attack"], c["probe"]) == (attack, probe))
+
+
+def deciding_cell(results: dict) -> dict:
+    return cell_of(results, *results["verdict"]["deciding_cells"][0])
+
+
+def skipped_cells(results: dict) -> list[dict]:
+    return [c for c in results["cells"] if c["status"] in {"skipped", "fallback"}]
+
+
+def interval(cell: dict) -> str:
+    return f"[{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
+
+
+def test_example_is_a_real_audit_with_every_kind_of_cell(example):
+    """What the report tests below rely on: the regenerated example still shows each outcome."""
+    assert example["command"].startswith("unlearn-audit audit ") and example["controlled"]
+    outcomes = {c["outcome"] for c in example["cells"]}
+    assert {"clean", "unclear", "recovered", "underpowered", "skipped"} <= outcomes
+    assert example["curves"] and example["recovered_items"] and example["statistics"]["resampling"] == "subjects"
+    assert any("roc" in s["extras"] for s in example["scores"])
 
 
 def hostile_results() -> dict:
@@ -62,14 +88,15 @@ def hostile_results() -> dict:
             "summary": HOSTILE,
         }
     )
-    results["cells"].append({**results["cells"][2], "attack": evil_id, "note": HOSTILE})
+    results["cells"].append({**skipped_cells(results)[0], "attack": evil_id, "note": HOSTILE})
     results["verdict"]["reasons"].append(HOSTILE)
     results["command"] += " --note " + HOSTILE
     results["models"]["unlearned"]["spec"] = "runs/<b>u</b>"
+    attack, probe = results["verdict"]["deciding_cells"][0]
     results["recovered_items"].append(
         {
-            "attack": "quant-rtn:bits=4",
-            "probe": "qa",
+            "attack": attack,
+            "probe": probe,
             "item_id": HOSTILE,
             "prompt": HOSTILE,
             "expected": HOSTILE,
@@ -194,15 +221,26 @@ def test_html_content(example):
     html = render_html(example)
     page = assert_inert(html)
     text = " ".join(page.text)
-    assert "HIDDEN" in page.title and "GATE FAILED" in text and "Uncontrolled" not in text
-    assert html.count('fill="url(#hatch)"') == 1 and "bitsandbytes has no kernel for this device" in html
-    assert f'fill="{residual_colour(0.81)}"' in html and "[0.72, 0.88]" in html
-    assert "<title>quant-rtn:bits=4 × qa\nresidual 0.81 [0.72, 0.88], n=150" in html
-    assert html.count("<polyline") == 1 and "unlearned (attacked)  AUC 0.91" in html  # one ROC line
-    assert "recovery vs bits (qa)" in html and 'd="M' in html  # the curve
-    assert "unlearn-audit audit --original runs/o" in html and "ab12..." in html
-    bound = "Certified bound 0.88: no attack in this plan recovers more than 88% of what the original knew"
-    assert bound in text and "(95%, subjects resampled)" in text and "150 (50 subjects)" in text
+    verdict, decided = example["verdict"], deciding_cell(example)
+    assert verdict["label"] in page.title and "GATE FAILED" in text and "Uncontrolled" not in text
+    skipped = skipped_cells(example)
+    assert html.count('fill="url(#hatch)"') == len(skipped) and f"skipped: {skipped[0]['note']}" in text
+    assert f'fill="{residual_colour(decided["residual"])}"' in html
+    n_items = f"n={decided['n_items']}"
+    head = f"<title>{decided['attack']} × {decided['probe']}\nresidual {decided['residual']:.2f} {interval(decided)}"
+    assert f"{head}, {n_items}" in html and "decided the verdict</title>" in html
+    membership = [c for c in example["cells"] if c["probe"] == "mia" and c["status"] == "ok"]
+    assert html.count("<polyline") == 3 * len(membership)  # per attack: original, unlearned, reference lines
+    for cell in membership:
+        assert f"<h3>mia × {cell['attack']}</h3>" in html
+    for curve in example["curves"]:
+        assert f"<h3>{curve['name']} ({curve['probe']})</h3>" in html
+    assert html.count('<path d="M') >= len(example["curves"])
+    assert example["command"] in text and example["models"]["original"]["fingerprint"] in html
+    bound = verdict["certified_bound"]
+    headline = f"Certified bound {bound:.2f}: no attack in this plan recovers more than {bound:.0%} of what the"
+    assert headline in text and "(95%, subjects resampled)" in text
+    assert f"{decided['n_items']} ({decided['n_subjects']} subjects)" in text
     uncontrolled = copy.deepcopy(example)
     uncontrolled["controlled"] = False
     assert "Uncontrolled audit" in render_html(uncontrolled)
@@ -284,9 +322,11 @@ def test_hostile_report_is_inert_in_chromium(chromium, tmp_path):
 def test_heatmap_renders_in_chromium(chromium, tmp_path):
     import numpy as np
     from PIL import Image
+    from scipy import ndimage
 
+    results = hostile_results()
     page = tmp_path / "report.html"
-    page.write_text(render_html(hostile_results()), encoding="utf-8")
+    page.write_text(render_html(results), encoding="utf-8")
     shot = tmp_path / "report.png"
     run = browse(chromium, page, f"--screenshot={shot}", "--window-size=1280,2000")
     assert shot.exists(), run.stderr[-2000:]
@@ -295,18 +335,34 @@ def test_heatmap_renders_in_chromium(chromium, tmp_path):
 
     pixels = np.asarray(image)
 
+    def rgb(hex_colour: str) -> list[int]:
+        return [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
+
     def box(hex_colour: str) -> tuple[int, int, int, int, int]:
-        target = [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
-        ys, xs = np.nonzero((pixels == target).all(axis=2))
+        """Pixel count and extent of the leftmost patch of one colour (neighbouring cells may share it)."""
+        patches, _ = ndimage.label((pixels == rgb(hex_colour)).all(axis=2))
+        ys, xs = np.nonzero(patches)
         if not len(xs):
             return 0, 0, 0, 0, 0
+        ys, xs = np.nonzero(patches == patches[ys[xs.argmin()], xs.min()])
         return len(xs), int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
 
-    count, x0, x1, y0, y1 = box(residual_colour(0.81))  # the recovered cell
+    attack, probe = results["verdict"]["deciding_cells"][0]
+    count, x0, x1, y0, y1 = box(residual_colour(cell_of(results, attack, probe)["residual"]))  # the deciding cell
     assert count > 2000 and 110 <= x1 - x0 <= 130 and 35 <= y1 - y0 <= 46 and 300 < y0 < 1200
-    low, lx0, _, ly0, _ = box(residual_colour(0.02))  # the clean cell, same column, one row up
-    assert low > 2000 and abs(lx0 - x0) <= 2 and 40 <= y0 - ly0 <= 56
-    strip = pixels[y0 + 48 + 3 : y0 + 48 + 11, x0 + 8 : x1 - 8].astype(int)  # the skipped cell one row down
+    attacks, probes = attack_ids(results), probe_names(results)
+
+    def corner(other_attack: str, other_probe: str) -> tuple[int, int]:
+        """Another cell's top left, from the deciding cell's and the grid's 132 x 48 px pitch."""
+        dx, dy = probes.index(other_probe) - probes.index(probe), attacks.index(other_attack) - attacks.index(attack)
+        return x0 + dx * 132, y0 + dy * 48
+
+    x, y = corner("none", probe)  # the plain model's cell, same column: its own colour beside its text
+    margin = pixels[y + 3 : y + y1 - y0 - 3, x + 3 : x + 20].astype(int)
+    assert np.abs(margin - rgb(residual_colour(cell_of(results, "none", probe)["residual"]))).max() <= 2
+    skipped = next(c for c in skipped_cells(results) if c["attack"] == attack)
+    x, y = corner(attack, skipped["probe"])  # the skipped cell, same row
+    strip = pixels[y + 3 : y + 11, x + 8 : x + x1 - x0 - 8].astype(int)
     assert np.ptp(strip, axis=2).max() < 12 and strip.std() > 8 and 150 < strip.mean() < 235  # grey stripes
 
 
@@ -317,28 +373,30 @@ def test_junit_counts_and_escaping(example):
     root = ET.fromstring(render_junit(example))
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
+    cells = [(c["attack"], c["probe"]) for c in example["cells"]]
     assert [(c.get("classname"), c.get("name")) for c in cases] == [
-        ("none", "qa"),
-        ("quant-rtn:bits=4", "qa"),
-        ("quant-bnb:mode=nf4", "qa"),
-        ("collateral", "qa"),
+        *cells,
+        ("collateral", example["collateral"]["probe"]),
         ("gate", "verdict"),
     ]
-    failed = [c.get("classname") for c in cases if c.find("failure") is not None]
-    skipped = [c.get("classname") for c in cases if c.find("skipped") is not None]
-    assert failed == ["quant-rtn:bits=4", "gate"] and skipped == ["quant-bnb:mode=nf4"]
+    failed = [(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None]
+    skipped = [(c.get("classname"), c.get("name")) for c in cases if c.find("skipped") is not None]
+    by_outcome = {
+        outcome: [(c["attack"], c["probe"]) for c in example["cells"] if c["outcome"] == outcome]
+        for outcome in ("recovered", "clean")
+    }
+    assert by_outcome["recovered"] and failed == [*by_outcome["recovered"], ("gate", "verdict")]
+    undecided = [cell for cell in cells if cell not in by_outcome["recovered"] + by_outcome["clean"]]
+    assert skipped == undecided  # skipped, unclear and underpowered cells: neither evidence nor a pass
+    counts = (str(len(cells) + 2), str(len(failed)), str(len(skipped)), "0")
     for node in (root, suite):
-        assert (node.get("tests"), node.get("failures"), node.get("skipped"), node.get("errors")) == (
-            "5",
-            "2",
-            "1",
-            "0",
-        )
+        assert (node.get("tests"), node.get("failures"), node.get("skipped"), node.get("errors")) == counts
     hostile = hostile_results()
     hostile["baseline"] = {"source": "old/results.json", "passed": False, "regressions": [HOSTILE]}
     xml = render_junit(hostile)
     root = ET.fromstring(xml)
-    assert root.get("tests") == "7" and root.get("failures") == "3" and root.get("skipped") == "2"
+    assert root.get("tests") == str(len(cells) + 4)  # the hostile attack's cell and the baseline added
+    assert root.get("failures") == str(len(failed) + 1) and root.get("skipped") == str(len(skipped) + 1)
     assert "<script" not in xml and "\\x1b[31m" in xml and "\x1b" not in xml
     baseline = root.find("testsuite/testcase[@classname='baseline']/failure")
     assert baseline is not None and "<img src=x onerror=alert(1)>" in baseline.text  # escaped in XML, text when parsed
@@ -384,10 +442,12 @@ def test_custom_policy_thresholds_reach_the_reports():
 
 def test_markdown_summary(example, monkeypatch, tmp_path):
     md = render_markdown(example)
-    assert "**HIDDEN**" in md and "gate FAILED (exit 1)" in md
-    assert "**Certified bound 0.88: no attack in this plan recovers more than 88% of what the original knew" in md
-    assert "| `quant-rtn:bits=4` | **0.81** [0.72, 0.88] |" in md
-    assert "bitsandbytes has no kernel for this device" in md and "relative drop 0.03" in md
+    verdict, decided = example["verdict"], deciding_cell(example)
+    assert f"**{verdict['label']}**" in md and "gate FAILED (exit 1)" in md
+    bound = verdict["certified_bound"]
+    assert f"**Certified bound {bound:.2f}: no attack in this plan recovers more than {bound:.0%} of what" in md
+    assert f"| `{decided['attack']}` | **{decided['residual']:.2f}** {interval(decided)} |" in md
+    assert "| skipped |" in md and f"relative drop {example['collateral']['drop']:.2f}" in md
     hostile = render_markdown(hostile_results())
     outside_code = re.sub(r"`[^`\n]*`", "", re.sub(r"(?ms)^(`{3,}).*?^\1$", "", hostile))
     assert "<script" in hostile and re.search(r"(?<!\\)[<>]", outside_code) is None  # raw only inside code
@@ -431,7 +491,11 @@ def test_write_reports_atomically(example, tmp_path):
 
 def test_index_page(example):
     removed = copy.deepcopy(example)
-    removed["cells"][1].update(residual=0.04, ci_low=0.0, ci_high=0.08)
+    for cell in removed["cells"]:
+        if cell["status"] == "ok":
+            cell.update(residual=0.01, ci_low=0.0, ci_high=0.03, outcome="clean")
+    top = next(cell for cell in removed["cells"] if cell["status"] == "ok" and cell["attack"] != "none")
+    top.update(residual=0.04, ci_low=0.0, ci_high=0.08)
     removed["verdict"].update(label="REMOVED", deciding_cells=[], gate_passed=True, failures=[], exit_code=0)
     html = render_index(
         [
@@ -443,8 +507,10 @@ def test_index_page(example):
     assert CSP in html and "&lt;script&gt;" in html
     assert [a["href"] for t, a in page.tags if t == "a"] == ["npo/report.html", "retrain/report.html"]
     rows = html.split("<tr>")[2:]
-    assert "HIDDEN" in rows[0] and "0.81" in rows[0] and "quant-rtn:bits=4" in rows[0] and "0.02" in rows[0]
-    assert "REMOVED" in rows[1] and "0.04" in rows[1] and "0.02" in rows[1]
+    decided, drop = deciding_cell(example), f"{example['collateral']['drop']:.2f}"
+    assert f"{decided['residual']:.2f}" in rows[0] and f"<code>{decided['attack']}</code>" in rows[0]
+    assert "HIDDEN" in rows[0] and f'<td class="num">{drop}</td>' in rows[0]
+    assert "REMOVED" in rows[1] and "0.04" in rows[1] and f"<code>{top['attack']}</code>" in rows[1]
     for href in ("javascript:alert(1)", "/etc/passwd", "https://x.invalid/r.html", "//x.invalid", "java\tscript:x"):
         with pytest.raises(UserError, match="relative path"):
             render_index([{"name": "m", "href": href, "results": example}])
@@ -501,3 +567,22 @@ def test_unlearning_trace_is_shown_as_its_own_finding(example):
     markdown = render_markdown(results)
     assert "### Unlearning trace (fails the gate)" in markdown and "1.60 below the floor 0.10" in markdown
     assert "Unlearning trace" not in render_html({**example, "unlearning_trace": {"policy": "report", "cells": []}})
+
+
+@pytest.mark.slow
+def test_example_is_what_its_command_writes(example, tmp_path):
+    """``make results-example`` audits the world for real; the shipped example is its output, not a hand edit."""
+    out = tmp_path / "example.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "results_example.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    fresh = json.loads(out.read_text())
+    validate_results(fresh)
+    assert fresh["command"] == example["command"] and fresh["verdict"]["label"] == example["verdict"]["label"]
+    shape = [(c["attack"], c["probe"], c["status"], c["n_items"], c.get("n_subjects")) for c in example["cells"]]
+    assert [(c["attack"], c["probe"], c["status"], c["n_items"], c.get("n_subjects")) for c in fresh["cells"]] == shape
+    assert fresh["verdict"]["deciding_cells"] == example["verdict"]["deciding_cells"]
