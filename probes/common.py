@@ -2,9 +2,9 @@
 
 Every QA-style probe (qa, paraphrase, multihop, in-context) scores an item the
 same way once it has a prompt: one greedy generation and the teacher-forced
-statistics of the expected answer (and, for ``qa`` or ``metric=truth`` where the
-item has perturbed answers, of the true and perturbed answers for TOFU's truth
-ratio). All of it goes through the memoized model interface
+statistics of the expected answer (and, with ``truth_ratio=true`` or
+``metric=truth`` where the item has perturbed answers, of the true and perturbed
+answers for TOFU's truth ratio). All of it goes through the memoized model interface
 (``generate_scored``: the prompt's generation prefill also scores its answers),
 so probes asking for the same (prompt, answer) share one forward pass.
 """
@@ -100,7 +100,7 @@ def score_answers(
     *,
     metric: str,
     max_new_tokens: int,
-    truth: bool = True,
+    truth: bool = False,
 ) -> list[ItemScore]:
     """Generate greedily from each prompt and score the expected answer; K chosen by ``metric``.
 

@@ -91,7 +91,7 @@ class InContextProbe(BaseProbe):
         if not requests:
             return self.skipped(model_label, f"no forget item has context items for mode {self.params['mode']}")
         scores = score_answers(
-            lm, ctx, requests, metric=self.params["metric"], max_new_tokens=self.params["max_new_tokens"], truth=False
+            lm, ctx, requests, metric=self.params["metric"], max_new_tokens=self.params["max_new_tokens"]
         )
         dropped = sum(r.detail["shots_dropped"] for r in requests)  # type: ignore[index]
         return self.mean_result(model_label, scores, mode=self.params["mode"], shots_dropped=dropped)

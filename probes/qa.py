@@ -5,7 +5,9 @@ the greedy answer (see ``probes.common.score_answers``). ``metric`` picks the
 knowledge score K: ``correct`` (the answer contained in the output),
 ``rouge`` (ROUGE-L recall), ``prob`` (geometric-mean token probability of the
 answer) or ``truth`` (max(0, 1 - TOFU truth ratio); items without perturbed
-answers are left unscored).
+answers are left unscored). The truth ratio scores each item's perturbed
+answers too, so it is computed only for ``metric=truth`` or ``truth_ratio=true``
+(then as per-item detail).
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ class QAProbe(BaseProbe):
     paper = "https://arxiv.org/abs/2401.06121"  # TOFU
     needs = ("forget",)
     aggregate = "mean"
-    defaults = {"metric": "correct", "max_new_tokens": 32}
+    defaults = {"metric": "correct", "max_new_tokens": 32, "truth_ratio": False}
     source: ClassVar[str] = "forget"  # the AuditData field holding the items
-    truth_ratio: ClassVar[bool] = True  # also score perturbed answers (TOFU truth ratio) when the items have them
     asks: ClassVar[str] = "question and answer"  # what an item needs, for the skip reason
 
     def validate(self) -> None:
@@ -53,7 +54,7 @@ class QAProbe(BaseProbe):
             requests,
             metric=self.params["metric"],
             max_new_tokens=self.params["max_new_tokens"],
-            truth=self.truth_ratio,
+            truth=self.params["truth_ratio"],
         )
         return self.mean_result(model_label, scores)
 
@@ -65,7 +66,6 @@ class ParaphraseProbe(QAProbe):
     summary = "Ask each forget item's paraphrased question (never trained on); K as in qa."
     paper = "https://arxiv.org/abs/2401.06121"  # TOFU
     asks = "paraphrased question (and answer)"
-    truth_ratio = False  # the truth ratio belongs to the forget questions as given (qa)
 
     def question(self, item: Item) -> str | None:
         return item.paraphrased_question
@@ -78,5 +78,5 @@ class MultihopProbe(QAProbe):
     summary = "Ask composed questions (forgotten fact + retained fact); K = final entity in the greedy output."
     paper = "https://arxiv.org/abs/2305.14795"  # MQuAKE: multi-hop questions
     needs = ("multihop",)
-    defaults = {"metric": "correct", "max_new_tokens": 48}  # room for a reasoning chain before the answer
+    defaults = {**QAProbe.defaults, "max_new_tokens": 48}  # room for a reasoning chain before the answer
     source = "multihop"

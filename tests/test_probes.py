@@ -170,16 +170,17 @@ def _pairwise_auc(scores: list[float], members: list[bool]) -> float:
 
 
 @pytest.mark.parametrize(
-    ("probe", "source", "field", "budget"),
+    ("probe", "source", "field", "budget", "truth_ratio"),
     [
-        ("qa", "forget", "question", 32),
-        ("paraphrase", "forget", "paraphrased_question", 32),
-        ("multihop", "multihop", "question", 48),
+        ("qa", "forget", "question", 32, True),
+        ("qa", "forget", "question", 32, False),
+        ("paraphrase", "forget", "paraphrased_question", 32, False),
+        ("multihop", "multihop", "question", 48, False),
     ],
 )  # fmt: skip
-def test_qa_family_matches_plain_loop(tiny, probe, source, field, budget):
+def test_qa_family_matches_plain_loop(tiny, probe, source, field, budget, truth_ratio):
     loaded, data = tiny["model"], tiny["data"]
-    result = _run(probe, ScoringModel(loaded), data)
+    result = _run(probe, ScoringModel(loaded), data, truth_ratio=truth_ratio)
     items = [i for i in getattr(data, source).items if getattr(i, field)]
     assert [s.item_id for s in result.items] == [i.id for i in items]
     correct = []
@@ -193,8 +194,8 @@ def test_qa_family_matches_plain_loop(tiny, probe, source, field, budget):
         assert score.detail["prob"] == pytest.approx(math.exp(np.mean([r[0] for r in rows])), rel=1e-4)
         expected_rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(item.answer, output)["rougeL"]
         assert score.detail["rouge_l"] == pytest.approx(expected_rouge.recall)
-        if item.perturbed_answers and probe != "qa":
-            assert "truth_ratio" not in score.detail  # the truth ratio belongs to the forget questions as given
+        if item.perturbed_answers and not truth_ratio:
+            assert "truth_ratio" not in score.detail  # scored only when asked for: it costs a pass per answer
         elif item.perturbed_answers:
             true, *wrong = (item.paraphrased_answer, *item.perturbed_answers)
             probs = [math.exp(np.mean([r[0] for r in _plain_token_rows(loaded, prompt, " " + a)])) for a in wrong]
@@ -210,7 +211,9 @@ def test_qa_family_matches_plain_loop(tiny, probe, source, field, budget):
 def test_qa_metric_parameter_selects_k(tiny):
     lm = ScoringModel(tiny["model"])
     by_metric = {m: _run("qa", lm, tiny["data"], metric=m) for m in ("correct", "rouge", "prob", "truth")}
-    details = [s.detail for s in by_metric["correct"].items]
+    assert all("truth" not in s.detail for s in by_metric["correct"].items)  # the truth ratio only when asked for
+    details = [s.detail for s in _run("qa", lm, tiny["data"], truth_ratio=True).items]
+    assert [s.score for s in by_metric["correct"].items] == [float(d["correct"]) for d in details]
     for metric, key in (("rouge", "rouge_l"), ("prob", "prob"), ("truth", "truth")):
         assert [s.score for s in by_metric[metric].items] == [d.get(key) for d in details]
         assert by_metric[metric].metric == metric
@@ -385,7 +388,7 @@ def test_all_probes_score_each_unique_pair_once(tiny, monkeypatch):
     ctx = RunContext(data=tiny["data"], seed=0)
     for name in PROBES.names():
         assert PROBES.get(name)().run(lm, ctx, "test").status == "ok", name
-    PROBES.get("qa")(metric="truth").run(lm, ctx, "test")  # everything it needs is already held
+    PROBES.get("qa")(metric="truth").run(lm, ctx, "test")  # the generations are held; the perturbed answers are new
     PROBES.get("mia")(statistic="min_k").run(lm, ctx, "test")
     assert len(seen) == len(set(seen)) == lm.sequences_scored
     forget_pairs = {(f"Question: {i.question}\nAnswer:", " " + i.answer) for i in tiny["data"].forget.items}
