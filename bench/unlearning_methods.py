@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from auditor.engine.demo import _steps_text, world_data
+from auditor.engine.demo import world_data
+from auditor.engine.leaderboard import steps_text
 from auditor.lm.models import ModelSpec, load_model
 from auditor.plugins import RunContext, parse_param_pairs
 from auditor.registry import METHODS
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> None:
         label = method.spec if params else name
         info = outcome.info
         stop = info.get("stop_reason", "fixed recipe").split(":")[0]
-        cells = f"{f0:.3f} | {f1:.3f} | {r0:.3f} | {r1:.3f} | {_steps_text(info)} | {stop} | {seconds:.1f} | {rtn}"
+        cells = f"{f0:.3f} | {f1:.3f} | {r0:.3f} | {r1:.3f} | {steps_text(info)} | {stop} | {seconds:.1f} | {rtn}"
         print(f"| {label} | {cells} |", flush=True)
 
 

@@ -17,7 +17,7 @@ import torch
 from auditor.engine.audit import run_audit
 from auditor.engine.demo import DEMO_METHODS, WORLD_AUDIT_FILES, run_demo, world_data
 from auditor.engine.orchestrator import AuditConfig
-from auditor.engine.plan import make_plan
+from auditor.engine.plan import DEMO_PRESET, make_plan
 from auditor.engine.unlearn_runner import unlearn_to_dir
 from auditor.lm.models import load_model
 from auditor.plugins import RunContext
@@ -27,7 +27,7 @@ from auditor.types import ModelSpec
 
 pytestmark = pytest.mark.slow  # every test here audits models of the embedded world
 
-CALIBRATION_PRESET = "standard"
+CALIBRATION_PRESET = DEMO_PRESET  # the known-answer controls are audited as `make demo` audits them
 CONTROLS = ("noop", "idk", "quant-hide", "retrain")
 
 
@@ -75,7 +75,7 @@ def audit(world, data, unlearned: Path, out: Path, cache: Path, preset: str = CA
 
 @pytest.fixture(scope="session")
 def demo_run(world, tmp_path_factory):
-    """The default demo (controls and one method per family, standard preset), as ``make demo`` runs it."""
+    """The default demo (controls and one method per family, its preset), as ``make demo`` runs it."""
     out = tmp_path_factory.mktemp("demo")
     run_demo(out, CALIBRATION_PRESET, DEMO_METHODS, None, jobs=2, log=lambda _: None)
     return out
@@ -388,6 +388,8 @@ def test_recovered_items_show_answers_and_membership_statistics(calibration):
     outcomes = {(c["attack"], c["probe"]): c["outcome"] for c in results["cells"]}
     items = results["recovered_items"]
     assert items and all(outcomes[(i["attack"], i["probe"])] == i["cell_outcome"] for i in items)
+    shown = {(i["attack"], i["probe"]) for i in items}  # 7 recovering cells share the 40 items: no 5 cells take all
+    assert len(shown) > 5 and ("relearn-forget", "mia") in shown and len(items) <= 40
     qa = [i for i in items if i["probe"] == "qa"]
     assert qa and all(contains_answer(i["outputs"]["attacked"], i["expected"]) for i in qa)
     mia = [i for i in items if i["probe"] == "mia"]  # the statistic of each model, not an output

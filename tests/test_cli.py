@@ -108,6 +108,7 @@ def test_help_and_list_print_cleanly_and_help_needs_no_torch():
         assert listed.returncode == 0 and len(listed.stdout.splitlines()) >= 3 and listed.stderr == "", listed.stderr
     presets = run_cli("list", "presets")
     assert presets.returncode == 0 and "standard:" in presets.stdout and "quant-rtn:bits=4" in presets.stdout
+    assert "core:" in presets.stdout and "default: core" in run_cli("demo", "--help").stdout
     assert presets.stderr == "", presets.stderr
     for args in (["--help"], ["audit", "--help"], ["list", "presets"]):  # what makes them fast: torch stays unloaded
         code = (

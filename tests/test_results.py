@@ -78,3 +78,15 @@ def test_a_non_default_policy_reaches_every_renderer(after_attack):
     assert f"**{verdict['label']}**" in md and f"(exit {verdict['exit_code']})" in md
     failures = int(re.search(r'<testsuites[^>]* failures="(\d+)"', junit).group(1))
     assert (failures > 0) == (verdict["label"] == "HIDDEN")
+
+
+def test_core_preset_runs_every_probe_under_one_attack_of_each_family():
+    """The demo's preset: fewer attacks than standard, never fewer kinds of evidence."""
+    from auditor.engine.plan import DEMO_PRESET, PRESETS
+    from auditor.registry import PROBES
+
+    core, standard = PRESETS[DEMO_PRESET], PRESETS["standard"]
+    assert set(core["probes"]) == set(standard["probes"]) == set(PROBES.names())
+    assert set(core["attacks"]) < set(standard["attacks"])
+    families = {attack.split(":")[0].split("-")[0] for attack in core["attacks"]}
+    assert families == {"quant", "relearn"} and {"relearn-forget", "relearn-retain"} <= set(core["attacks"])

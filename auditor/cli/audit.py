@@ -11,6 +11,7 @@ import click
 
 from auditor.cli.common import cache_dir_option, ensure_new_dir, model_options, set_threads, show_progress, spec_of
 from auditor.cli.tools import prompt_format, prompt_options
+from auditor.engine.plan import DEMO_PRESET, PRESETS
 from auditor.errors import UserError
 
 
@@ -73,7 +74,7 @@ def opt(name: str, *dest: str, **kwargs):
 @opt("probe", "probes", multiple=True, help="NAME[:k=v,...] (repeatable); replaces the preset's probes.")
 @opt(
     "preset",
-    type=click.Choice(["quick", "standard", "thorough"]),
+    type=click.Choice(list(PRESETS)),
     default="standard",
     show_default=True,
     help="Attacks and probes to run (`unlearn-audit list presets` shows them).",
@@ -200,10 +201,10 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option(
     "--preset",
-    type=click.Choice(["quick", "standard", "thorough"]),
-    default="standard",
+    type=click.Choice(list(PRESETS)),
+    default=DEMO_PRESET,
     show_default=True,
-    help="Audit preset for every method (`unlearn-audit list presets`).",
+    help="Audit preset for every method (`unlearn-audit list presets`); core: one attack of each family.",
 )
 @click.option(
     "--method",

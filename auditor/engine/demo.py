@@ -20,6 +20,7 @@ from pathlib import Path
 
 from auditor.data import load_audit_data
 from auditor.engine.audit import run_audit
+from auditor.engine.leaderboard import knowledge_table, leaderboard_rows, markdown_table
 from auditor.engine.orchestrator import AuditConfig
 from auditor.engine.plan import make_plan
 from auditor.engine.unlearn_runner import unlearn_to_dir
@@ -29,7 +30,7 @@ from auditor.lm.quiet import quiet_libraries
 from auditor.plugins import RunContext
 from auditor.registry import METHODS
 from auditor.stats.policy import Policy
-from auditor.types import DIRECT_PROBE, NO_ATTACK, AuditData, ModelSpec
+from auditor.types import AuditData, ModelSpec
 
 # audit option -> the world's data file it reads (the notebook lines are the verbatim and text-MIA passages)
 WORLD_AUDIT_FILES = {
@@ -68,118 +69,98 @@ def knowledge(data: AuditData, models: dict) -> dict[str, dict[str, dict]]:
     }
 
 
-def knowledge_table(known: dict[str, dict[str, dict]]) -> str:
-    """``knowledge`` as a Markdown table of accuracies."""
-    splits = list(next(iter(known.values())))
-    lines = ["| model | " + " | ".join(f"{s} accuracy" for s in splits) + " |", "|---" * (len(splits) + 1) + "|"]
-    for name, per_split in known.items():
-        lines.append(f"| {name} | " + " | ".join(f"{per_split[s]['accuracy']:.3f}" for s in splits) + " |")
-    return "\n".join(lines)
-
-
-MEMBERSHIP_PROBES = ("mia",)  # text-membership cells; every other probe asks for the knowledge itself
-
-
-def _worst(cells: list[dict]) -> dict | None:
-    return max(cells, key=lambda c: c["residual"], default=None)
-
-
-def _cell_text(cell: dict | None) -> str:
-    return "n/a" if cell is None else f"{cell['residual']:.2f} ({cell['attack']} x {cell['probe']})"
-
-
-def _steps_text(info: dict) -> str:
-    """How far the method went: optimiser steps, Ext-Sub's subtraction weight, or '-' for a fixed control."""
-    if "steps" in info:
-        return str(info["steps"])
-    return f"lam {info['lam_used']:g}" if "lam_used" in info else "-"
-
-
-def leaderboard_rows(entries: list[dict]) -> list[dict]:
-    """One summary row per audited method: the strongest knowledge cell and text-membership cell apart."""
-    rows = []
-    for entry in entries:
-        results = entry["results"]
-        cells = [c for c in results["cells"] if c["residual"] is not None]
-        direct = next((c for c in cells if c["attack"] == NO_ATTACK and c["probe"] == DIRECT_PROBE), None)
-        info = entry["unlearning"].get("info", {})
-        rows.append(
-            {
-                "method": entry["name"],
-                "verdict": results["verdict"]["label"],
-                "r_direct": direct["residual"] if direct else None,
-                "knowledge": _cell_text(_worst([c for c in cells if c["probe"] not in MEMBERSHIP_PROBES])),
-                "membership": _cell_text(_worst([c for c in cells if c["probe"] in MEMBERSHIP_PROBES])),
-                "collateral": results["collateral"]["drop"],
-                "forget_after": entry["unlearning"]["after"]["forget"]["accuracy"],
-                "retain_after": entry["unlearning"]["after"]["retain"]["accuracy"],
-                "steps": _steps_text(info),
-            }
-        )
-    return rows
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The leaderboard as a Markdown table (the README shows it)."""
-
-    def num(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.2f}"
-
-    lines = [
-        "| method | verdict | r(none, qa) | max knowledge residual (cell) | max text-membership residual (cell) "
-        "| collateral | forget / retain accuracy after | steps |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['verdict']} | {num(r['r_direct'])} | {r['knowledge']} | {r['membership']} | "
-            f"{r['collateral']:.1%} | {r['forget_after']:.2f} / {r['retain_after']:.2f} | {r['steps']} |"
-        )
-    return "\n".join(lines)
-
-
 @dataclass(frozen=True)
-class MethodJob:
-    """One method of the demo: unlearn (unless already done), then audit; picklable for worker processes."""
+class DemoJob:
+    """Where one worker's piece of the demo runs; picklable for worker processes."""
 
-    name: str
     out_dir: Path
     preset: str
     cache_dir: str | None
     threads: int
+
+
+@dataclass(frozen=True)
+class SharedPart:
+    """Part ``part`` of ``parts`` of the pieces every audit shares: part 0 probes the original and the
+    reference; each part probes the reference under every ``parts``-th attack of the plan."""
+
+    job: DemoJob
+    part: int
+    parts: int
+
+
+@dataclass(frozen=True)
+class MethodJob:
+    """One method of the demo: unlearn (unless already done), then audit."""
+
+    name: str
+    job: DemoJob
     before: dict | None = None  # the original's forget/retain knowledge, measured once for every method
 
 
-def run_method(job: MethodJob, log: Callable[[str], None] = print) -> dict:
-    """Unlearn with one method (reusing a finished model) and audit it; the index entry."""
+def _world(job: DemoJob):
+    """The world and its audit data, in a worker with ``job.threads`` CPU threads."""
     import torch
 
     from auditor.world import WorldSpec, build_world
 
     torch.set_num_threads(job.threads)
     world = build_world(WorldSpec(), cache_dir=job.cache_dir)
-    data = world_data(world)
-    model_dir = job.out_dir / "models" / job.name
-    if not (model_dir / "unlearning.json").is_file():
-        ctx = RunContext(data=data, seed=0)
-        method, original = METHODS.get(job.name)(), load_model(ModelSpec(str(world.original)))
-        record = unlearn_to_dir(method, original, data.forget, data.retain, model_dir, ctx, before=job.before)
-        log(
-            f"[{job.name}] unlearned: forget {record['before']['forget']['accuracy']:.2f} -> "
-            f"{record['after']['forget']['accuracy']:.2f}, retain {record['before']['retain']['accuracy']:.2f}"
-            f" -> {record['after']['retain']['accuracy']:.2f} ({record['wall_seconds']:.1f} s)"
-        )
-    config = audit_config(world, model_dir, job.preset, job.out_dir)
+    return world, world_data(world)
+
+
+def shared_part(shared: SharedPart, log: Callable[[str], None] = print) -> None:
+    """Compute and store one part of the shared pieces (see ``SharedPart``)."""
+    from auditor.engine.orchestrator import Orchestrator
+
+    start = time.perf_counter()
+    world, data = _world(shared.job)
+    config = audit_config(world, world.original, shared.job.preset, shared.job.out_dir)
+    attacks = config.plan.attacks[shared.part :: shared.parts]
+    config = replace(config, plan=replace(config.plan, attacks=attacks))
+    Orchestrator(config, data).run_shared(plain=shared.part == 0)
+    probed = ("the original, the reference and " if shared.part == 0 else "") + "the reference under "
+    names = ", ".join(planned.id for planned in attacks) or "no attack"
+    log(f"[shared {shared.part + 1}/{shared.parts}] {probed}{names} probed ({time.perf_counter() - start:.0f} s)")
+
+
+def unlearn_method(method: MethodJob, log: Callable[[str], None] = print) -> None:
+    """Unlearn with one method into ``OUT/models/NAME``, unless a finished model is there."""
+    world, data = _world(method.job)
+    model_dir = method.job.out_dir / "models" / method.name
+    if (model_dir / "unlearning.json").is_file():
+        return
+    ctx = RunContext(data=data, seed=0)
+    unlearner, original = METHODS.get(method.name)(), load_model(ModelSpec(str(world.original)))
+    record = unlearn_to_dir(unlearner, original, data.forget, data.retain, model_dir, ctx, before=method.before)
+    log(
+        f"[{method.name}] unlearned: forget {record['before']['forget']['accuracy']:.2f} -> "
+        f"{record['after']['forget']['accuracy']:.2f}, retain {record['before']['retain']['accuracy']:.2f}"
+        f" -> {record['after']['retain']['accuracy']:.2f} ({record['wall_seconds']:.1f} s)"
+    )
+
+
+def audit_method(method: MethodJob, log: Callable[[str], None] = print) -> dict:
+    """Audit one unlearned model against the world's original and reference; its index entry."""
+    world, data = _world(method.job)
+    out_dir, preset = method.job.out_dir, method.job.preset
+    model_dir = out_dir / "models" / method.name
+    config = audit_config(world, model_dir, preset, out_dir)
     command = (
         f"unlearn-audit audit --original {world.original} --unlearned {model_dir} --reference {world.reference} "
-        f"{world_data_options(world)} --preset {job.preset} --out {job.out_dir / job.name}"
+        f"{world_data_options(world)} --preset {preset} --out {out_dir / method.name}"
     )
-    options = {"preset": job.preset, "seed": 0, "method": job.name}
+    options = {"preset": preset, "seed": 0, "method": method.name}
     start = time.perf_counter()
-    outputs = run_audit(config, data, Policy(), job.out_dir / job.name, command=command, options=options, resume=True)
-    log(f"[{job.name}] audited: {outputs.results['verdict']['label']} ({time.perf_counter() - start:.0f} s)")
+    outputs = run_audit(config, data, Policy(), out_dir / method.name, command=command, options=options, resume=True)
+    log(f"[{method.name}] audited: {outputs.results['verdict']['label']} ({time.perf_counter() - start:.0f} s)")
     unlearning = json.loads((model_dir / "unlearning.json").read_text(encoding="utf-8"))
-    return {"name": job.name, "href": f"{job.name}/report.html", "results": outputs.results, "unlearning": unlearning}
+    return {
+        "name": method.name,
+        "href": f"{method.name}/report.html",
+        "results": outputs.results,
+        "unlearning": unlearning,
+    }
 
 
 def _print_flushed(message: str) -> None:
@@ -212,12 +193,11 @@ def run_demo(
 ) -> Path:
     """Run the whole demo and return the path of the index report.
 
-    The pieces every method's audit shares (the original, the reference and the
-    attacked reference) are computed first, once; the methods then run in
-    ``jobs`` worker processes, the CPU threads split between them, the exact
-    retrain (the slowest to make) first.
+    Two phases in ``jobs`` worker processes, the CPU threads split between
+    them: first the pieces every audit shares (the original, the reference and
+    the attacked reference, split in parts) beside the methods' unlearning runs,
+    then one audit per method, which finds the shared pieces stored.
     """
-    from auditor.engine.orchestrator import Orchestrator
     from auditor.world import WorldSpec, build_world
     from reports.index import render_index
 
@@ -233,13 +213,7 @@ def run_demo(
     log("What the embedded models know (direct questions):")
     log(knowledge_table(known))
     before = {split: known["original"][split] for split in ("forget", "retain")}
-    start = time.perf_counter()
-    Orchestrator(audit_config(world, world.original, preset, out_dir), data).run_shared()
-    log(
-        f"original, reference and attacked reference probed once for every method ({time.perf_counter() - start:.0f} s)"
-    )
-    jobs_of = [MethodJob(n, out_dir, preset, cache_dir, 1, before) for n in sorted(names, key=lambda n: n != "retrain")]
-    entries = _run_methods(jobs_of, jobs, log)
+    entries = _run_phases(DemoJob(out_dir, preset, cache_dir, 1), names, before, jobs, log)
     ordered = [entries[n] for n in names]
     table = markdown_table(leaderboard_rows(ordered))
     atomic_write(out_dir / "leaderboard.md", table + "\n")
@@ -248,17 +222,27 @@ def run_demo(
     return out_dir / "index.html"
 
 
-def _run_methods(method_jobs: list[MethodJob], jobs: int, log: Callable[[str], None]) -> dict[str, dict]:
-    """Each method's index entry, in ``jobs`` worker processes that share the CPU threads (here when one)."""
+def _run_phases(job: DemoJob, names: list[str], before: dict, jobs: int, log: Callable[[str], None]) -> dict[str, dict]:
+    """Each method's index entry, the two phases of ``run_demo`` run in ``jobs`` worker processes (here when one)."""
     import torch
 
     threads = torch.get_num_threads()
-    workers = min(jobs, len(method_jobs))
-    log(f"unlearning and auditing {len(method_jobs)} methods in {workers} worker process(es) ...")
+    workers = min(jobs, len(names))
+    log(f"unlearning and auditing {len(names)} methods in {workers} worker process(es) ...")
     if workers <= 1:
-        return {job.name: run_method(replace(job, threads=threads), log) for job in method_jobs}
-    per_job = max(1, threads // workers)
+        job = replace(job, threads=threads)
+        shared_part(SharedPart(job, 0, 1), log)
+        methods = [MethodJob(name, job, before) for name in names]
+        for method in methods:
+            unlearn_method(method, log)
+        return {method.name: audit_method(method, log) for method in methods}
+    job = replace(job, threads=max(1, threads // workers))
+    methods = [MethodJob(name, job, before) for name in names]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_libraries) as pool:
-        futures = [pool.submit(run_method, replace(job, threads=per_job), _print_flushed) for job in method_jobs]
-        return {job.name: f.result() for job, f in zip(method_jobs, futures, strict=True)}
+        first = [pool.submit(shared_part, SharedPart(job, part, workers), _print_flushed) for part in range(workers)]
+        first += [pool.submit(unlearn_method, method, _print_flushed) for method in methods]
+        for future in first:
+            future.result()
+        audits = {method.name: pool.submit(audit_method, method, _print_flushed) for method in methods}
+        return {name: future.result() for name, future in audits.items()}

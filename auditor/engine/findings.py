@@ -35,6 +35,8 @@ def recovered_items(scores: AuditScores, cells: list[Cell], policy: Policy, memb
     res = scores.probe_results
     outcomes = {id(cell): cell_outcome(cell, policy) for cell in cells}
     candidates = [c for c in cells if c.attack != NO_ATTACK and outcomes[id(c)] in ("recovered", "unclear")]
+    recovering = sum(outcomes[id(c)] == "recovered" for c in candidates)
+    per_cell = min(MAX_RECOVERED_PER_CELL, max(1, MAX_RECOVERED // max(1, recovering)))  # each recovering cell a share
     for cell in sorted(candidates, key=lambda c: outcomes[id(c)] != "recovered"):
         is_membership = cell.probe in membership
         plain = {s.item_id: s for s in res[("unlearned", NO_ATTACK, None, cell.probe)].items}
@@ -45,7 +47,7 @@ def recovered_items(scores: AuditScores, cells: list[Cell], policy: Policy, memb
         ref_attacked = {s.item_id: s for s in res[ref_key].items} if ref_key in res else {}
         from_cell = 0
         for item in attacked.items:
-            if from_cell >= MAX_RECOVERED_PER_CELL:
+            if from_cell >= per_cell:
                 break
             before, source = plain.get(item.item_id), original.get(item.item_id)
             if item.score is None or before is None or before.score is None or item.member is False:

@@ -168,26 +168,27 @@ class Orchestrator:
         controlled = "reference" in self.models
         return AuditScores(results, floors, attacks, fingerprints, controlled, collateral, self.data.subjects())
 
-    def run_shared(self) -> None:
-        """Only the pieces every audit of this original against this reference shares (the original,
-        the reference and the attacked reference), stored for the audits that follow."""
+    def run_shared(self, plain: bool = True) -> None:
+        """Only the pieces every audit of this original against this reference shares (the original and
+        the reference as given unless not ``plain``, the attacked reference), stored for the audits that follow."""
         if self.config.reference is None:
             raise ValueError("shared pieces need a reference model")
         if not self.models:
             self.load(unlearned=False)
-        self._run_roles(("original", "reference"))
+        self._run_roles(("original", "reference"), plain=plain)
 
     def _run_roles(
-        self, roles: tuple[str, ...], on_plain: Callable[[AuditScores], None] | None = None
+        self, roles: tuple[str, ...], on_plain: Callable[[AuditScores], None] | None = None, plain: bool = True
     ) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]]]:
-        """Probe the models of ``roles``, attack those that attacks apply to, and probe the attacked models."""
+        """Probe the models of ``roles`` (unless not ``plain``), attack those that attacks apply to, and probe
+        the attacked models."""
         from auditor.engine.attack_runner import run_attack
 
         self._reference_lm = ScoringModel(self.models["reference"]) if "reference" in self.models else None
         results: dict = {}
         floors: dict = {}
         floor = floor_data(self.data) if "reference" not in self.models else None
-        for role in roles:
+        for role in roles if plain else ():
             loaded = self.models[role]
             lm = self._reference_lm if role == "reference" else None
             factory = (lambda lm=lm: lm) if lm is not None else (lambda loaded=loaded: ScoringModel(loaded))

@@ -15,6 +15,11 @@ PRESETS: dict[str, dict] = {
         "probes": ["qa", "paraphrase", "mia"],
         "seeds": 1,
     },
+    "core": {  # one attack of each family (quantization, relearning, benign fine-tuning), every probe: the demo's
+        "attacks": ["quant-rtn:bits=4", "relearn-forget", "relearn-retain"],
+        "probes": ["qa", "paraphrase", "multihop", "in-context", "in-context-relearn", "verbatim", "mia"],
+        "seeds": 1,
+    },
     "standard": {  # every attack family once; the sweeps over bits and budgets are thorough's
         "attacks": [
             "quant-rtn:bits=4",
@@ -44,6 +49,7 @@ PRESETS: dict[str, dict] = {
         "seeds": 3,
     },
 }
+DEMO_PRESET = "core"  # `unlearn-audit demo`'s default: the whole product in a few minutes on 2 cores
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,75 @@
+"""The demo's leaderboard: what each model knows, and one summary row per audited method (README's table)."""
+
+from __future__ import annotations
+
+from auditor.types import DIRECT_PROBE, NO_ATTACK
+
+
+def knowledge_table(known: dict[str, dict[str, dict]]) -> str:
+    """``knowledge`` as a Markdown table of accuracies."""
+    splits = list(next(iter(known.values())))
+    lines = ["| model | " + " | ".join(f"{s} accuracy" for s in splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for name, per_split in known.items():
+        lines.append(f"| {name} | " + " | ".join(f"{per_split[s]['accuracy']:.3f}" for s in splits) + " |")
+    return "\n".join(lines)
+
+
+MEMBERSHIP_PROBES = ("mia",)  # text-membership cells; every other probe asks for the knowledge itself
+
+
+def _worst(cells: list[dict]) -> dict | None:
+    return max(cells, key=lambda c: c["residual"], default=None)
+
+
+def _cell_text(cell: dict | None) -> str:
+    return "n/a" if cell is None else f"{cell['residual']:.2f} ({cell['attack']} x {cell['probe']})"
+
+
+def steps_text(info: dict) -> str:
+    """How far the method went: optimiser steps, Ext-Sub's subtraction weight, or '-' for a fixed control."""
+    if "steps" in info:
+        return str(info["steps"])
+    return f"lam {info['lam_used']:g}" if "lam_used" in info else "-"
+
+
+def leaderboard_rows(entries: list[dict]) -> list[dict]:
+    """One summary row per audited method: the strongest knowledge cell and text-membership cell apart."""
+    rows = []
+    for entry in entries:
+        results = entry["results"]
+        cells = [c for c in results["cells"] if c["residual"] is not None]
+        direct = next((c for c in cells if c["attack"] == NO_ATTACK and c["probe"] == DIRECT_PROBE), None)
+        info = entry["unlearning"].get("info", {})
+        rows.append(
+            {
+                "method": entry["name"],
+                "verdict": results["verdict"]["label"],
+                "r_direct": direct["residual"] if direct else None,
+                "knowledge": _cell_text(_worst([c for c in cells if c["probe"] not in MEMBERSHIP_PROBES])),
+                "membership": _cell_text(_worst([c for c in cells if c["probe"] in MEMBERSHIP_PROBES])),
+                "collateral": results["collateral"]["drop"],
+                "forget_after": entry["unlearning"]["after"]["forget"]["accuracy"],
+                "retain_after": entry["unlearning"]["after"]["retain"]["accuracy"],
+                "steps": steps_text(info),
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The leaderboard as a Markdown table (the README shows it)."""
+
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    lines = [
+        "| method | verdict | r(none, qa) | max knowledge residual (cell) | max text-membership residual (cell) "
+        "| collateral | forget / retain accuracy after | steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['verdict']} | {num(r['r_direct'])} | {r['knowledge']} | {r['membership']} | "
+            f"{r['collateral']:.1%} | {r['forget_after']:.2f} / {r['retain_after']:.2f} | {r['steps']} |"
+        )
+    return "\n".join(lines)
