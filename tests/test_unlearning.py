@@ -12,6 +12,7 @@ from transformers import LlamaForCausalLM
 from auditor.errors import UserError
 from auditor.lm.models import LoadedModel, ModelSpec, clone, fingerprint_dir, fingerprint_module, load_model
 from auditor.lm.quant import quantizable_linears, rtn_quantize_dequantize
+from auditor.lm.rollback import BackOff
 from auditor.lm.scoring import ScoringModel
 from auditor.lm.training import Batch, Example, TrainConfig, nll_loss, train
 from auditor.plugins import RunContext, UnlearningMethod
@@ -281,6 +282,57 @@ def test_training_stops_when_the_check_says_so(tiny):
     assert report.steps == 3 and report.stop_reason == "enough" and len(report.losses) == 3
     assert seen == [(1, False), (2, False), (3, False)]  # asked in eval mode after every step
     assert report.cost["stop_reason"] == "enough"
+
+
+def test_a_back_off_returns_to_the_last_passing_check_and_halves_the_learning_rate(tiny):
+    loaded, forget, retain, ctx = tiny
+    model = clone(loaded).model
+    states, moves = {}, {}
+
+    def weights() -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+
+    def check(_, done):
+        states[done] = weights()
+        if done in (3, 5):  # one step after the check at 2, at the full rate, then at half of it
+            moves[done] = float((states[done] - states[2]).norm())
+        return None if done <= 2 or done % 2 else BackOff("retain too low")
+
+    streams = {"train": [Example(f"Q{i}", " A") for i in range(4)]}
+    config = TrainConfig(steps=50, batch_size=4, lora=False, learning_rate=1e-3, check_every=2, max_backoffs=2)
+    report = train(model, loaded.tokenizer, streams, config, stop=check)
+    assert report.steps == 8 and report.backoffs == 2 and report.cost["backoffs"] == 2
+    assert report.stop_reason == "retain too low; back at the last passing check after 2 learning-rate halvings"
+    assert torch.equal(weights(), states[2])  # every step after the last passing check undone
+    assert 0.35 < moves[5] / moves[3] < 0.65, moves  # the same first step from that state, at half the rate
+
+
+def test_a_check_backs_off_under_the_retain_floor(tiny):
+    loaded, forget, retain, ctx = tiny
+    goal = ForgetGoal(loaded, forget, ctx, start=0.8, target=0.2, every=2, retain=retain, retain_floor=0.5)
+    reason = goal(loaded.model, 2)  # a random model answers no retain question either: 0 < 0.5
+    assert isinstance(reason, BackOff) and reason == "retain accuracy 0.00 < 0.50 after 2 steps"
+    assert goal.history == [(2, 0.0, 0.0)] and goal.record()["retain_floor_accuracy"] == 0.5
+    with pytest.raises(UserError, match="retain_floor in"):
+        METHODS.get("ga-gd")(retain_floor=1.5)
+
+
+def test_a_method_with_a_retain_floor_backs_off_and_keeps_the_last_state_above_it(tiny, monkeypatch):
+    """The whole chain: the param, the guarded goal, the training loop's back-offs, the record."""
+    import auditor.unlearning.goal as goal_module
+
+    loaded, forget, retain, ctx = tiny
+    # the input model knows everything; the model in training has lost both sets at every check
+    monkeypatch.setattr(
+        goal_module, "qa_accuracy", lambda m, items, prompts: 0.0 if m.fingerprint == "in-training" else 1.0
+    )
+    outcome = METHODS.get("ga-gd")(steps=50, check_every=2, retain_floor=0.5).unlearn(loaded, forget, retain, ctx)
+    info = outcome.info
+    assert info["steps"] == 2 * 7 and info["backoffs"] == 6 and info["goal"]["retain_floor_accuracy"] == 0.5
+    assert info["stop_reason"].endswith("back at the last passing check after 6 learning-rate halvings")
+    assert fingerprint_module(outcome.model.model) == fingerprint_module(loaded.model)  # never passed: the input
+    off = METHODS.get("ga-gd")(steps=4, check_every=2).unlearn(loaded, forget, retain, ctx)
+    assert off.info["backoffs"] == 0 and off.info["goal"]["retain_floor_accuracy"] is None  # off by default
 
 
 def test_methods_stop_at_their_forget_goal(tiny):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from auditor.lm.rollback import Rollback
 from auditor.lm.sampling import Batch, StreamSampler
 from auditor.lm.tokens import encode_pair, encode_spans
 
@@ -53,6 +54,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     group_by_length: bool = False  # batch examples of similar length together (less padding, same epochs)
+    check_every: int = 1  # steps between two stop checks (where a back-off returns to)
+    max_backoffs: int = 0  # times a stop check may undo the steps since its last pass and halve the learning rate
 
 
 @dataclass
@@ -65,6 +68,7 @@ class TrainReport:
     seconds: float
     losses: list[float] = field(default_factory=list)
     stop_reason: str = "step budget used"
+    backoffs: int = 0  # learning-rate halvings, each after undoing the steps since the last passing check
 
     @property
     def cost(self) -> dict:
@@ -73,6 +77,7 @@ class TrainReport:
             "examples": self.examples_seen,
             "seconds": round(self.seconds, 3),
             "stop_reason": self.stop_reason,
+            "backoffs": self.backoffs,
         }
 
 
@@ -167,7 +172,8 @@ def train(
     With ``config.lora`` the returned model has the adapter merged (unless
     ``merge_lora`` is off, then it is the ``peft`` model). ``trainable`` filters
     parameters in full fine-tuning; ``after_step`` runs after each optimiser step
-    (e.g. a projection); ``stop`` after that, and a reason it returns ends the run.
+    (e.g. a projection); ``stop`` after that, and a reason it returns ends the run,
+    unless it is a ``BackOff`` and back-offs are left.
     """
     torch.manual_seed(config.seed)
     samplers = _samplers(tokenizer, streams, config)
@@ -178,6 +184,7 @@ def train(
     seen = dict.fromkeys(streams, 0)
     losses: list[float] = []
     stop_reason, done = "step budget used", 0
+    rollback = Rollback(params, optimizer, scheduler, config) if config.max_backoffs else None
     was_training = model.training
     model.train()
     start = time.perf_counter()
@@ -191,15 +198,23 @@ def train(
             with torch.no_grad():
                 after_step(model, step)
         reason = _check_stop(stop, model, done)
+        reason = rollback.after_check(reason, done) if rollback is not None else reason
         if reason:
             stop_reason = reason
             break
+    backoffs = rollback.count if rollback is not None else 0
+    model = _finish(model, config, was_training)
+    return TrainReport(model, done, seen, time.perf_counter() - start, losses, stop_reason, backoffs)
+
+
+def _finish(model: torch.nn.Module, config: TrainConfig, was_training: bool) -> torch.nn.Module:
+    """The trained model back in its former mode, its adapter merged (unless ``merge_lora`` is off), all trainable."""
     model.train(was_training)
     if config.lora and config.merge_lora:
         model = model.merge_and_unload()
     for param in model.parameters():
         param.requires_grad_(True)
-    return TrainReport(model, done, seen, time.perf_counter() - start, losses, stop_reason)
+    return model
 
 
 def _samplers(tokenizer, streams: Mapping[str, Sequence[Example]], config: TrainConfig) -> dict[str, StreamSampler]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -19,7 +20,7 @@ from auditor.lm.models import LoadedModel, clone, fingerprint_module
 from auditor.lm.training import Batch, Example, LossFn, TrainConfig, TrainReport, nll_loss, train
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
 from auditor.types import ItemSet
-from auditor.unlearning.goal import GOAL_DEFAULTS, ForgetGoal, forget_goal
+from auditor.unlearning.goal import GOAL_DEFAULTS, MAX_BACKOFFS, ForgetGoal, forget_goal
 
 # Settings of the shared loop that every fine-tuning method exposes as parameters.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -80,8 +81,12 @@ class FineTuneMethod(UnlearningMethod):
         p = self.params
         if p["steps"] < 1 or p["batch_size"] < 1 or p["learning_rate"] <= 0 or p["lora_rank"] < 1:
             raise UserError(f"{self.name}: steps, batch_size, lora_rank and learning_rate must be positive")
-        if not 0 <= p.get("forget_goal", 0) < 1 or p.get("check_every", 1) < 1:
-            raise UserError(f"{self.name}: forget_goal must be in [0, 1) and check_every positive")
+        if (
+            not 0 <= p.get("forget_goal", 0) < 1
+            or p.get("check_every", 1) < 1
+            or not 0 <= p.get("retain_floor", 0) <= 1
+        ):
+            raise UserError(f"{self.name}: forget_goal must be in [0, 1), retain_floor in [0, 1], check_every positive")
 
     def streams(self, loaded: LoadedModel, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> dict[str, list]:
         """The named example streams; by default the forget answers and texts, and the retain answers."""
@@ -106,6 +111,7 @@ class FineTuneMethod(UnlearningMethod):
             lora_alpha=2 * p["lora_rank"],
             lora_targets="all-linear",  # every Linear but the output head, whatever the architecture
             seed=ctx.seed,
+            check_every=p.get("check_every", 1),
         )
 
     def run_training(
@@ -114,11 +120,12 @@ class FineTuneMethod(UnlearningMethod):
         """Clone the original and fine-tune the copy with this method's streams and loss, until ``goal``."""
         work = clone(loaded).model
         streams = self.streams(loaded, forget, retain, ctx)
+        guarded = goal is not None and goal.retain is not None  # a retain floor to back off from
         return train(
             work,
             loaded.tokenizer,
             streams,
-            self.train_config(ctx),
+            replace(self.train_config(ctx), max_backoffs=MAX_BACKOFFS if guarded else 0),
             loss_fn=self.build_loss(loaded, ctx),
             progress=ctx.progress,
             stop=goal,
@@ -127,7 +134,7 @@ class FineTuneMethod(UnlearningMethod):
 
     def unlearn(self, loaded: LoadedModel, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> UnlearnOutcome:
         start = time.perf_counter()
-        goal = forget_goal(loaded, forget, ctx, self.params)
+        goal = forget_goal(loaded, forget, ctx, self.params, retain)
         report = self.run_training(loaded, forget, retain, ctx, goal)
         info = {
             "method": self.name,
@@ -136,6 +143,7 @@ class FineTuneMethod(UnlearningMethod):
             "forget_items": len(forget),
             "retain_items": len(retain),
             "steps": report.steps,
+            "backoffs": report.backoffs,
             "stop_reason": report.stop_reason,
             "goal": goal.record() if goal else None,
             "cost": {**report.cost, "total_seconds": round(time.perf_counter() - start, 3)},
