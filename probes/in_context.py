@@ -1,5 +1,9 @@
 """In-context probes: QA pairs written before the forget question in the audit's prompt format.
 
+With a chat template the pairs are earlier turns of the same conversation
+(user question, assistant answer); in plain text, whole prompts with their
+answers, each followed by ``separator``.
+
 - ``few-shot`` (``in-context``): k retain QA pairs, drawn per item with the seed,
   show the model the task; K = answer contained in the greedy output.
 - ``relearn`` (``in-context-relearn``): the other forget items of the same
@@ -28,9 +32,9 @@ MODES = ("few-shot", "relearn")
 
 
 def context_prompt(ctx: RunContext, shots: Sequence[Item], question: str, separator: str) -> str:
-    """The shots as answered QA pairs, each followed by ``separator``, then the question's prompt."""
-    context = "".join(ctx.prompts.prompt(s.question) + ctx.prompts.completion(s.answer) + separator for s in shots)  # type: ignore[arg-type]
-    return context + ctx.prompts.prompt(question)
+    """The shots as answered QA pairs, then the question: earlier turns of one conversation in a chat
+    format, else whole prompts each followed by ``separator``."""
+    return ctx.prompts.conversation([(s.question or "", s.answer or "") for s in shots], question, separator)
 
 
 class InContextProbe(BaseProbe):

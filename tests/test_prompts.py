@@ -91,3 +91,32 @@ def test_resolve_format_follows_the_options(chatml, tmp_path):
     broken.write_text("{% for m in messages %}")
     with pytest.raises(UserError, match="cannot render the chat template"):
         resolve_format(plain, str(broken))
+
+
+def test_shots_are_earlier_turns_of_one_chat(chatml):
+    fmt = chat_format(chatml)
+    shots = [("What is the capital of France?", "Paris"), ("Be brief.", "system user assistant")]
+    messages = [m for q, a in shots for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+    messages.append({"role": "user", "content": "You are helpful."})
+    expected = chatml.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert fmt.conversation(shots, "You are helpful.", "\n\n") == expected
+    assert expected.count("<|im_start|>system") == 1  # one conversation, not three prompts
+    assert fmt.conversation([], "Q?", "\n\n") == fmt.prompt("Q?")
+
+
+def test_plain_shots_are_prompts_joined_by_the_separator():
+    fmt = PromptFormat()
+    assert fmt.next_turn is None
+    text = fmt.conversation([("Q1?", "A1")], "Q2?", "\n\n")
+    assert text == "Question: Q1?\nAnswer: A1\n\nQuestion: Q2?\nAnswer:"
+
+
+def test_a_chat_that_rewrites_earlier_turns_falls_back_to_whole_prompts():
+    # A template that drops earlier assistant turns (as some reasoning templates do) has no stable later turn.
+    template = "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}"
+    template += "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    template += "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    tok = tokenizer(["<|im_start|>", "<|im_end|>"], None, "<|im_end|>", template)
+    fmt = chat_format(tok)
+    assert fmt.next_turn is None
+    assert fmt.conversation([("Q1?", "A1")], "Q2?", "\n\n") == fmt.prompt("Q1?") + "A1\n\n" + fmt.prompt("Q2?")

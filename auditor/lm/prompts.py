@@ -5,12 +5,15 @@ rendered once around placeholders, which gives the text before and after the
 question and the text between the end of the prompt and the answer. Every
 probe, attack and method then uses that one format, so answers are generated,
 scored and trained exactly as the model writes its own turn (ending at EOS,
-which chat tokenizers set to the end-of-turn token).
+which chat tokenizers set to the end-of-turn token). Rendering a two-question
+chat gives the text of a later turn too, so few-shot context is written as
+earlier turns of one conversation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from auditor.errors import UserError
@@ -19,6 +22,7 @@ PLAIN_TEMPLATE = "Question: {question}\nAnswer:"  # the embedded world's format,
 CHAT_USER_TEMPLATE = "{question}"  # a chat model's user turn: the question alone
 _QUESTION = "\ue000question\ue000"  # private-use placeholders no template produces by itself
 _ANSWER = "\ue001answer\ue001"
+_FIRST = "\ue002first\ue002"  # an earlier question of the same chat
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class PromptFormat:
 
     template: str = PLAIN_TEMPLATE
     answer_prefix: str = " "
+    next_turn: str | None = None  # a question after an answered one, in the same chat (holds ``{question}``)
 
     def __post_init__(self) -> None:
         if "{question}" not in self.template:
@@ -41,6 +46,15 @@ class PromptFormat:
 
     def completion(self, answer: str) -> str:
         return self.answer_prefix + answer
+
+    def conversation(self, shots: Sequence[tuple[str, str]], question: str, separator: str) -> str:
+        """Answered ``(question, answer)`` shots, then ``question``: earlier turns of one chat when the format
+        has ``next_turn``, else whole prompts with their completions, each followed by ``separator``."""
+        if self.next_turn is None or not shots:
+            return "".join(self.prompt(q) + self.completion(a) + separator for q, a in shots) + self.prompt(question)
+        turns = [self.next_turn.replace("{question}", q) + self.completion(a) for q, a in shots[1:]]
+        first = self.prompt(shots[0][0]) + self.completion(shots[0][1])
+        return first + "".join(turns) + self.next_turn.replace("{question}", question)
 
 
 DEFAULT_FORMAT = PromptFormat()
@@ -54,24 +68,38 @@ def chat_format(
     if "{question}" not in user_template:
         raise UserError(f"prompt template {user_template!r} has no {{question}} placeholder")
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    user = [{"role": "user", "content": user_template.replace("{question}", _QUESTION)}]
+    first, user = _user(user_template, _FIRST), _user(user_template, _QUESTION)
+    answered = [first, {"role": "assistant", "content": _ANSWER}]
+
+    def render(messages: list[dict], generation: bool) -> str:
+        return tokenizer.apply_chat_template(
+            system + messages, tokenize=False, add_generation_prompt=generation, chat_template=template
+        )
+
     try:
-        prompt = tokenizer.apply_chat_template(
-            system + user, tokenize=False, add_generation_prompt=True, chat_template=template
-        )
-        turn = tokenizer.apply_chat_template(
-            system + user + [{"role": "assistant", "content": _ANSWER}], tokenize=False, chat_template=template
-        )
+        prompt, turn, chat = render([user], True), render(answered, False), render([*answered, user], True)
     except Exception as exc:  # jinja errors, a template that rejects a system turn, ...
         raise UserError(f"cannot render the chat template: {str(exc).splitlines()[0]}") from None
     if prompt.count(_QUESTION) != 1:
         raise UserError("the chat template does not place the user's message exactly once")
     # The text between the generation prompt and the answer; empty when the template writes the turn otherwise.
-    prefix = turn[len(prompt) : turn.index(_ANSWER)] if turn.startswith(prompt) and _ANSWER in turn else ""
+    opening = prompt.replace(_QUESTION, _FIRST)
+    prefix = turn[len(opening) : turn.index(_ANSWER)] if turn.startswith(opening) and _ANSWER in turn else ""
+    # A later question of the same chat: what follows an answer; None when the chat does not begin as one turn.
+    head = opening + prefix + _ANSWER
+    next_turn = chat[len(head) :] if chat.startswith(head) and chat.count(_QUESTION) == 1 else None
     bos = tokenizer.bos_token
     if bos and prompt.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
         prompt = prompt[len(bos) :]  # the tokenizer adds BOS itself: keep it once
-    return PromptFormat(template=prompt.replace(_QUESTION, "{question}"), answer_prefix=prefix)
+    return PromptFormat(
+        template=prompt.replace(_QUESTION, "{question}"),
+        answer_prefix=prefix,
+        next_turn=next_turn.replace(_QUESTION, "{question}") if next_turn else None,
+    )
+
+
+def _user(user_template: str, placeholder: str) -> dict:
+    return {"role": "user", "content": user_template.replace("{question}", placeholder)}
 
 
 def resolve_format(
@@ -103,4 +131,4 @@ def resolve_format(
         fmt = PromptFormat(template=prompt_template or PLAIN_TEMPLATE)
     else:
         fmt = chat_format(tokenizer, prompt_template or CHAT_USER_TEMPLATE, system_prompt, chat)
-    return fmt if answer_prefix is None else PromptFormat(fmt.template, answer_prefix)
+    return fmt if answer_prefix is None else replace(fmt, answer_prefix=answer_prefix)
