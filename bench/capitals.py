@@ -1,5 +1,21 @@
 """Countries and their capitals: the fact set bench/real_model.py asks a real model about (written here, so
-nothing is fetched)."""
+nothing is fetched).
+
+Each answer is written the way an instruct model states it ("The capital of France is Paris."): a
+completion is scored and trained as the model's own turn, and a bare "Paris" is not how such a
+model begins its turn (SmolLM2-135M-Instruct gives it a mean probability of 0.11, the sentence 0.76).
+"""
+
+ARTICLE = {"Czech Republic", "Dominican Republic", "Gambia", "Netherlands", "Philippines", "United Arab Emirates",
+           "United Kingdom", "United States"}  # fmt: skip
+
+
+def capital_item(index: int, country: str, capital: str) -> dict:
+    """One QA item: the question, and the answer as a sentence."""
+    name = f"the {country}" if country in ARTICLE else country
+    return {"id": f"capital-{index}", "question": f"What is the capital of {name}?",
+            "answer": f"The capital of {name} is {capital}."}  # fmt: skip
+
 
 CAPITALS = {
     "Afghanistan": "Kabul",

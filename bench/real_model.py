@@ -33,7 +33,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from capitals import CAPITALS  # noqa: E402
+from capitals import CAPITALS, capital_item  # noqa: E402
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CHILD = (
@@ -80,8 +80,7 @@ def cli(*args: str) -> tuple[subprocess.CompletedProcess, float, int]:
 def write_capitals(path: Path) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for i, (country, capital) in enumerate(CAPITALS.items()):
-            record = {"id": f"capital-{i}", "question": f"What is the capital of {country}?", "answer": capital}
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps(capital_item(i, country, capital)) + "\n")
 
 
 def deal(path: Path, names: tuple[str, ...], out: Path) -> dict[str, Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from auditor.lm.models import LoadedModel, ModelSpec, clone, fingerprint_dir, fi
 from auditor.lm.quant import quantizable_linears, rtn_quantize_dequantize
 from auditor.lm.rollback import BackOff
 from auditor.lm.scoring import ScoringModel
-from auditor.lm.training import Batch, Example, TrainConfig, nll_loss, train
+from auditor.lm.training import Batch, Example, TrainConfig, bounded_nll, train
 from auditor.plugins import RunContext, UnlearningMethod
 from auditor.registry import METHODS
 from auditor.types import AuditData, Item, ItemSet
@@ -115,10 +116,43 @@ def test_ga_and_graddiff_match_hand_computation(tiny, batches):
     forget, retain = batches
     f_lp, r_lp = _hand_logprobs(model, forget), _hand_logprobs(model, retain)
     nll_f, nll_r = -sum(f_lp) / len(f_lp), -sum(r_lp) / len(r_lp)
+    chance = math.log(model.config.vocab_size)
+    ascent_f, ascent_r = (sum(min(-lp, chance) for lp in lps) / len(lps) for lps in (f_lp, r_lp))
+    assert ascent_f + ascent_r < nll_f + nll_r  # this untrained model puts some tokens below chance: the bound shows
     with torch.no_grad():
-        assert float(ga_term(model, [forget])) == pytest.approx(-nll_f, rel=1e-5)
-        assert float(ga_term(model, [forget, retain])) == pytest.approx(-nll_f - nll_r, rel=1e-5)  # each stream's mean
-        assert float(graddiff_loss(model, [forget], retain, 0.5)) == pytest.approx(-nll_f + 0.5 * nll_r, rel=1e-5)
+        assert float(ga_term(model, [forget])) == pytest.approx(-ascent_f, rel=1e-5)
+        assert float(ga_term(model, [forget, retain])) == pytest.approx(-ascent_f - ascent_r, rel=1e-5)  # per stream
+        assert float(graddiff_loss(model, [forget], retain, 0.5)) == pytest.approx(-ascent_f + 0.5 * nll_r, rel=1e-5)
+
+
+class _FixedLogits(torch.nn.Module):
+    """A "model" whose next-token logits are a given tensor (a parameter, so its gradient can be read)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits)
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.logits)
+
+
+def test_the_ascent_stops_pushing_tokens_already_less_likely_than_chance():
+    vocab = 8
+    logits = torch.zeros(1, 4, vocab)
+    logits[0, 0, 3] = 2.0  # label 3 at position 1: likelier than chance
+    logits[0, 1, 5] = -9.0  # label 5 at position 2: far less likely than chance
+    model = _FixedLogits(logits)
+    batch = Batch(torch.tensor([[1, 3, 5, 2]]), torch.ones(1, 4, dtype=torch.long), torch.tensor([[-100, 3, 5, -100]]))
+    nll_3 = -(2.0 - math.log(math.exp(2.0) + vocab - 1))
+    nll_5 = -(-9.0 - math.log(math.exp(-9.0) + vocab - 1))
+    assert nll_5 > math.log(vocab) > nll_3
+    loss = ga_term(model, [batch])
+    assert float(loss.detach()) == pytest.approx(
+        -(nll_3 + math.log(vocab)) / 2, rel=1e-6
+    )  # the second token counts ln V
+    loss.backward()
+    assert model.logits.grad[0, 0].abs().sum() > 0
+    assert model.logits.grad[0, 1].abs().sum() == 0  # no more gradient from the token beyond chance
 
 
 def test_kl_term_matches_hand_computation(tiny, batches):
@@ -131,8 +165,8 @@ def test_kl_term_matches_hand_computation(tiny, batches):
     with torch.no_grad():
         assert float(kl_to_reference(other, reference, retain)) == pytest.approx(kl, rel=1e-4)
         assert float(kl_to_reference(reference, reference, retain)) == pytest.approx(0.0, abs=1e-6)
-        nll_f = float(nll_loss(other, forget))
-        assert float(ga_kl_loss(other, reference, [forget], retain, 2.0)) == pytest.approx(-nll_f + 2 * kl, rel=1e-4)
+        ascent_f = float(bounded_nll(other, forget))
+        assert float(ga_kl_loss(other, reference, [forget], retain, 2.0)) == pytest.approx(-ascent_f + 2 * kl, rel=1e-4)
 
 
 def test_npo_loss_matches_formula_and_tends_to_ascent():

@@ -8,6 +8,7 @@ many losses"). LoRA goes through ``peft``; full fine-tuning is the same loop.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -126,6 +127,15 @@ def nll_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy over labelled tokens."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch.labels[:, 1:].reshape(-1))
+
+
+def bounded_nll(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Mean over labelled tokens of each token's NLL clamped at ``ln(vocabulary size)``."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    labels = batch.labels[:, 1:]
+    mask = labels != -100
+    token_nll = F.cross_entropy(logits[mask].float(), labels[mask], reduction="none")
+    return token_nll.clamp(max=math.log(logits.size(-1))).mean()
 
 
 def default_loss(model: torch.nn.Module, batches: Mapping[str, Batch]) -> torch.Tensor:

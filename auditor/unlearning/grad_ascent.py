@@ -1,10 +1,12 @@
 """Gradient ascent and its regularised variants: GA, GradDiff (GA + retain descent), GA + KL.
 
-Losses (``nll`` is the mean next-token cross-entropy over answer tokens + EOS):
+Losses (``nll`` is the mean next-token cross-entropy over answer tokens + EOS;
+``nll_b`` the same with each token's term bounded at ``ln(vocabulary size)``, so
+the ascent stops pushing a token once it is less likely than a uniform guess):
 
-- ``ga``:    ``-nll(forget)``
-- ``ga-gd``: ``-nll(forget) + retain_weight * nll(retain)``
-- ``ga-kl``: ``-nll(forget) + retain_weight * KL(original || model)`` on retain answers
+- ``ga``:    ``-nll_b(forget)``
+- ``ga-gd``: ``-nll_b(forget) + retain_weight * nll(retain)``
+- ``ga-kl``: ``-nll_b(forget) + retain_weight * KL(original || model)`` on retain answers
 
 The KL target is the original model, read under ``no_grad`` and never stepped.
 """
