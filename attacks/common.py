@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from auditor.lm.models import LoadedModel, fingerprint_module
+from auditor.lm.adapters import variant_fingerprint
+from auditor.lm.models import LoadedModel
 from auditor.lm.prompts import PromptFormat
 from auditor.lm.training import Example
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome
@@ -30,16 +31,17 @@ def outcome(
     status: Status = "ok",
     reason: str | None = None,
 ) -> AttackOutcome:
-    """The attack's record; each variant's ``fingerprint`` becomes the hash of its weights."""
+    """The attack's record; each variant's ``fingerprint`` becomes the hash of its weights (of its adapter's
+    and its input's fingerprint for an adapter: ``variant_fingerprint``)."""
     records = []
     for variant in variants:
-        variant.model.fingerprint = fingerprint_module(variant.model.model)
+        variant.model.fingerprint = variant_fingerprint(loaded.fingerprint, variant.model.model, variant.adapter)
         records.append(VariantRecord(variant.name, variant.model.fingerprint, tuple(sorted(variant.trained_groups))))
     result = AttackResult(
         attack=attack.name,
         params=_plain(attack.params),
         status=status,
-        input_fingerprint=fingerprint_module(loaded.model),
+        input_fingerprint=loaded.fingerprint,
         reason=reason,
         applied=_plain(applied),
         cost=_plain({**(cost or {}), "seconds": round(time.perf_counter() - started, 3)}),

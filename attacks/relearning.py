@@ -1,7 +1,8 @@
 """Relearning attacks: a short fine-tune brings back knowledge that unlearning only suppressed.
 
-Every attack fine-tunes a copy through ``auditor.lm.training.train`` (LoRA merged at
-the end, or full fine-tuning) with a fixed seed from the run context, and is
+Every attack fine-tunes through ``auditor.lm.training.train`` with a fixed seed
+from the run context: a LoRA adapter on a shared copy of the input's weights
+(``auditor.lm.adapters``; no weight copy), or a whole copy in ``mode=full``. It is
 applied with the same budget to the unlearned model and to the reference, so
 what the fine-tune teaches by itself cancels out in the residual.
 
@@ -18,10 +19,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from attacks.common import item_examples, outcome, skipped, variant_label
 from auditor.errors import UserError
+from auditor.lm.adapters import shared_variant
 from auditor.lm.models import LoadedModel, clone
 from auditor.lm.training import Example, TrainConfig, train
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
@@ -34,7 +37,7 @@ BUDGET: dict[str, Any] = {
     "steps": 40,  # optimiser steps per fine-tune
     "learning_rate": 1e-3,
     "batch_size": 16,  # examples per step
-    "mode": "lora",  # "lora" (merged after training) or "full"
+    "mode": "lora",  # "lora" (an adapter on the shared input weights) or "full" (a whole copy)
     "lora_rank": 8,
     "lora_alpha": 16,
     "lora_targets": "all-linear",  # peft's "all-linear", or module names joined by "|" (e.g. "q_proj|v_proj")
@@ -82,13 +85,21 @@ class Relearn(Attack):
         )
 
     def finetune(
-        self, loaded: LoadedModel, examples: list[Example], ctx: RunContext, name: str = "main"
-    ) -> tuple[LoadedModel, dict[str, Any]]:
-        """A fine-tuned copy of ``loaded`` (in eval mode) and the run's cost."""
-        copy = clone(loaded, variant_label(loaded, self, name))
-        report = train(copy.model, copy.tokenizer, {"train": examples}, self.config(ctx.seed), progress=ctx.progress)
-        copy.model = report.model.eval()
-        return copy, {"steps": report.steps, "examples": report.examples_seen["train"]}
+        self, loaded: LoadedModel, examples: list[Example], ctx: RunContext, name: str, groups: frozenset[str]
+    ) -> tuple[AttackedVariant, dict[str, Any]]:
+        """The fine-tuned variant of ``loaded`` (in eval mode) and the run's cost.
+
+        In ``lora`` mode the variant is an adapter on a shared copy of ``loaded``'s weights
+        (``auditor.lm.adapters``); in ``full`` mode, a deep copy: one more model in memory.
+        """
+        label, lora = variant_label(loaded, self, name), self.params["mode"] == "lora"
+        copy = shared_variant(loaded, label) if lora else clone(loaded, label)
+        config = replace(self.config(ctx.seed), merge_lora=False)
+        report = train(copy.model, copy.tokenizer, {"train": examples}, config, progress=ctx.progress)
+        trained = report.model.eval()
+        copy.model = trained.get_base_model() if lora else trained
+        variant = AttackedVariant(copy, name, groups, adapter=trained if lora else None)
+        return variant, {"steps": report.steps, "examples": report.examples_seen["train"]}
 
     def single(self, loaded: LoadedModel, ctx: RunContext, items: Sequence[Item], what: str) -> AttackOutcome:
         """Fine-tune once on ``items`` (the retain and unrelated variants)."""
@@ -96,10 +107,9 @@ class Relearn(Attack):
         examples = item_examples(items, ctx.prompts)
         if not examples:
             return skipped(self, loaded, f"no usable {what} items to fine-tune on", started)
-        model, cost = self.finetune(loaded, examples, ctx)
         seen = subjects(items)
+        variant, cost = self.finetune(loaded, examples, ctx, "main", seen)
         applied = {"data": what, "trained_items": len(examples), "trained_groups": len(seen), **self._settings()}
-        variant = AttackedVariant(model, "main", seen)
         return outcome(self, loaded, [variant], applied=applied, started=started, cost=cost)
 
     def _settings(self) -> dict[str, Any]:
@@ -143,9 +153,8 @@ class RelearnForget(Relearn):
             if not examples:
                 return skipped(self, loaded, "the forget items have no question/answer or text to train on", started)
             name = f"fold{index}"
-            model, run_cost = self.finetune(loaded, examples, ctx, name)
-            seen = frozenset(item.key for item in trained)
-            variants.append(AttackedVariant(model, name, seen))
+            variant, run_cost = self.finetune(loaded, examples, ctx, name, frozenset(item.key for item in trained))
+            variants.append(variant)
             records.append(
                 {"variant": name, "held_out_groups": held_out, "trained_items": sorted(item.id for item in trained)}
             )

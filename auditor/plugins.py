@@ -153,6 +153,7 @@ class AttackedVariant:
     model: Any  # auditor.lm.models.LoadedModel
     name: str = "main"
     trained_groups: frozenset[str] = frozenset()
+    adapter: Any = None  # the peft model when the variant is a LoRA adapter on its input's weights
 
 
 @dataclass
@@ -169,7 +170,7 @@ class Attack(Plugin):
 
     tier: ClassVar[str] = "white-box-static"  # or "white-box-compute"
     stochastic: ClassVar[bool] = False  # draws on the seed (bootstrap over seeds)
-    reloadable: ClassVar[bool] = True  # its models reload as Hugging Face directories, so its outcome is cached
+    reloadable: ClassVar[bool] = True  # its models save as Hugging Face directories (--keep-attacked)
 
     def apply(self, model, ctx: RunContext) -> AttackOutcome:
         raise NotImplementedError

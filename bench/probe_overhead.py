@@ -29,8 +29,7 @@ import torch
 from auditor.engine.demo import world_data
 from auditor.lm.models import load_model
 from auditor.lm.scoring import ScoringModel, length_buckets
-from auditor.lm.tokens import encode_pair, encode_pairs
-from auditor.lm.training import pad_token_id
+from auditor.lm.tokens import encode_pair, encode_pairs, pad_token_id
 from auditor.plugins import RunContext
 from auditor.registry import PROBES
 from auditor.types import ModelSpec

@@ -16,6 +16,7 @@ from attacks.quantization import QuantBnB, QuantGPTQ, QuantRTN
 from attacks.relearning import RelearnForget, RelearnRetain, RelearnUnrelated
 from auditor.data import load_items
 from auditor.engine.attack_runner import run_attack
+from auditor.lm.adapters import adapter_bytes, variant_fingerprint
 from auditor.lm.models import fingerprint_module, load_model
 from auditor.lm.quant import quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel
@@ -149,7 +150,7 @@ def test_rtn_attack_quantizes_a_copy(tiny):
     loaded, ctx = tiny
     before = fingerprint_module(loaded.model)
     out = QuantRTN(bits=4, group_size=32).apply(loaded, ctx)
-    assert out.result.status == "ok" and out.result.input_fingerprint == before
+    assert out.result.status == "ok" and out.result.input_fingerprint == loaded.fingerprint
     assert fingerprint_module(loaded.model) == before  # the input model is untouched
     applied = out.result.applied
     assert applied["modules"] == 14 and applied["bits"] == 4 and applied["scheme"] == "symmetric"
@@ -260,7 +261,7 @@ def test_runner_caches_and_never_writes_the_input(tiny, tmp_path, monkeypatch):
     assert second.result == first.result
     assert [v.model.fingerprint for v in second.variants] == [v.model.fingerprint for v in first.variants]
     stored = [r.fingerprint for r in first.result.variants]
-    assert [fingerprint_module(v.model.model) for v in second.variants] == stored
+    assert [variant_fingerprint(loaded.fingerprint, v.model.model, v.adapter) for v in second.variants] == stored
     assert [v.trained_groups for v in second.variants] == [v.trained_groups for v in first.variants]
     with pytest.raises(AssertionError):  # another seed is another entry
         run_attack(attack, loaded, RunContext(ctx.data, seed=1, work_dir=ctx.work_dir), tmp_path)
@@ -273,15 +274,58 @@ def test_runner_caches_and_never_writes_the_input(tiny, tmp_path, monkeypatch):
 
 def test_runner_recomputes_a_damaged_entry(tiny, tmp_path):
     loaded, ctx = tiny
-    first = run_attack(QuantRTN(bits=3), loaded, ctx, tmp_path)
+    attack = RelearnRetain(steps=2)
+    first = run_attack(attack, loaded, ctx, tmp_path)
     (entry,) = tmp_path.iterdir()
-    (entry / "variants" / "main" / "model.safetensors").write_bytes(b"broken")
-    again = run_attack(QuantRTN(bits=3), loaded, ctx, tmp_path)
-    assert again.result.variants == first.result.variants
-    assert fingerprint_module(run_attack(QuantRTN(bits=3), loaded, ctx, tmp_path).variants[0].model.model) == (
-        first.result.variants[0].fingerprint
-    )
+    (entry / "variants" / "main" / "adapter_model.safetensors").write_bytes(b"broken")
+    again = run_attack(attack, loaded, ctx, tmp_path)
+    assert not again.reused and again.result.variants == first.result.variants
+    reloaded = run_attack(attack, loaded, ctx, tmp_path)
+    (variant,) = reloaded.variants
+    assert reloaded.reused and variant.model.fingerprint == first.result.variants[0].fingerprint
+    assert variant_fingerprint(loaded.fingerprint, variant.model.model, variant.adapter) == variant.model.fingerprint
     assert [p.name for p in tmp_path.iterdir()] == [entry.name]  # replaced in place, no staging left
+
+
+def _storage_bytes(modules) -> int:
+    """Bytes of the distinct tensor storages that ``modules`` hold (shared tensors counted once)."""
+    storages = {}
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def test_relearning_variants_are_adapters_on_the_input_weights(tiny, tmp_path):
+    loaded, ctx = tiny
+    before = fingerprint_module(loaded.model)
+    out = RelearnForget(steps=2).apply(loaded, ctx)
+    base = _storage_bytes([loaded.model])
+    adapters = sum(adapter_bytes(v.adapter) for v in out.variants)
+    held = _storage_bytes([loaded.model, *(v.model.model for v in out.variants)])
+    assert 0 < adapters < base and held == base + adapters  # one base and two adapters: never two copies
+    assert fingerprint_module(loaded.model) == before  # the input is untouched: nothing injected, nothing merged
+    assert not any("lora" in name for name, _ in loaded.model.named_modules())
+    plain = ScoringModel(loaded).generate([ctx.prompts.prompt(ctx.data.forget.items[0].question)], 4)
+    assert plain == ScoringModel(load_model(loaded.spec)).generate(
+        [ctx.prompts.prompt(ctx.data.forget.items[0].question)], 4
+    )
+
+
+def test_the_cache_holds_adapters_and_records_never_model_weights(tiny, tmp_path):
+    loaded, ctx = tiny
+    keep = tmp_path / "kept"
+    for attack in (RelearnRetain(steps=2), QuantRTN(bits=4)):
+        run_attack(attack, loaded, ctx, tmp_path / "cache", keep / attack.name)
+    stored = [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # the RTN copy is rebuilt when needed, not stored
+    assert sum(f.stat().st_size for f in stored) < _storage_bytes([loaded.model]) / 4
+    assert {f.name for f in stored} == {"result.json", "adapter_model.safetensors", "adapter_config.json"}
+    assert (keep / "relearn-retain" / "main" / "adapter_config.json").is_file()
+    assert (keep / "quant-rtn" / "main" / "model.safetensors").is_file()
+    adapter = load_model(ModelSpec(loaded.spec.path, adapter=str(keep / "relearn-retain" / "main")))
+    assert fingerprint_module(adapter.model) != fingerprint_module(loaded.model)  # the kept adapter loads on its base
 
 
 # --------------------------------------------------------------------------- the embedded world
@@ -382,12 +426,13 @@ def test_runner_on_world_reuses_and_keeps_inputs(world, world_setup, tmp_path, m
     before = _dir_digest(world.original)
     attacks = (QuantRTN(bits=4), QuantBnB(mode="nf4"), RelearnRetain(steps=5))
     first = [run_attack(attack, original, ctx, tmp_path) for attack in attacks]
-    for attack in attacks:
-        monkeypatch.setattr(type(attack), "apply", lambda *args: pytest.fail("recomputed a cached attack"))
+    monkeypatch.setattr(RelearnRetain, "apply", lambda *args: pytest.fail("recomputed a cached attack"))
     for attack, done in zip(attacks, first, strict=True):
-        again = run_attack(attack, original, ctx, tmp_path)
-        assert again.result == done.result and done.result.input_fingerprint == fingerprint_module(original.model)
+        again = run_attack(attack, original, ctx, tmp_path)  # quantized copies are rebuilt, the same
+        assert again.reused == isinstance(attack, RelearnRetain)
+        assert again.result.variants == done.result.variants
+        assert done.result.input_fingerprint == original.fingerprint
         stored = [r.fingerprint for r in done.result.variants]
         assert [v.model.fingerprint for v in again.variants] == stored
-        assert [fingerprint_module(v.model.model) for v in again.variants] == stored
+        assert [variant_fingerprint(original.fingerprint, v.model.model, v.adapter) for v in again.variants] == stored
     assert _dir_digest(world.original) == before

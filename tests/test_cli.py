@@ -144,3 +144,15 @@ def test_unlearn_measures_the_neighbours(world, tmp_path):
     record = json.loads((out / "unlearning.json").read_text())
     assert record["before"]["neighbours"] == record["after"]["neighbours"]  # noop changes nothing
     assert record["before"]["neighbours"]["n"] == len(Path(holdout).read_text().splitlines())
+
+
+def test_attack_saves_a_relearning_adapter_that_loads_on_its_base(world, tmp_path):
+    out, retain = tmp_path / "relearned", str(world.file("retain"))
+    result = run_cli("attack", "relearn-retain", "--model", str(world.original), "--retain", retain,
+                     "--param", "steps=2", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    assert json.loads((out / "attack.json").read_text())["saved"] == {"main": str(out)}
+    scored = run_cli("score", "--model", f"base={world.original},adapter={out}", "--items", retain, "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["sets"][retain]["n"] > 0

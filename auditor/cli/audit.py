@@ -84,6 +84,12 @@ def opt(name: str, *dest: str, **kwargs):
 @opt("seed", default=0, show_default=True, type=click.IntRange(min=0))
 @opt("out", default="runs/audit", show_default=True, type=click.Path(file_okay=False))
 @opt("resume", is_flag=True, help="Reuse finished pieces in OUT/cache instead of starting afresh.")
+@opt(
+    "keep-attacked",
+    type=click.Path(file_okay=False),
+    help="Save the attacked models here for inspection (LoRA adapters as PEFT folders, quantized copies whole); "
+    "by default no model weights are written.",
+)
 @prompt_options
 @model_options
 def audit(**kw) -> None:
@@ -106,6 +112,7 @@ def audit(**kw) -> None:
     prompts = prompt_format(load_tokenizer(original), kw)  # before anything is written: it may refuse
     inputs = [s.path for s in (original, unlearned, reference) if s] + [s.adapter for s in (unlearned,) if s.adapter]
     out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))
+    keep = ensure_new_dir(kw["keep_attacked"], protect=tuple(inputs)) if kw["keep_attacked"] else None
     policy, baseline = load_policy(kw["policy"]), read_baseline(kw["baseline"])
     plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"])
     config = AuditConfig(
@@ -113,6 +120,7 @@ def audit(**kw) -> None:
         seed=kw["seed"],
         prompts=prompts,
         cache_dir=out_dir / "cache",
+        keep_attacked=keep,
         progress=show_progress(),
     )
     options = {k: v for k, v in kw.items() if k not in ("allow_pickle", "trust_remote_code") or v}

@@ -185,9 +185,11 @@ def probe(
 @prompt_options
 @model_options
 def attack(name, model_path, out, forget, retain, unrelated, params, seed, **options) -> None:
-    """Apply one attack to a model and save the result(s) as Hugging Face directories."""
+    """Apply one attack to a model and save the result(s): LoRA adapters as PEFT folders (load one with
+    --model base=MODEL,adapter=DIR), other models as Hugging Face folders."""
     from auditor.data import load_audit_data
-    from auditor.lm.models import load_model, save_model
+    from auditor.engine.attack_runner import save_variant
+    from auditor.lm.models import load_model
     from auditor.plugins import RunContext, parse_param_pairs
     from auditor.registry import ATTACKS
 
@@ -205,8 +207,8 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, **opt
     saved = {}
     for variant in outcome.variants:
         target = out_dir / variant.name if len(outcome.variants) > 1 else out_dir
-        save_model(variant.model, target, protect=(spec.path,))
-        saved[variant.name] = str(target)
+        if save_variant(variant, instance, loaded, target):
+            saved[variant.name] = str(target)
     from dataclasses import asdict
 
     record = {**asdict(outcome.result), "saved": saved}

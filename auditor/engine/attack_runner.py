@@ -1,15 +1,21 @@
-"""Run an attack once per input: results and the models they produced are cached on disk.
+"""Run an attack once per input: its record and its adapters are cached on disk, never model copies.
 
 The cache key covers everything the outcome depends on: the attack (class and
-resolved parameters), the hash of the input model's weights, the seed (for
+resolved parameters), the input model's fingerprint (the hash of its files, taken
+once when it was loaded), the seed (for
 stochastic attacks; the others never draw on it), the fingerprints of every data
 set and the prompt format, and the versions of torch, transformers and the
 attack's optional backends. An entry is a folder ``cache_dir/<key>/`` holding
-``result.json`` and one Hugging Face safetensors directory per variant under
-``variants/``, written to a temporary folder first and renamed into place, so a
-crash never leaves a half-written entry. Skipped results are cached too. A hit
-reloads the variants through ``auditor.lm.models.load_model`` and checks their
-weights against the stored fingerprints (a mismatch recomputes the entry).
+``result.json`` and, for variants that are LoRA adapters on the input's weights,
+each adapter under ``variants/`` (a few MB). It is written to a temporary folder
+first and renamed into place, so a crash never leaves a half-written entry. An
+attack whose variants are whole models (quantized copies, full fine-tunes) is
+not stored: a model's weights on disk would cost more than recomputing it, and
+the audit's probe results are stored anyway. Skipped results are cached too. A
+hit rebuilds the adapter variants on the input and checks their weights against
+the stored fingerprints (a mismatch recomputes the entry). ``keep`` saves the
+attacked models for inspection (adapters as PEFT folders, whole models as
+Hugging Face folders).
 """
 
 from __future__ import annotations
@@ -22,16 +28,15 @@ import shutil
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from auditor.lm.models import LoadedModel, fingerprint_module, load_model, save_model
+from auditor.lm.adapters import load_adapter, save_adapter, variant_fingerprint
+from auditor.lm.models import LoadedModel, save_model
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
-from auditor.types import AttackResult, ModelSpec, VariantRecord
+from auditor.types import AttackResult, VariantRecord
 
 RESULT_FILE = "result.json"
 VARIANTS_DIR = "variants"
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 def _version(package: str) -> str:
@@ -69,33 +74,27 @@ def _load_entry(entry: Path, loaded: LoadedModel) -> AttackOutcome | None:
     if not result_file.is_file():
         return None
     try:
-        stored = json.loads(result_file.read_text())
-        dtypes = stored.pop("dtypes")
-        result = _result_from_json(stored)
+        result = _result_from_json(json.loads(result_file.read_text()))
         variants = []
         for record in result.variants:
-            path = entry / VARIANTS_DIR / record.name
-            model = load_model(ModelSpec(str(path), dtype=dtypes[record.name], device=str(loaded.device)))
-            if fingerprint_module(model.model) != record.fingerprint:
+            model, adapter = load_adapter(loaded, entry / VARIANTS_DIR / record.name, f"{loaded.spec.label}@cached")
+            if variant_fingerprint(loaded.fingerprint, model.model, adapter) != record.fingerprint:
                 return None
             model.fingerprint = record.fingerprint
-            variants.append(AttackedVariant(model, record.name, frozenset(record.trained_groups)))
+            variants.append(AttackedVariant(model, record.name, frozenset(record.trained_groups), adapter))
     except Exception:  # an unreadable entry (any loader error): compute it again
         return None
     return AttackOutcome(result, variants, reused=True)
 
 
-def _write_entry(entry: Path, outcome: AttackOutcome, protect: tuple[str, ...]) -> None:
-    """Write ``outcome`` to a temporary folder beside ``entry`` and rename it into place."""
+def _write_entry(entry: Path, outcome: AttackOutcome) -> None:
+    """Write ``outcome`` (its record and adapters) to a temporary folder beside ``entry`` and rename it into place."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name[:16]}-", dir=entry.parent))
     try:
-        dtypes = {}
         for variant in outcome.variants:
-            save_model(variant.model, staging / VARIANTS_DIR / variant.name, protect=protect)
-            dtypes[variant.name] = DTYPE_NAMES.get(variant.model.model.dtype, "float32")
-        record = {**dataclasses.asdict(outcome.result), "dtypes": dtypes}
-        (staging / RESULT_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
+            save_adapter(variant.adapter, staging / VARIANTS_DIR / variant.name)
+        (staging / RESULT_FILE).write_text(json.dumps(dataclasses.asdict(outcome.result), indent=1, sort_keys=True))
         if entry.exists():  # a stale or corrupt entry: replace it
             shutil.rmtree(entry)
         os.replace(staging, entry)
@@ -104,20 +103,47 @@ def _write_entry(entry: Path, outcome: AttackOutcome, protect: tuple[str, ...]) 
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def run_attack(attack: Attack, loaded: LoadedModel, ctx: RunContext, cache_dir: Path | None) -> AttackOutcome:
-    """``attack.apply(loaded, ctx)``, or its cached outcome for the same inputs.
+def save_variant(variant: AttackedVariant, attack: Attack, loaded: LoadedModel, out: Path) -> bool:
+    """Save one attacked model into ``out``: an adapter as a PEFT folder (load it with ``base=MODEL,adapter=OUT``),
+    a whole model as a Hugging Face folder. False when the attack's models cannot be saved (``reloadable``)."""
+    if variant.adapter is not None:
+        save_adapter(variant.adapter, out)
+        tokenizer: Any = loaded.tokenizer
+        tokenizer.save_pretrained(out)
+        return True
+    if not attack.reloadable:
+        return False
+    save_model(variant.model, out, protect=tuple(p for p in (loaded.spec.path, loaded.spec.adapter) if p))
+    return True
 
-    Results of attacks whose models cannot be reloaded as Hugging Face directories
-    (``reloadable = False``, e.g. GPTQ) are cached only when skipped.
+
+def keep_variants(outcome: AttackOutcome, attack: Attack, loaded: LoadedModel, keep: Path) -> None:
+    """Save each attacked model for inspection, in ``keep/<variant name>``."""
+    for variant in outcome.variants:
+        save_variant(variant, attack, loaded, keep / variant.name)
+
+
+def run_attack(
+    attack: Attack, loaded: LoadedModel, ctx: RunContext, cache_dir: Path | None, keep: Path | None = None
+) -> AttackOutcome:
+    """``attack.apply(loaded, ctx)``, or its cached outcome for the same inputs; ``keep``: see the module doc.
+
+    Only outcomes whose variants are all adapters (or none: skipped) are cached.
     """
+    outcome = _cached_or_applied(attack, loaded, ctx, cache_dir)
+    if keep is not None:
+        keep_variants(outcome, attack, loaded, keep)
+    return outcome
+
+
+def _cached_or_applied(attack: Attack, loaded: LoadedModel, ctx: RunContext, cache_dir: Path | None) -> AttackOutcome:
     if cache_dir is None:
         return attack.apply(loaded, ctx)
-    entry = Path(cache_dir) / cache_key(attack, fingerprint_module(loaded.model), ctx)
+    entry = Path(cache_dir) / cache_key(attack, loaded.fingerprint, ctx)
     cached = _load_entry(entry, loaded)
     if cached is not None:
         return cached
     outcome = attack.apply(loaded, ctx)
-    if outcome.result.status == "skipped" or attack.reloadable:
-        protect = tuple(p for p in (loaded.spec.path, loaded.spec.adapter) if p)
-        _write_entry(entry, outcome, protect)
+    if all(variant.adapter is not None for variant in outcome.variants):
+        _write_entry(entry, outcome)
     return outcome

@@ -8,10 +8,18 @@ attack, seed, probe, data, prompt format), so a resumed or repeated run
 recomputes nothing that finished, and an interrupted run resumed gives the same
 scores as an uninterrupted one. Every model load, attack and computed probe
 result is a timed phase (``auditor.engine.progress``); a reused piece is not.
+
+Memory: the original is dropped once its probes are done (attacks run on the
+unlearned model and the reference only), and an attack's models are dropped once
+probed; relearning variants are LoRA adapters on the attacked model's own
+weights. At most the unlearned model, the reference and one attacked copy are
+held at once (docs/MEMORY.md).
 """
 
 from __future__ import annotations
 
+import gc
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -45,7 +53,8 @@ class AuditConfig:
     plan: Plan
     seed: int = 0
     prompts: PromptFormat = PromptFormat()
-    cache_dir: Path | None = None  # checkpoints of finished pieces and attacked models
+    cache_dir: Path | None = None  # checkpoints of finished pieces, attack records and adapters
+    keep_attacked: Path | None = None  # attacked models saved here for inspection (one folder per role)
     collateral_items: int = 200  # retain items sampled for the collateral-damage check
     progress: bool = False
 
@@ -162,10 +171,10 @@ class Orchestrator:
         """
         if not self.models:
             self.load()
-        results, floors, attacks = self._run_roles(tuple(self.models), on_plain)
         fingerprints = {role: m.fingerprint for role, m in self.models.items()}
-        collateral = self._collateral()
         controlled = "reference" in self.models
+        collateral = self._collateral()
+        results, floors, attacks = self._run_roles(tuple(self.models), on_plain)
         return AuditScores(results, floors, attacks, fingerprints, controlled, collateral, self.data.subjects())
 
     def run_shared(self, plain: bool = True) -> None:
@@ -204,6 +213,7 @@ class Orchestrator:
             fingerprints = {role: self.models[role].fingerprint for role in roles}
             controlled = "reference" in self.models
             on_plain(AuditScores(results, floors, {}, fingerprints, controlled, {}, self.data.subjects()))
+        self._release("original")  # no attack runs on it: one model copy fewer from here on
         attacks: dict[str, dict[str, list[AttackResult]]] = {}
         targets = [r for r in ("unlearned", "reference") if r in roles]
         for planned in self.config.plan.attacks:
@@ -213,6 +223,11 @@ class Orchestrator:
                     outcome = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
                     attacks[planned.id][role].append(outcome)
         return results, floors, attacks
+
+    def _release(self, role: str) -> None:
+        """Drop a model nothing will use again, and collect it now rather than at some later collection."""
+        if self.models.pop(role, None) is not None:
+            gc.collect()
 
     def _collateral(self) -> dict[str, ProbeResult]:
         """The direct probe on a fixed sample of the retain set, for the original and the unlearned model."""
@@ -244,7 +259,9 @@ class Orchestrator:
             if "outcome" not in state:
                 slow = planned.attack.tier == "white-box-compute"  # fine-tunes or calibrates: a line when it starts
                 with self.phases.phase(f"attack {tag} on {role}", announce=slow) as phase:
-                    state["outcome"] = run_attack(planned.attack, loaded, self._context(seed), attack_cache)
+                    folder = re.sub(r"[^\w.=,:-]+", "_", tag)
+                    keep = self.config.keep_attacked / role / folder if self.config.keep_attacked else None
+                    state["outcome"] = run_attack(planned.attack, loaded, self._context(seed), attack_cache, keep)
                     phase.reused = state["outcome"].reused
             return state["outcome"]
 

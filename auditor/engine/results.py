@@ -86,10 +86,23 @@ def build_results(
         "recovered_items": recovered_items(scores, cells, policy, membership),
         "curves": recovery_curves(cells, config),
         "samples_dir": "samples",
-        "timings": {"total_seconds": round(seconds, 1) if seconds is not None else None},
+        "timings": {"total_seconds": round(seconds, 1) if seconds is not None else None, **peak_memory()},
         "phases": phases or [],
     }
     return json.loads(json.dumps(results, default=str))  # plain JSON types: what results.json will hold
+
+
+def peak_memory() -> dict[str, float]:
+    """The process's peak resident memory so far (``ru_maxrss``) and, on a GPU, its peak CUDA memory, in MB."""
+    import resource
+    import sys
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, kilobytes on Linux
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        peak["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
 
 
 def _header(config: AuditConfig, data: AuditData, scores: AuditScores, command: str, options: dict) -> dict:

@@ -17,8 +17,7 @@ from auditor.lm.teacher_forcing import (
     length_buckets,
     teacher_forced,
 )
-from auditor.lm.tokens import EncodedPair
-from auditor.lm.training import pad_token_id
+from auditor.lm.tokens import EncodedPair, pad_token_id
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:

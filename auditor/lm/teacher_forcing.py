@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from auditor.lm.tokens import EncodedPair, encode_pairs
-from auditor.lm.training import pad_token_id
+from auditor.lm.tokens import EncodedPair, encode_pairs, pad_token_id
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,7 @@ def _encoded(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
 _HEAD_SPLITS: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
+@torch.no_grad()
 def _head_splits(model, ids: torch.Tensor, attention: torch.Tensor) -> bool:
     """Whether the decoder followed by the output head gives the model's own logits (no softcap or scale between)."""
     try:
@@ -100,7 +100,7 @@ def _head_splits(model, ids: torch.Tensor, attention: torch.Tensor) -> bool:
     return split.shape == full.shape and torch.allclose(split, full, rtol=tolerance, atol=tolerance)
 
 
-def _logits_at(model, ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor):
+def logits_at(model, ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor):
     """The model's logits at the (row, position) pairs; the output head runs on those positions only when it may."""
     if model not in _HEAD_SPLITS:
         _HEAD_SPLITS[model] = _head_splits(model, ids[:4], attention[:4])
@@ -140,7 +140,7 @@ def teacher_forced(
             answer[row, :n] = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
         rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # logits at t predict token t+1
         targets = ids[rows, positions + 1]
-        logits = _logits_at(model, ids.to(device), attention.to(device), rows.to(device), positions.to(device))
+        logits = logits_at(model, ids.to(device), attention.to(device), rows.to(device), positions.to(device))
         logp = torch.log_softmax(logits.float(), dim=-1)  # every answer token
         token_logp = logp.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1).cpu().double().numpy()
         mean = var = None

@@ -82,3 +82,11 @@ def encode_spans(tokenizer, text: str, spans: Sequence[tuple[int, int]], *, add_
         ids.append(tokenizer.eos_token_id)
         mask.append(1)
     return EncodedPair(tuple(ids), tuple(mask))
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id used for padding (pad, else EOS, else 0)."""
+    for tok in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tok is not None:
+            return tok
+    return 0

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from auditor.lm.rollback import Rollback
 from auditor.lm.sampling import Batch, StreamSampler
-from auditor.lm.tokens import encode_pair, encode_spans
+from auditor.lm.teacher_forcing import logits_at
+from auditor.lm.tokens import encode_pair, encode_spans, pad_token_id
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -101,14 +102,6 @@ def encode_examples(tokenizer, examples: Sequence[Example]) -> list[tuple[tuple[
     return out
 
 
-def pad_token_id(tokenizer) -> int:
-    """The id used for padding (pad, else EOS, else 0)."""
-    for tok in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if tok is not None:
-            return tok
-    return 0
-
-
 def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Log-probability of each labelled next token, shape [B, T-1], zero where unlabelled."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
@@ -123,18 +116,27 @@ def sequence_logprob(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return token_logprobs(model, batch).sum(dim=1)
 
 
+def labelled_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits that predict each labelled token, and those tokens.
+
+    The output head runs on those positions only (``teacher_forcing.logits_at``): a
+    prompt's positions would cost a vocabulary-wide row each, for no loss term.
+    """
+    labels = batch.labels[:, 1:]
+    rows, positions = torch.nonzero(labels != -100, as_tuple=True)  # logits at t predict token t+1
+    return logits_at(model, batch.input_ids, batch.attention_mask, rows, positions), labels[rows, positions]
+
+
 def nll_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy over labelled tokens."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch.labels[:, 1:].reshape(-1))
+    logits, labels = labelled_logits(model, batch)
+    return F.cross_entropy(logits.float(), labels)
 
 
 def bounded_nll(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Mean over labelled tokens of each token's NLL clamped at ``ln(vocabulary size)``."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-    labels = batch.labels[:, 1:]
-    mask = labels != -100
-    token_nll = F.cross_entropy(logits[mask].float(), labels[mask], reduction="none")
+    logits, labels = labelled_logits(model, batch)
+    token_nll = F.cross_entropy(logits.float(), labels, reduction="none")
     return token_nll.clamp(max=math.log(logits.size(-1))).mean()
 
 

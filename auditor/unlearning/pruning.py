@@ -35,7 +35,8 @@ from auditor.errors import UserError
 from auditor.lm.models import LoadedModel, clone
 from auditor.lm.sampling import collate
 from auditor.lm.scoring import teacher_forced
-from auditor.lm.training import Example, encode_examples, pad_token_id
+from auditor.lm.tokens import pad_token_id
+from auditor.lm.training import Example, encode_examples
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
 from auditor.types import ItemSet
 from auditor.unlearning.base import examples, finish

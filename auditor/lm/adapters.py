@@ -1,0 +1,73 @@
+"""LoRA variants on a shared base: a fine-tuned variant costs an adapter, not a copy of the model.
+
+A variant is a *shared copy* of the input model (a new module tree whose
+parameters and buffers are the input's own tensors) with peft's LoRA layers
+injected into that tree. The input never changes: peft replaces modules of the
+copy's tree only, the base weights stay frozen and nothing is merged. Two folds
+of ``relearn-forget`` therefore hold one base and two adapters, where deep
+copies with merged adapters held three models. Only the adapter is saved
+(``save_adapter``), and a variant is rebuilt from its input and that folder
+(``load_adapter``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from auditor.lm.models import LoadedModel, fingerprint_module
+
+
+def shared_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module``'s tree that shares every parameter and buffer with it (no weight memory)."""
+    memo = {id(tensor): tensor for tensor in itertools.chain(module.parameters(), module.buffers())}
+    return copy.deepcopy(module, memo)
+
+
+def shared_variant(loaded: LoadedModel, label: str) -> LoadedModel:
+    """``loaded`` on a shared copy of its weights, labelled ``label``: ready for an adapter."""
+    return LoadedModel(
+        shared_copy(loaded.model), loaded.tokenizer, loaded.fingerprint, replace(loaded.spec, path=label)
+    )
+
+
+def adapter_bytes(peft_model) -> int:
+    """Bytes of the adapter's own weights (what a variant adds to its base)."""
+    from peft import get_peft_model_state_dict
+
+    return sum(t.numel() * t.element_size() for t in get_peft_model_state_dict(peft_model).values())
+
+
+def variant_fingerprint(base_fingerprint: str, model: torch.nn.Module, adapter=None) -> str:
+    """An attacked model's fingerprint: its base's and its adapter's weights for an adapter variant (the base is
+    never hashed again), else the hash of all its weights."""
+    if adapter is None:
+        return fingerprint_module(model)
+    from peft import get_peft_model_state_dict
+
+    digest = hashlib.sha256(base_fingerprint.encode())
+    for name, tensor in sorted(get_peft_model_state_dict(adapter).items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_adapter(peft_model, out_dir: Path) -> None:
+    """The adapter alone (safetensors and its config), a few MB where the model is GBs."""
+    peft_model.save_pretrained(str(out_dir), safe_serialization=True)
+    (Path(out_dir) / "README.md").unlink(missing_ok=True)  # peft's blank model card
+
+
+def load_adapter(loaded: LoadedModel, adapter_dir: Path, label: str):
+    """The variant saved by ``save_adapter``, rebuilt on a shared copy of ``loaded``: (variant, peft model)."""
+    from peft import PeftModel
+
+    variant = shared_variant(loaded, label)
+    peft_model = PeftModel.from_pretrained(variant.model, str(adapter_dir), is_trainable=False).eval()
+    variant.model = peft_model.get_base_model()
+    return variant, peft_model
