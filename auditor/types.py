@@ -25,6 +25,8 @@ class ModelSpec:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     allow_pickle: bool = False  # refuse .bin/.pt weights unless asked
     trust_remote_code: bool = False
+    device_map: str | None = None  # "auto": spread over every GPU (and the CPU) through accelerate
+    batch_size: int | None = None  # sequences per scoring pass; None: automatic, halved on out-of-memory
 
     @classmethod
     def parse(cls, text: str, **options: Any) -> ModelSpec:

@@ -156,3 +156,14 @@ def test_attack_saves_a_relearning_adapter_that_loads_on_its_base(world, tmp_pat
     scored = run_cli("score", "--model", f"base={world.original},adapter={out}", "--items", retain, "--json")
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["sets"][retain]["n"] > 0
+
+
+def test_device_map_and_batch_size_score_alike(world, tmp_path):
+    holdout = str(world.file("holdout"))
+    plain = run_cli("score", "--model", str(world.original), "--items", holdout, "--json")
+    mapped = run_cli("score", "--model", str(world.original), "--items", holdout, "--json",
+                     "--device-map", "auto", "--batch-size", "3")  # fmt: skip
+    assert plain.returncode == 0 and mapped.returncode == 0, mapped.stderr
+    assert (
+        json.loads(mapped.stdout)["sets"][holdout]["accuracy"] == json.loads(plain.stdout)["sets"][holdout]["accuracy"]
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -169,7 +171,6 @@ def test_generation_prefill_scores_with_the_models_own_logits(tiny, tok):
 
 
 def test_scoring_model_generate_scored_memoizes_both(tiny, tok):
-    from types import SimpleNamespace
 
     lm = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
     lm.token_stats([(PROMPTS[0], ANSWERS[0])])
@@ -192,7 +193,6 @@ def test_length_buckets_respect_rows_and_tokens():
 
 
 def test_scoring_model_memoizes(tiny, tok):
-    from types import SimpleNamespace
 
     lm = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
     pairs = list(zip(PROMPTS, ANSWERS, strict=True))
@@ -206,7 +206,6 @@ def test_scoring_model_memoizes(tiny, tok):
 
 
 def test_routed_model_never_scores_a_trained_subject(tiny, tok):
-    from types import SimpleNamespace
 
     a = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
     b = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
@@ -234,3 +233,24 @@ def test_training_lowers_loss_and_is_deterministic(tiny, tok):
     for (name, p1), (_, p2) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
         assert torch.equal(p1, p2), name
     assert not any("lora" in name for name in first.model.state_dict())
+
+
+def test_automatic_batches_halve_on_out_of_memory(tiny, tok, monkeypatch):
+    pairs = list(zip(PROMPTS, ANSWERS, strict=True))
+    expected = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok)).token_stats(pairs)
+    real, sizes = auditor.lm.scoring.teacher_forced, []
+
+    def tight(model, tokenizer, todo, max_rows, max_tokens, moments):
+        sizes.append(max_rows)
+        if max_rows > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, tokenizer, todo, max_rows, max_tokens, moments)
+
+    monkeypatch.setattr(auditor.lm.scoring, "teacher_forced", tight)
+    lm = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok))
+    assert all(np.array_equal(a.logprobs, b.logprobs) for a, b in zip(lm.token_stats(pairs), expected, strict=True))
+    assert sizes == [256, 128, 64] and lm.max_rows == 64  # halved twice, then kept for the next calls
+    fixed = ScoringModel(SimpleNamespace(model=tiny, tokenizer=tok, spec=SimpleNamespace(batch_size=100)))
+    assert fixed.max_rows == 100 and not fixed.halving
+    with pytest.raises(torch.OutOfMemoryError):  # a batch size the user gave is kept: the error is theirs
+        fixed.token_stats(pairs)

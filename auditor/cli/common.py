@@ -26,7 +26,8 @@ def show_progress() -> bool:
 
 
 def model_options(func):
-    """--device/--dtype/--allow-pickle/--trust-remote-code, shared by commands that load models."""
+    """--device/--dtype/--device-map/--batch-size/--allow-pickle/--trust-remote-code, shared by commands that load
+    models."""
     options = [
         click.option(
             "--device",
@@ -41,6 +42,20 @@ def model_options(func):
             show_default=True,
             envvar="UNLEARN_AUDIT_DTYPE",
             help="auto (bf16 on a GPU that has it, else fp32), float32, bfloat16, float16.",
+        ),
+        click.option(
+            "--device-map",
+            type=click.Choice(["auto"]),
+            envvar="UNLEARN_AUDIT_DEVICE_MAP",
+            help="auto: spread each model over every GPU (and the CPU when they are full) through accelerate, "
+            "for a model larger than one device; replaces --device.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            envvar="UNLEARN_AUDIT_BATCH_SIZE",
+            help="Sequences per scoring pass. Default: automatic (at most 256 sequences and 8,192 tokens, "
+            "halved on a GPU out-of-memory error).",
         ),
         click.option(
             "--allow-pickle",
@@ -68,6 +83,8 @@ def spec_of(text: str, options: dict):
     spec = ModelSpec.parse(
         text,
         device=options["device"],
+        device_map=options.get("device_map"),
+        batch_size=options.get("batch_size"),
         dtype=options["dtype"],
         allow_pickle=options["allow_pickle"],
         trust_remote_code=options["trust_remote_code"],

@@ -154,7 +154,9 @@ def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
     try:
         options = _hub_options(spec)
         if quantization_config is not None:
-            options.update(quantization_config=quantization_config, device_map=str(device))
+            options.update(quantization_config=quantization_config, device_map=spec.device_map or str(device))
+        elif spec.device_map:
+            options.update(device_map=spec.device_map)  # accelerate places the layers, at load time
         model = AutoModelForCausalLM.from_pretrained(
             spec.path, dtype=dtype, use_safetensors=not spec.allow_pickle, **options
         )
@@ -164,7 +166,7 @@ def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
     if spec.adapter:
         model, adapter_fp = _merge_adapter(model, spec)
         fingerprint = hashlib.sha256(f"{fingerprint}+{adapter_fp}".encode()).hexdigest()
-    if quantization_config is None:
+    if quantization_config is None and not spec.device_map:
         model.to(device)  # type: ignore[arg-type]  # transformers types .to() for its own models only
     model.eval()
     return LoadedModel(model, tokenizer, fingerprint, spec)

@@ -10,7 +10,8 @@ request's subject.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -23,6 +24,8 @@ from auditor.lm.teacher_forcing import (
     length_buckets,
     teacher_forced,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_BATCH_ROWS",
@@ -52,9 +55,13 @@ class ScoringModel:
     routed model may not answer: the probes count it as unscored, never a crash.
     """
 
-    def __init__(self, loaded, max_rows: int = MAX_BATCH_ROWS, max_tokens: int = MAX_BATCH_TOKENS):
+    def __init__(self, loaded, max_rows: int | None = None, max_tokens: int | None = None):
         self.loaded = loaded
-        self.max_rows, self.max_tokens = max_rows, max_tokens
+        rows = max_rows or getattr(getattr(loaded, "spec", None), "batch_size", None)
+        self.halving = rows is None  # automatic batches: halved on out-of-memory, as lm-eval's batch_size=auto
+        # a batch size the user gives is rows only (as lm-eval's): no token cap beside it
+        self.max_rows = rows or MAX_BATCH_ROWS
+        self.max_tokens = max_tokens or (MAX_BATCH_TOKENS if self.halving else self.max_rows * (1 << 20))
         self.context = context_length(loaded.model, loaded.tokenizer)
         self._stop_ids: dict[tuple[str, ...], torch.Tensor] = {}
         self._stats: dict[tuple[str, str], TokenStats] = {}
@@ -97,7 +104,7 @@ class ScoringModel:
         )
         if todo:
             model, tokenizer = self.loaded.model, self.loaded.tokenizer
-            stats = teacher_forced(model, tokenizer, todo, self.max_rows, self.max_tokens, moments)
+            stats = self._fitted(lambda rows, tokens: teacher_forced(model, tokenizer, todo, rows, tokens, moments))
             self._stats.update(zip(todo, stats, strict=True))
             self.sequences_scored += len(todo)
         return [self._stats[p] for p in pairs]
@@ -119,8 +126,11 @@ class ScoringModel:
         todo = list(dict.fromkeys(k for k in keys if k not in self._texts))
         if todo:
             prompts_todo = [k[0] for k in todo]
-            texts = greedy_generate(
-                *self._model_and_tokenizer, prompts_todo, max_new_tokens, stop, *self._batching(stop)
+            stops = self._stops(stop)
+            texts = self._fitted(
+                lambda rows, tokens: greedy_generate(
+                    *self._model_and_tokenizer, prompts_todo, max_new_tokens, stop, rows, tokens, stops
+                )
             )
             self._texts.update(zip(todo, texts, strict=True))
             self.prompts_generated += len(todo)
@@ -156,8 +166,11 @@ class ScoringModel:
                     new = (a for a in prompt_answers if (prompt, a) not in self._stats)
                     wanted[prompt] = list(dict.fromkeys([*wanted[prompt], *new]))
             prompts_todo, asked = [k[0] for k in todo], [wanted[k[0]] for k in todo]
-            texts, stats = generate_scored(
-                *self._model_and_tokenizer, prompts_todo, asked, max_new_tokens, stop, *self._batching(stop)
+            stops = self._stops(stop)
+            texts, stats = self._fitted(
+                lambda rows, tokens: generate_scored(
+                    *self._model_and_tokenizer, prompts_todo, asked, max_new_tokens, stop, rows, tokens, stops
+                )
             )
             self._texts.update(zip(todo, texts, strict=True))
             for key, prompt_answers, prompt_stats in zip(todo, asked, stats, strict=True):
@@ -172,11 +185,24 @@ class ScoringModel:
     def _model_and_tokenizer(self) -> tuple:
         return self.loaded.model, self.loaded.tokenizer
 
-    def _batching(self, stop: Sequence[str]) -> tuple[int, int, torch.Tensor]:
-        """The kernels' batch limits and the stop token ids (computed once per stop strings)."""
+    def _stops(self, stop: Sequence[str]) -> torch.Tensor:
+        """The stop token ids of ``stop`` (computed once per stop strings)."""
         if tuple(stop) not in self._stop_ids:
             self._stop_ids[tuple(stop)] = stop_token_ids(self.loaded.tokenizer, stop)
-        return self.max_rows, self.max_tokens, self._stop_ids[tuple(stop)]
+        return self._stop_ids[tuple(stop)]
+
+    def _fitted(self, kernel: Callable[[int, int], T]) -> T:
+        """``kernel(max_rows, max_tokens)``; with automatic batches, halved and run again after an out-of-memory
+        error (the kernels are pure, so a batch run again gives the same results)."""
+        while True:
+            try:
+                return kernel(self.max_rows, self.max_tokens)
+            except torch.OutOfMemoryError:
+                if not self.halving or self.max_rows == 1:
+                    raise
+                self.max_rows, self.max_tokens = max(1, self.max_rows // 2), max(1, self.max_tokens // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
 
 
 class RoutedScoringModel:
