@@ -41,6 +41,7 @@ BUDGET: dict[str, Any] = {
     "lora_rank": 8,
     "lora_alpha": 16,
     "lora_targets": "all-linear",  # peft's "all-linear", or module names joined by "|" (e.g. "q_proj|v_proj")
+    "checkpointing": True,  # recompute activations in the backward pass: a batch's activations, not every layer's
 }
 
 
@@ -82,6 +83,7 @@ class Relearn(Attack):
             lora_alpha=p["lora_alpha"],
             lora_targets=self._targets(),
             seed=seed,
+            checkpointing=bool(p["checkpointing"]),
         )
 
     def finetune(

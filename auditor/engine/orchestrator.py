@@ -18,7 +18,6 @@ held at once (docs/MEMORY.md).
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +27,7 @@ from auditor.data import sample_items
 from auditor.engine.pieces import PieceStore
 from auditor.engine.plan import Plan, PlannedAttack
 from auditor.engine.progress import PhaseRecorder
+from auditor.lm.memory import free_memory
 from auditor.lm.models import LoadedModel, check_compatible, load_model
 from auditor.lm.prompts import PromptFormat
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel
@@ -222,12 +222,13 @@ class Orchestrator:
                 for role in targets:
                     outcome = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
                     attacks[planned.id][role].append(outcome)
+                    free_memory()  # the attacked models are dropped: one at a time
         return results, floors, attacks
 
     def _release(self, role: str) -> None:
-        """Drop a model nothing will use again, and collect it now rather than at some later collection."""
+        """Drop a model nothing will use again, and hand its memory back now."""
         if self.models.pop(role, None) is not None:
-            gc.collect()
+            free_memory()
 
     def _collateral(self) -> dict[str, ProbeResult]:
         """The direct probe on a fixed sample of the retain set, for the original and the unlearned model."""

@@ -58,6 +58,7 @@ class TrainConfig:
     group_by_length: bool = False  # batch examples of similar length together (less padding, same epochs)
     check_every: int = 1  # steps between two stop checks (where a back-off returns to)
     max_backoffs: int = 0  # times a stop check may undo the steps since its last pass and halve the learning rate
+    checkpointing: bool = False  # recompute each layer's activations in the backward pass (memory for time)
 
 
 @dataclass
@@ -190,6 +191,8 @@ def train(
     torch.manual_seed(config.seed)
     samplers = _samplers(tokenizer, streams, config)
     model, params = _trainable(model, config, trainable)
+    if config.checkpointing:  # non-reentrant: frozen embeddings need no input gradients
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     pad_id, device = pad_token_id(tokenizer), next(model.parameters()).device
@@ -222,6 +225,8 @@ def train(
 def _finish(model: torch.nn.Module, config: TrainConfig, was_training: bool) -> torch.nn.Module:
     """The trained model back in its former mode, its adapter merged (unless ``merge_lora`` is off), all trainable."""
     model.train(was_training)
+    if config.checkpointing:
+        model.gradient_checkpointing_disable()
     if config.lora and config.merge_lora:
         model = model.merge_and_unload()
     for param in model.parameters():

@@ -1,0 +1,41 @@
+"""Hand freed memory back to the system, so that an audit's peak is the models it holds, not what it once held.
+
+glibc keeps freed heap blocks for reuse and raises its ``mmap`` threshold as
+large blocks come and go (up to 32 MB), so the activations of one fine-tune stay
+resident after it: a LoRA fine-tune of a 135M model left 1.2 GB more resident
+memory than it needed (measured with ``/proc/self/status`` ``VmHWM``). Blocks of
+1 MiB and more taken straight from ``mmap`` go back when freed: the same
+fine-tune then peaked 0.33 GB above its model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import sys
+
+MMAP_THRESHOLD = 1 << 20  # bytes: larger blocks are mapped on their own, and unmapped when freed
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def tune_allocator() -> None:
+    """Large blocks from ``mmap`` in this process (``mallopt``) and in its children (glibc's environment variable,
+    read at their start). Nothing changes where the C library is not glibc, or where the user set it."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def free_memory() -> None:
+    """Collect dropped models now and hand the freed memory back: to the system (glibc's ``malloc_trim``, where
+    there is one) and, on a GPU, from torch's CUDA cache."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # not imported: nothing on a GPU to free
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
