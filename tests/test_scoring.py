@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -233,6 +234,9 @@ def test_training_lowers_loss_and_is_deterministic(tiny, tok):
     for (name, p1), (_, p2) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
         assert torch.equal(p1, p2), name
     assert not any("lora" in name for name in first.model.state_dict())
+    recomputed = train(copy.deepcopy(tiny), tok, {"train": examples}, replace(config, checkpointing=True))
+    assert recomputed.losses == pytest.approx(first.losses, rel=1e-5)  # checkpointing trades time, not results
+    assert not recomputed.model.is_gradient_checkpointing
 
 
 def test_automatic_batches_halve_on_out_of_memory(tiny, tok, monkeypatch):

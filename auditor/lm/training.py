@@ -191,8 +191,6 @@ def train(
     torch.manual_seed(config.seed)
     samplers = _samplers(tokenizer, streams, config)
     model, params = _trainable(model, config, trainable)
-    if config.checkpointing:  # non-reentrant: frozen embeddings need no input gradients
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     pad_id, device = pad_token_id(tokenizer), next(model.parameters()).device
@@ -251,12 +249,15 @@ def _samplers(tokenizer, streams: Mapping[str, Sequence[Example]], config: Train
 def _trainable(
     model: torch.nn.Module, config: TrainConfig, trainable: Callable[[str, torch.nn.Parameter], bool] | None
 ) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
-    """The model to step (wrapped in a LoRA adapter, or with ``trainable`` choosing parameters) and its parameters."""
+    """The model to step (wrapped in a LoRA adapter, or with ``trainable`` choosing parameters; recomputing its
+    activations with ``checkpointing``) and its parameters."""
     if config.lora:
         model = _wrap_lora(model, config)
     else:
         for name, param in model.named_parameters():
             param.requires_grad_(trainable is None or trainable(name, param))
+    if config.checkpointing:  # non-reentrant: frozen embeddings need no input gradients
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, [p for p in model.parameters() if p.requires_grad]
 
 
