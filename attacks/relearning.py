@@ -24,13 +24,16 @@ from typing import Any, ClassVar
 
 from attacks.common import item_examples, outcome, skipped, variant_label
 from auditor.errors import UserError
-from auditor.lm.adapters import shared_variant
+from auditor.lm.adapters import SMALL_MODEL, serving_model, shared_variant
 from auditor.lm.models import LoadedModel, clone
 from auditor.lm.training import Example, TrainConfig, train
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.types import Item
 
 PAPER_DEEB = "https://arxiv.org/abs/2410.08827"
+# ``checkpointing=auto`` recomputes activations from this many parameters on: a 135M model's fine-tune
+# then peaks 1 GB lower; the embedded world's (656k) trains 1.5x slower with it, to save a few MB.
+CHECKPOINT_PARAMS = SMALL_MODEL
 PAPER_LUCKI = "https://arxiv.org/abs/2409.18025"
 
 BUDGET: dict[str, Any] = {
@@ -41,7 +44,7 @@ BUDGET: dict[str, Any] = {
     "lora_rank": 8,
     "lora_alpha": 16,
     "lora_targets": "all-linear",  # peft's "all-linear", or module names joined by "|" (e.g. "q_proj|v_proj")
-    "checkpointing": True,  # recompute activations in the backward pass: a batch's activations, not every layer's
+    "checkpointing": "auto",  # recompute activations in the backward pass: true, false, or auto (CHECKPOINT_PARAMS)
 }
 
 
@@ -63,6 +66,8 @@ class Relearn(Attack):
             raise UserError(f"{self.name}: mode must be lora or full, got {p['mode']!r}")
         if p["steps"] < 1 or p["batch_size"] < 1 or p["learning_rate"] <= 0:
             raise UserError(f"{self.name}: steps, batch_size and learning_rate must be positive")
+        if str(p["checkpointing"]).lower() not in ("auto", "true", "false"):
+            raise UserError(f"{self.name}: checkpointing must be auto, true or false, got {p['checkpointing']!r}")
         if p["mode"] == "lora" and (p["lora_rank"] < 1 or not self._targets()):
             raise UserError(f"{self.name}: lora_rank must be positive and lora_targets non-empty")
 
@@ -83,7 +88,6 @@ class Relearn(Attack):
             lora_alpha=p["lora_alpha"],
             lora_targets=self._targets(),
             seed=seed,
-            checkpointing=bool(p["checkpointing"]),
         )
 
     def finetune(
@@ -96,12 +100,18 @@ class Relearn(Attack):
         """
         label, lora = variant_label(loaded, self, name), self.params["mode"] == "lora"
         copy = shared_variant(loaded, label) if lora else clone(loaded, label)
-        config = replace(self.config(ctx.seed), merge_lora=False)
+        config = replace(self.config(ctx.seed), merge_lora=False, checkpointing=self._checkpointing(loaded))
         report = train(copy.model, copy.tokenizer, {"train": examples}, config, progress=ctx.progress)
         trained = report.model.eval()
-        copy.model = trained.get_base_model() if lora else trained
+        copy.model = serving_model(trained) if lora else trained
         variant = AttackedVariant(copy, name, groups, adapter=trained if lora else None)
         return variant, {"steps": report.steps, "examples": report.examples_seen["train"]}
+
+    def _checkpointing(self, loaded: LoadedModel) -> bool:
+        choice = str(self.params["checkpointing"]).lower()
+        if choice == "auto":
+            return sum(p.numel() for p in loaded.model.parameters()) >= CHECKPOINT_PARAMS
+        return choice == "true"
 
     def single(self, loaded: LoadedModel, ctx: RunContext, items: Sequence[Item], what: str) -> AttackOutcome:
         """Fine-tune once on ``items`` (the retain and unrelated variants)."""

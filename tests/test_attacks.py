@@ -16,6 +16,7 @@ from attacks.quantization import QuantBnB, QuantGPTQ, QuantRTN
 from attacks.relearning import RelearnForget, RelearnRetain, RelearnUnrelated
 from auditor.data import load_items
 from auditor.engine.attack_runner import run_attack
+from auditor.errors import UserError
 from auditor.lm.adapters import adapter_bytes, variant_fingerprint
 from auditor.lm.models import fingerprint_module, load_model
 from auditor.lm.quant import quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
@@ -297,8 +298,11 @@ def _storage_bytes(modules) -> int:
     return sum(storages.values())
 
 
-def test_relearning_variants_are_adapters_on_the_input_weights(tiny, tmp_path):
+def test_relearning_variants_are_adapters_on_the_input_weights(tiny, tmp_path, monkeypatch):
     loaded, ctx = tiny
+    small = RelearnForget(steps=2).apply(loaded, ctx).variants[0].model.model  # a tiny model is served merged
+    assert not any("lora" in name for name, _ in small.named_modules())
+    monkeypatch.setattr("auditor.lm.adapters.SMALL_MODEL", 1)  # as a large model is
     before = fingerprint_module(loaded.model)
     out = RelearnForget(steps=2).apply(loaded, ctx)
     base = _storage_bytes([loaded.model])
@@ -436,3 +440,13 @@ def test_runner_on_world_reuses_and_keeps_inputs(world, world_setup, tmp_path, m
         assert [v.model.fingerprint for v in again.variants] == stored
         assert [variant_fingerprint(original.fingerprint, v.model.model, v.adapter) for v in again.variants] == stored
     assert _dir_digest(world.original) == before
+
+
+def test_checkpointing_follows_the_model_size(tiny, monkeypatch):
+    loaded, _ = tiny
+    assert not RelearnForget()._checkpointing(loaded)  # a tiny model trains faster without it
+    assert RelearnForget(checkpointing="true")._checkpointing(loaded)
+    monkeypatch.setattr("attacks.relearning.CHECKPOINT_PARAMS", 1)
+    assert RelearnForget()._checkpointing(loaded) and not RelearnForget(checkpointing="false")._checkpointing(loaded)
+    with pytest.raises(UserError):
+        RelearnForget(checkpointing="sometimes")

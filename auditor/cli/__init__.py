@@ -20,7 +20,6 @@ import click  # noqa: E402
 from auditor import __version__  # noqa: E402
 from auditor.cli.common import cache_dir_option, set_threads
 from auditor.errors import EXIT_PASS, EXIT_RUNTIME, EXIT_USAGE, UserError
-from auditor.lm.memory import tune_allocator
 from auditor.lm.quiet import quiet_libraries
 from auditor.world.spec import WorldSpec
 
@@ -116,7 +115,6 @@ def list_plugins(kind: str) -> None:
 def main() -> None:
     """Console entry point: map errors to exit codes."""
     quiet_libraries()
-    tune_allocator()
     try:
         code = cli.main(standalone_mode=False)
     except UserError as exc:

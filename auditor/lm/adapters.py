@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-from auditor.lm.models import LoadedModel, fingerprint_module
+from auditor.lm.models import LARGE_MODEL, LoadedModel, fingerprint_module
+
+SMALL_MODEL = LARGE_MODEL  # parameters: below, variants are served merged (speed); from here on, shared (memory)
 
 
 def shared_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -34,6 +36,16 @@ def shared_variant(loaded: LoadedModel, label: str) -> LoadedModel:
     return LoadedModel(
         shared_copy(loaded.model), loaded.tokenizer, loaded.fingerprint, replace(loaded.spec, path=label)
     )
+
+
+def serving_model(peft_model) -> torch.nn.Module:
+    """The module probes question: the adapter's own layers on the shared base, or, below ``SMALL_MODEL``
+    parameters, a merged copy (peft's per-layer Python made probing the embedded world's 656k-parameter models
+    4x slower; a copy of such a model costs a few MB)."""
+    base = peft_model.get_base_model()
+    if sum(p.numel() for p in base.parameters()) >= SMALL_MODEL:
+        return base
+    return copy.deepcopy(peft_model).merge_and_unload().eval()
 
 
 def adapter_bytes(peft_model) -> int:
@@ -69,5 +81,5 @@ def load_adapter(loaded: LoadedModel, adapter_dir: Path, label: str):
 
     variant = shared_variant(loaded, label)
     peft_model = PeftModel.from_pretrained(variant.model, str(adapter_dir), is_trainable=False).eval()
-    variant.model = peft_model.get_base_model()
+    variant.model = serving_model(peft_model)
     return variant, peft_model

@@ -18,9 +18,11 @@ from pathlib import Path
 import torch
 
 from auditor.errors import UserError
+from auditor.lm.memory import tune_allocator
 from auditor.types import ModelSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+LARGE_MODEL = 50_000_000  # parameters: from here on, freed activations go back to the system (lm.memory)
 FINGERPRINTED = ("config.json", "adapter_config.json", "tokenizer.json")
 
 
@@ -168,6 +170,8 @@ def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
         fingerprint = hashlib.sha256(f"{fingerprint}+{adapter_fp}".encode()).hexdigest()
     if quantization_config is None and not spec.device_map:
         model.to(device)  # type: ignore[arg-type]  # transformers types .to() for its own models only
+    if sum(p.numel() for p in model.parameters()) >= LARGE_MODEL:
+        tune_allocator()
     model.eval()
     return LoadedModel(model, tokenizer, fingerprint, spec)
 
