@@ -7,7 +7,8 @@ copy's tree only, the base weights stay frozen and nothing is merged. Two folds
 of ``relearn-forget`` therefore hold one base and two adapters, where deep
 copies with merged adapters held three models. Only the adapter is saved
 (``save_adapter``), and a variant is rebuilt from its input and that folder
-(``load_adapter``).
+(``load_adapter``). Probes read ``serving_model``: the shared tree, or for a
+model under ``SMALL_MODEL`` parameters a merged copy, faster to run.
 """
 
 from __future__ import annotations
