@@ -14,14 +14,13 @@ model under ``SMALL_MODEL`` parameters a merged copy, faster to run.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from auditor.lm.models import LARGE_MODEL, LoadedModel, fingerprint_module
+from auditor.lm.models import LARGE_MODEL, LoadedModel, fingerprint_module, fingerprint_tensors
 
 SMALL_MODEL = LARGE_MODEL  # parameters: below, variants are served merged (speed); from here on, shared (memory)
 
@@ -63,11 +62,7 @@ def variant_fingerprint(base_fingerprint: str, model: torch.nn.Module, adapter=N
         return fingerprint_module(model)
     from peft import get_peft_model_state_dict
 
-    digest = hashlib.sha256(base_fingerprint.encode())
-    for name, tensor in sorted(get_peft_model_state_dict(adapter).items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return fingerprint_tensors(get_peft_model_state_dict(adapter), prefix=base_fingerprint)
 
 
 def save_adapter(peft_model, out_dir: Path) -> None:

@@ -82,8 +82,13 @@ def fingerprint_dir(path: str | Path) -> str:
 
 def fingerprint_module(model: torch.nn.Module) -> str:
     """sha256 over the names and bytes of every tensor in a model's state dict."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    return fingerprint_tensors(model.state_dict())
+
+
+def fingerprint_tensors(tensors: dict[str, torch.Tensor], prefix: str = "") -> str:
+    """sha256 over ``prefix`` and the names and bytes of ``tensors``, in name order."""
+    digest = hashlib.sha256(prefix.encode())
+    for name, tensor in sorted(tensors.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
