@@ -5,8 +5,9 @@ Usage: ``python bench/memory.py [--model world|real] [--steps N] [--work DIR]``
 Each audit runs ``unlearn-audit audit --preset standard`` in a child process. The
 child records its resident memory once torch, transformers and peft are
 imported (the baseline, before any model), and its peak resident memory when
-the audit ends (``ru_maxrss``); the figure is ``(peak - baseline)`` divided by
-the bytes of the original's weight files. On a GPU it prints the peak CUDA
+the audit ends (``auditor.lm.memory.peak_rss``); the figure is ``(peak -
+baseline)`` divided by the bytes of the original's weight files. The phases
+with the highest peaks follow (``results.json`` ``phases``), in the same units. On a GPU it prints the peak CUDA
 memory too (``torch.cuda.max_memory_allocated``). Targets on CPU: 2.5 copies
 without a reference, 3.5 with one (docs/MEMORY.md).
 
@@ -39,18 +40,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from capitals import CAPITALS, capital_item  # noqa: E402
 
 CHILD = (
-    "import os, resource, sys\n"
+    "import os, sys\n"
     "import peft, torch, transformers\n"
     "from auditor.cli import main\n"
+    "from auditor.lm.memory import peak_rss\n"
     "base = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
     "sys.argv = ['unlearn-audit', *sys.argv[1:]]\n"
     "try:\n    main()\n"
     "finally:\n"
-    "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+    "    peak = peak_rss()\n"
     "    cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0\n"
     "    print(f'memory-bench {base} {peak} {cuda}', file=sys.stderr)\n"
 )
 TARGETS = {False: 2.5, True: 3.5}  # copies on CPU, without and with a reference
+TOP_PHASES = 6  # phases listed per audit, highest peak first
 STANDARD_RELEARNING = ("relearn-forget", "relearn-retain", "relearn-unrelated")
 
 
@@ -150,6 +153,12 @@ def main() -> None:
               f"{figures['baseline'] / 2**20:.0f} MiB | {cuda} |")  # fmt: skip
         cache = sum(f.stat().st_size for f in (out / "cache").rglob("*") if f.is_file())
         print(f"|   its cache directory | {cache / 2**20:.1f} MiB ({cache / unit:.2f} copies) | | | | | |")
+        phases = json.loads((out / "results.json").read_text(encoding="utf-8"))["phases"]
+        for phase in sorted(phases, key=lambda p: -(p.get("peak_rss_mb") or 0))[:TOP_PHASES]:
+            if phase.get("peak_rss_mb") is not None:
+                above = phase["peak_rss_mb"] * 2**20 - figures["baseline"]
+                print(f"|   {phase['phase']} | {above / 2**20:.0f} MiB | {above / unit:.2f} | | "
+                      f"{phase['seconds']:.0f} | | |")  # fmt: skip
 
 
 if __name__ == "__main__":

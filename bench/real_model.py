@@ -37,12 +37,13 @@ from capitals import CAPITALS, capital_item  # noqa: E402
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CHILD = (
-    "import resource, sys\n"
+    "import sys\n"
     "from auditor.cli import main\n"
+    "from auditor.lm.memory import peak_rss\n"
     "sys.argv = ['unlearn-audit', *sys.argv[1:]]\n"
     "try:\n    main()\n"
     "finally:\n"
-    "    print(f'peak-rss-mb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}', file=sys.stderr)\n"
+    "    print(f'peak-rss-mb {peak_rss() / 2**20:.0f}', file=sys.stderr)\n"
 )
 
 

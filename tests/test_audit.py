@@ -204,17 +204,20 @@ def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+MEASURED = ("seconds", "peak_rss_mb")  # figures of the run, not of the models: they differ between runs
+
+
 def without_times(value):
-    """A copy without wall-clock figures (keys named ``seconds``), which legitimately differ between runs."""
+    """A copy without wall-clock and memory figures (``MEASURED`` keys), which legitimately differ between runs."""
     if isinstance(value, dict):
-        return {k: without_times(v) for k, v in value.items() if k != "seconds"}
+        return {k: without_times(v) for k, v in value.items() if k not in MEASURED}
     if isinstance(value, list):
         return [without_times(v) for v in value]
     return value
 
 
 def comparable(results: dict) -> dict:
-    """results.json without what legitimately differs between runs (time)."""
+    """results.json without what legitimately differs between runs (time, memory)."""
     out = without_times(json.loads(json.dumps(results)))
     out.pop("created"), out.pop("timings")
     return out

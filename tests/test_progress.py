@@ -9,10 +9,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from auditor.engine.progress import PhaseRecorder
 from auditor.errors import UserError
+from auditor.lm import memory
 
 STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 PHASE_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (?P<phase>.+): (?P<seconds>\d+\.\d) s(?P<reused> \(reused\))?$")
@@ -33,12 +35,30 @@ def test_recorder_logs_stamped_lines_and_keeps_seconds():
         "probe qa on unlearned@quant: 3.5 s",  # 4 s less the 0.5 s of the attack run inside it
         "load original: 0.3 s",
     ]
-    assert recorder.to_json() == [
+    assert [{k: v for k, v in p.items() if k != "peak_rss_mb"} for p in recorder.to_json()] == [
         {"phase": "attack quant on unlearned", "seconds": 0.5, "reused": True},
         {"phase": "probe qa on unlearned@quant", "seconds": 3.5, "reused": False},
         {"phase": "load original", "seconds": 0.3, "reused": False},
     ]
     assert sum(p["seconds"] for p in recorder.to_json()) == pytest.approx(4.3)  # wall time, nothing counted twice
+
+
+@pytest.mark.skipif(not memory.reset_window(), reason="the system cannot reset the peak resident memory")
+def test_each_phase_records_its_own_peak_memory_nested_ones_included():
+    size = 200 * 2**20
+    recorder = PhaseRecorder()
+    with recorder.phase("probe qa on unlearned@quant"):
+        with recorder.phase("attack quant on unlearned"):
+            block = np.ones(size // 8)  # touched: resident
+            del block
+        with recorder.phase("load original"):
+            pass
+    peaks = {p.phase: p.peak_rss_mb for p in recorder.phases}
+    assert peaks["attack quant on unlearned"] >= peaks["load original"] + 150  # the block came and went before
+    assert peaks["probe qa on unlearned@quant"] >= peaks["attack quant on unlearned"]  # its span holds the attack's
+    assert (
+        memory.peak_rss() / 2**20 >= peaks["attack quant on unlearned"] - 0.1
+    )  # the process's peak survives the resets
 
 
 def test_held_lines_come_at_the_end_and_not_at_all_on_error():
@@ -88,9 +108,9 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
         "load original",
         "load unlearned",
         "load reference",
-        "probe qa on original (retain sample)",  # first: the original is dropped once its probes are done
-        "probe qa on unlearned (retain sample)",
+        "probe qa on original (retain sample)",  # one model at a time: the original is dropped once probed
         "probe qa on original",
+        "probe qa on unlearned (retain sample)",
         "probe qa on unlearned",
         "probe qa on reference",
         "attack quant-rtn:bits=4 on unlearned",

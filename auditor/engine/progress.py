@@ -2,7 +2,9 @@
 
 A phase nested in another (an attack run on demand by the first probe of the
 attacked model) is reported on its own line, and its time is not counted again
-in the enclosing phase.
+in the enclosing phase. Each phase also records the peak resident memory of its
+span, nested phases included (``auditor.lm.memory`` windows; ``None`` where the
+system cannot reset the peak).
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
+from auditor.lm.memory import reset_window, window_peak
+
 T = TypeVar("T")
 
 
 @dataclass
 class Phase:
-    """One finished phase: its seconds (without nested phases) and whether its output came from a cache."""
+    """One finished phase: its seconds (without nested phases), whether its output came from a cache, and the
+    peak resident memory in MB while it ran."""
 
     phase: str
     seconds: float = 0.0
     reused: bool = False
+    peak_rss_mb: float | None = None
 
 
 def _clock_time() -> str:
@@ -41,6 +47,7 @@ class PhaseRecorder:
         self.log, self.clock, self.stamp = log, clock, stamp
         self.phases: list[Phase] = []
         self._nested: list[float] = []  # per open phase: seconds spent in the phases nested in it
+        self._peaks: list[int] = []  # per open phase: its peak memory (bytes) before a nested phase's window
 
     def _say(self, text: str) -> None:
         self.log(f"[{self.stamp()}] {text}")
@@ -54,13 +61,20 @@ class PhaseRecorder:
         if announce:
             self._say(f"{name} ...")
         record = Phase(name)
+        if self._peaks:
+            self._peaks[-1] = max(self._peaks[-1], window_peak() or 0)
+        windowed = reset_window()
         start = self.clock()
         self._nested.append(0.0)
+        self._peaks.append(0)
         try:
             yield record
         finally:
             nested = self._nested.pop()
+            earlier = self._peaks.pop()
         elapsed = self.clock() - start
+        peak = window_peak() if windowed else None
+        record.peak_rss_mb = round(max(earlier, peak) / 2**20, 1) if peak is not None else None
         if self._nested:
             self._nested[-1] += elapsed
         record.seconds = elapsed - nested
@@ -89,5 +103,5 @@ class PhaseRecorder:
             log(line)
 
     def to_json(self) -> list[dict]:
-        """The finished phases in order, seconds rounded to milliseconds."""
+        """The finished phases in order, seconds rounded to milliseconds, memory in MB."""
         return [{**asdict(p), "seconds": round(p.seconds, 3)} for p in self.phases]

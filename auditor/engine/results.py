@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -16,6 +17,7 @@ from auditor.engine.cells import build_cells, collateral_record
 from auditor.engine.findings import recovered_items, recovery_curves
 from auditor.engine.orchestrator import AuditConfig, AuditScores
 from auditor.files import atomic_write
+from auditor.lm.memory import peak_rss
 from auditor.stats.gate import cell_outcome, close_gate, compare_to_baseline, decide, power_records, unlearning_traces
 from auditor.stats.policy import Policy
 from auditor.stats.residual import (
@@ -93,12 +95,8 @@ def build_results(
 
 
 def peak_memory() -> dict[str, float]:
-    """The process's peak resident memory so far (``ru_maxrss``) and, on a GPU, its peak CUDA memory, in MB."""
-    import resource
-    import sys
-
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, kilobytes on Linux
-    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)}
+    """The process's peak resident memory so far and, on a GPU, its peak CUDA memory, in MB."""
+    peak = {"peak_rss_mb": round(peak_rss() / 2**20, 1)}
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         peak["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

@@ -17,7 +17,9 @@ import contextlib
 import ctypes
 import gc
 import os
+import resource
 import sys
+from pathlib import Path
 
 MMAP_THRESHOLD = 1 << 20  # bytes: larger blocks are mapped on their own, and unmapped when freed
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
@@ -42,3 +44,38 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")  # writing "5" resets the peak resident memory (Linux 4.0 on)
+_earlier_peak = 0  # bytes: the highest peak before the window was last reset
+
+
+def window_peak() -> int | None:
+    """Peak resident memory in bytes since the window was last reset (``VmHWM``); ``None`` where unreadable."""
+    with contextlib.suppress(OSError):
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def reset_window() -> bool:
+    """Start a new peak-memory window, keeping the peak so far for ``peak_rss``; ``False`` where it cannot."""
+    global _earlier_peak
+    peak = window_peak()
+    if peak is None:
+        return False
+    _earlier_peak = max(_earlier_peak, peak)
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss() -> int:
+    """The process's peak resident memory in bytes, across every window."""
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, kilobytes on Linux
+    current = window_peak() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return max(_earlier_peak, current)
