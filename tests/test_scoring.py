@@ -8,10 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
+import auditor.lm.budget
 import auditor.lm.generation
+import auditor.lm.head
+from auditor.lm.budget import automatic_token_cap, kv_bytes_per_token
 from auditor.lm.scoring import (
+    MAX_BATCH_TOKENS,
     RoutedScoringModel,
     ScoringModel,
     generate_scored,
@@ -77,6 +81,29 @@ def test_batched_matches_plain(tiny, tok, max_rows, max_tokens):
         np.testing.assert_allclose(got, expected, atol=1e-5)
         assert not without.has_moments
         np.testing.assert_allclose(without.logprobs, expected[:, 0], atol=1e-5)
+
+
+def test_logits_a_few_positions_at_a_time_give_the_same_statistics(tiny, tok, monkeypatch):
+    monkeypatch.setattr(auditor.lm.head, "LOGIT_CHUNK_BYTES", 4 * tiny.config.vocab_size * 3)  # 3 rows per chunk
+    pairs = list(zip(PROMPTS, ANSWERS, strict=True))
+    for stats, (prompt, answer) in zip(teacher_forced(tiny, tok, pairs, moments=True), pairs, strict=True):
+        got = np.stack([stats.logprobs, stats.mean_logprob, stats.var_logprob], axis=1)
+        np.testing.assert_allclose(got, plain_stats(tiny, tok, prompt, answer), atol=1e-5)
+    _scored_against_separate(tiny, tok, [[a, " Town1 and more"] for a in ANSWERS])
+
+
+def test_automatic_token_cap_keeps_the_kv_cache_to_a_share_of_the_weights(monkeypatch):
+    config = LlamaConfig(vocab_size=8000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=1)  # fmt: skip
+    model = LlamaForCausalLM(config)
+    assert kv_bytes_per_token(model) == 2 * 2 * 1 * 8 * 4  # keys and values, layers, kv heads, head dim, float32
+    assert automatic_token_cap(model) == MAX_BATCH_TOKENS  # under LARGE_MODEL parameters: no cap
+    monkeypatch.setattr(auditor.lm.budget, "LARGE_MODEL", 0)
+    weight_bytes = 4 * sum(p.numel() for p in model.parameters())
+    assert automatic_token_cap(model) == int(0.25 * weight_bytes / 128)  # 2 MB of weights, 128 B per token
+    assert 512 < automatic_token_cap(model) < MAX_BATCH_TOKENS
+    monkeypatch.setattr(auditor.lm.budget, "KV_SHARE", 1e-6)
+    assert automatic_token_cap(model) == 512  # the floor
 
 
 class ScaledLogits(LlamaForCausalLM):

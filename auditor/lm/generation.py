@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from auditor.lm.head import chunked_logprobs, states_at
 from auditor.lm.teacher_forcing import (
     MAX_BATCH_ROWS,
     MAX_BATCH_TOKENS,
@@ -171,11 +172,23 @@ def _continuation(pair: EncodedPair, prompt_ids: Sequence[int]) -> Continuation 
     return pair.input_ids[n:], pair.answer_mask[n:]
 
 
+CONTINUATION_SHARE = 4  # continuations are scored on rows copied out of the prompts' cache: a quarter at a time
+
+
+def _rows_of(cache, index: torch.Tensor):
+    """A cache of the ``index`` rows of ``cache``, which stays as it is: the layers are copied without their tensors,
+    and selecting rows gives each copy new tensors (the prompts' cache is not duplicated first)."""
+    copied = copy.copy(cache)
+    copied.layers = [copy.copy(layer) for layer in cache.layers]
+    copied.batch_select_indices(index)
+    return copied
+
+
 def _score_continuations(model, cache, first_logits, attention, last, rows: list[int], conts: list[Continuation]):
     """Teacher-forced statistics of continuations after prefilled prompts (``rows``: each one's prompt row).
 
-    The prompts' cache is copied and its rows repeated per continuation, so the
-    cache itself is left for decoding. A continuation's first token is predicted
+    The prompts' rows are copied out of their cache, repeated per continuation,
+    so the cache itself is left for decoding. A continuation's first token is predicted
     by the prompt's last logits, the others by the continuation's own pass.
     """
     width = max(len(ids) for ids, _ in conts)
@@ -188,19 +201,21 @@ def _score_continuations(model, cache, first_logits, attention, last, rows: list
         scored[row, : len(mask)] = torch.tensor(mask, dtype=torch.bool)
     device = attention.device
     ids, own, index = ids.to(device), own.to(device), torch.tensor(rows, device=device)
-    copied = copy.deepcopy(cache)
-    copied.batch_select_indices(index)
-    out = model(
-        input_ids=ids,
-        attention_mask=torch.cat([attention[index], own], dim=1),
-        position_ids=last[index] + 1 + torch.arange(ids.shape[1], device=device),
-        past_key_values=copied,
-        use_cache=True,
-    )
-    predictors = torch.cat([first_logits[index].unsqueeze(1), out.logits[:, :-1]], dim=1)
+    copied = _rows_of(cache, index)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.cat([attention[index], own], dim=1),
+        "position_ids": last[index] + 1 + torch.arange(ids.shape[1], device=device),
+        "past_key_values": copied,
+        "use_cache": True,
+    }
     r, t = torch.nonzero(scored.to(device), as_tuple=True)
-    targets = ids[r, t]
-    logp = torch.log_softmax(predictors[r, t].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    targets, later = ids[r, t], t > 0  # a first token is predicted by the prompt's last logits
+    logp = torch.empty(len(r), dtype=torch.float32, device=device)
+    states, head = states_at(model, r[later], t[later] - 1, **inputs)
+    logp[later] = chunked_logprobs(model, states, head, targets[later])[0]
+    firsts = first_logits[index[r[~later]]]
+    logp[~later] = chunked_logprobs(model, firsts, lambda logits: logits, targets[~later])[0]
     token_logp, target_ids = logp.cpu().double().numpy(), targets.cpu().numpy()
     ends = np.cumsum(torch.bincount(r.cpu(), minlength=len(conts)).numpy())
     return [
@@ -240,9 +255,9 @@ def generate_scored(
         ids, attention = ids.to(device), attention.to(device)
         cache, logits, last = _prefill(model, ids, attention)
         todo = [(row, i, j, c) for row, i in enumerate(bucket) for j, c in enumerate(conts[i]) if c is not None]
-        if todo and hasattr(cache, "batch_select_indices"):
+        if todo and hasattr(cache, "layers") and hasattr(cache, "batch_select_indices"):
             widest = ids.shape[1] + max(len(c[0]) for *_, c in todo)
-            per_chunk = max(1, min(max_rows, max_tokens // widest))
+            per_chunk = max(1, min(max_rows, max_tokens // (CONTINUATION_SHARE * widest)))
             for start in range(0, len(todo), per_chunk):
                 chunk = todo[start : start + per_chunk]
                 rows, chunk_conts = [row for row, *_ in chunk], [c for *_, c in chunk]

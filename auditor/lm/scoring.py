@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import torch
 
+from auditor.lm.budget import automatic_token_cap
 from auditor.lm.generation import generate_scored, greedy_generate, stop_token_ids
 from auditor.lm.teacher_forcing import (
     MAX_BATCH_ROWS,
@@ -61,7 +62,9 @@ class ScoringModel:
         self.halving = rows is None  # automatic batches: halved on out-of-memory, as lm-eval's batch_size=auto
         # a batch size the user gives is rows only (as lm-eval's): no token cap beside it
         self.max_rows = rows or MAX_BATCH_ROWS
-        self.max_tokens = max_tokens or (MAX_BATCH_TOKENS if self.halving else self.max_rows * (1 << 20))
+        self.max_tokens = max_tokens or (
+            automatic_token_cap(loaded.model) if self.halving else self.max_rows * (1 << 20)
+        )
         self.context = context_length(loaded.model, loaded.tokenizer)
         self._stop_ids: dict[tuple[str, ...], torch.Tensor] = {}
         self._stats: dict[tuple[str, str], TokenStats] = {}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from auditor.lm.head import chunked_logprobs, states_at
 from auditor.lm.tokens import EncodedPair, encode_pairs, pad_token_id
 
 
@@ -82,34 +83,6 @@ def _encoded(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
     return [memo[p] for p in pairs]
 
 
-_HEAD_SPLITS: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
-
-
-@torch.no_grad()
-def _head_splits(model, ids: torch.Tensor, attention: torch.Tensor) -> bool:
-    """Whether the decoder followed by the output head gives the model's own logits (no softcap or scale between)."""
-    try:
-        decoder, head = model.get_decoder(), model.get_output_embeddings()
-        if decoder is None or decoder is model or head is None:
-            return False
-        full = model(input_ids=ids, attention_mask=attention, use_cache=False).logits.float()
-        split = head(decoder(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state).float()
-    except (AttributeError, TypeError, NotImplementedError):
-        return False
-    tolerance = max(1e-3, 4 * torch.finfo(full.dtype if full.is_floating_point() else torch.float32).eps)
-    return split.shape == full.shape and torch.allclose(split, full, rtol=tolerance, atol=tolerance)
-
-
-def logits_at(model, ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor):
-    """The model's logits at the (row, position) pairs; the output head runs on those positions only when it may."""
-    if model not in _HEAD_SPLITS:
-        _HEAD_SPLITS[model] = _head_splits(model, ids[:4], attention[:4])
-    if not _HEAD_SPLITS[model]:
-        return model(input_ids=ids, attention_mask=attention, use_cache=False).logits[rows, positions]
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
-    return model.get_output_embeddings()(hidden[rows, positions])
-
-
 @torch.no_grad()
 def teacher_forced(
     model,
@@ -140,15 +113,11 @@ def teacher_forced(
             answer[row, :n] = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
         rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # logits at t predict token t+1
         targets = ids[rows, positions + 1]
-        logits = logits_at(model, ids.to(device), attention.to(device), rows.to(device), positions.to(device))
-        logp = torch.log_softmax(logits.float(), dim=-1)  # every answer token
-        token_logp = logp.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1).cpu().double().numpy()
-        mean = var = None
-        if moments:
-            probs = logp.exp()
-            mean_t = (probs * logp).sum(-1)
-            var_t = (probs * (logp - mean_t.unsqueeze(-1)).square()).sum(-1).clamp(min=0)
-            mean, var = (t.cpu().double().numpy() for t in (mean_t, var_t))
+        inputs = {"input_ids": ids.to(device), "attention_mask": attention.to(device), "use_cache": False}
+        states, head = states_at(model, rows.to(device), positions.to(device), **inputs)
+        logp_t, mean_t, var_t = chunked_logprobs(model, states, head, targets.to(device), moments)
+        token_logp = logp_t.cpu().double().numpy()
+        mean, var = (None if t is None else t.cpu().double().numpy() for t in (mean_t, var_t))
         target_ids = targets.numpy()
         ends = np.cumsum(torch.bincount(rows, minlength=len(bucket)).numpy())  # rows come out in order
         for row, i in enumerate(bucket):

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from auditor.lm.head import logits_at
+from auditor.lm.memory import free_memory
 from auditor.lm.rollback import Rollback
 from auditor.lm.sampling import Batch, StreamSampler
-from auditor.lm.teacher_forcing import logits_at
 from auditor.lm.tokens import encode_pair, encode_spans, pad_token_id
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -120,12 +121,13 @@ def sequence_logprob(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 def labelled_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits that predict each labelled token, and those tokens.
 
-    The output head runs on those positions only (``teacher_forcing.logits_at``): a
+    The output head runs on those positions only (``head.logits_at``): a
     prompt's positions would cost a vocabulary-wide row each, for no loss term.
     """
     labels = batch.labels[:, 1:]
     rows, positions = torch.nonzero(labels != -100, as_tuple=True)  # logits at t predict token t+1
-    return logits_at(model, batch.input_ids, batch.attention_mask, rows, positions), labels[rows, positions]
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False}
+    return logits_at(model, rows, positions, **inputs), labels[rows, positions]
 
 
 def nll_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -217,7 +219,10 @@ def train(
             break
     backoffs = rollback.count if rollback is not None else 0
     model = _finish(model, config, was_training)
-    return TrainReport(model, done, seen, time.perf_counter() - start, losses, stop_reason, backoffs)
+    report = TrainReport(model, done, seen, time.perf_counter() - start, losses, stop_reason, backoffs)
+    del optimizer, scheduler, rollback
+    free_memory()  # the run's graphs and optimiser state, held in reference cycles, go before anything follows
+    return report
 
 
 def _finish(model: torch.nn.Module, config: TrainConfig, was_training: bool) -> torch.nn.Module:
