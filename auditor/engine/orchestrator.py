@@ -173,8 +173,7 @@ class Orchestrator:
             self.load()
         fingerprints = {role: m.fingerprint for role, m in self.models.items()}
         controlled = "reference" in self.models
-        collateral = self._collateral()
-        results, floors, attacks = self._run_roles(tuple(self.models), on_plain)
+        results, floors, attacks, collateral = self._run_roles(tuple(self.models), on_plain, collateral=True)
         return AuditScores(results, floors, attacks, fingerprints, controlled, collateral, self.data.subjects())
 
     def run_shared(self, plain: bool = True) -> None:
@@ -187,33 +186,34 @@ class Orchestrator:
         self._run_roles(("original", "reference"), plain=plain)
 
     def _run_roles(
-        self, roles: tuple[str, ...], on_plain: Callable[[AuditScores], None] | None = None, plain: bool = True
-    ) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]]]:
-        """Probe the models of ``roles`` (unless not ``plain``), attack those that attacks apply to, and probe
-        the attacked models."""
+        self,
+        roles: tuple[str, ...],
+        on_plain: Callable[[AuditScores], None] | None = None,
+        plain: bool = True,
+        collateral: bool = False,
+    ) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]], dict[str, ProbeResult]]:
+        """Probe the models of ``roles`` one after another (unless not ``plain``; with the ``collateral`` check
+        first), attack those that attacks apply to, and probe the attacked models.
+
+        The original is dropped once probed: no attack runs on it, and the models
+        after it are probed without its weights in memory."""
         from auditor.engine.attack_runner import run_attack
 
         self._reference_lm = ScoringModel(self.models["reference"]) if "reference" in self.models else None
+        fingerprints = {role: self.models[role].fingerprint for role in roles}
         results: dict = {}
         floors: dict = {}
+        collateral_results: dict[str, ProbeResult] = {}
         floor = floor_data(self.data) if "reference" not in self.models else None
         for role in roles if plain else ():
-            loaded = self.models[role]
-            lm = self._reference_lm if role == "reference" else None
-            factory = (lambda lm=lm: lm) if lm is not None else (lambda loaded=loaded: ScoringModel(loaded))
-            for name, result in self._probe_all(role, loaded.fingerprint, NO_ATTACK, None, self.data, factory).items():
-                results[(role, NO_ATTACK, None, name)] = result
-            if floor is not None and role in ("original", "unlearned"):
-                probed = self._probe_all(
-                    role, loaded.fingerprint, NO_ATTACK, None, floor, factory, phase_label=f"{role} (holdout floor)"
-                )
-                for name, result in probed.items():
-                    floors[(role, NO_ATTACK, None, name)] = result
+            collateral_results.update(self._probe_as_given(role, results, floors, floor, collateral))
+            if role == "original":
+                self._release("original")
         if on_plain is not None:
-            fingerprints = {role: self.models[role].fingerprint for role in roles}
-            controlled = "reference" in self.models
-            on_plain(AuditScores(results, floors, {}, fingerprints, controlled, {}, self.data.subjects()))
-        self._release("original")  # no attack runs on it: one model copy fewer from here on
+            on_plain(
+                AuditScores(results, floors, {}, fingerprints, "reference" in self.models, {}, self.data.subjects())
+            )
+        self._release("original")
         attacks: dict[str, dict[str, list[AttackResult]]] = {}
         targets = [r for r in ("unlearned", "reference") if r in roles]
         for planned in self.config.plan.attacks:
@@ -223,29 +223,46 @@ class Orchestrator:
                     outcome = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
                     attacks[planned.id][role].append(outcome)
                     free_memory()  # the attacked models are dropped: one at a time
-        return results, floors, attacks
+        return results, floors, attacks, collateral_results
+
+    def _probe_as_given(
+        self, role: str, results: dict, floors: dict, floor: AuditData | None, collateral: bool
+    ) -> dict[str, ProbeResult]:
+        """Every probe on one model as given, into ``results`` (and on the holdout floor into ``floors``); its
+        collateral result when asked. Nothing of the model is held once this returns."""
+        loaded = self.models[role]
+        checked = {role: self._collateral(role)} if collateral and role in ("original", "unlearned") else {}
+        lm = self._reference_lm if role == "reference" else None
+        factory = (lambda: lm) if lm is not None else (lambda: ScoringModel(loaded))
+        for name, result in self._probe_all(role, loaded.fingerprint, NO_ATTACK, None, self.data, factory).items():
+            results[(role, NO_ATTACK, None, name)] = result
+        if floor is not None and role in ("original", "unlearned"):
+            label = f"{role} (holdout floor)"
+            for name, result in self._probe_all(
+                role, loaded.fingerprint, NO_ATTACK, None, floor, factory, phase_label=label
+            ).items():
+                floors[(role, NO_ATTACK, None, name)] = result
+        return checked
 
     def _release(self, role: str) -> None:
         """Drop a model nothing will use again, and hand its memory back now."""
         if self.models.pop(role, None) is not None:
             free_memory()
 
-    def _collateral(self) -> dict[str, ProbeResult]:
-        """The direct probe on a fixed sample of the retain set, for the original and the unlearned model."""
+    def _collateral(self, role: str) -> ProbeResult:
+        """The direct probe on a fixed sample of the retain set, for the original or the unlearned model."""
         sample = sample_items(self.data.retain, self.config.collateral_items, self.config.seed)
         data = replace(self.data, forget=sample)
         probe = PROBES.get(DIRECT_PROBE)()
-        out = {}
-        for role in ("original", "unlearned"):
-            loaded = self.models[role]
-            key = self._piece_key(loaded.fingerprint, "collateral", None, probe, data)
+        loaded = self.models[role]
+        key = self._piece_key(loaded.fingerprint, "collateral", None, probe, data)
 
-            def compute(loaded=loaded, role=role) -> ProbeResult:
-                return probe.run(ScoringModel(loaded), self._context(self.config.seed, data), role)
+        def compute() -> ProbeResult:
+            return probe.run(ScoringModel(loaded), self._context(self.config.seed, data), role)
 
-            phase = f"probe {probe.name} on {role} (retain sample)"
-            out[role] = self.store.get_or_compute(key, self.phases.timed(phase, compute))
-        return out
+        return self.store.get_or_compute(
+            key, self.phases.timed(f"probe {probe.name} on {role} (retain sample)", compute)
+        )
 
     def _attack_and_probe(
         self, planned: PlannedAttack, seed: int, role: str, run_attack, results, floors, floor: AuditData | None
