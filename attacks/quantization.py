@@ -23,7 +23,8 @@ import torch
 
 from attacks.common import calibration_texts, outcome, skipped, variant_label
 from auditor.errors import UserError
-from auditor.lm.models import LoadedModel, clone, load_model, save_model
+from auditor.lm.adapters import shared_variant
+from auditor.lm.models import LoadedModel, save_model
 from auditor.lm.quant import quantizable_linears, rtn_quantize_dequantize
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.types import ModelSpec
@@ -51,7 +52,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 class QuantRTN(Attack):
-    """Round-to-nearest weight quantization of every decoder Linear, dequantized back to float."""
+    """Round-to-nearest weight quantization of every decoder Linear, dequantized back to float.
+
+    The quantized model holds new weights for those layers only; its embeddings,
+    norms and output head are the input's own tensors (``shared_variant``)."""
 
     name = "quant-rtn"
     summary = "Round-to-nearest 8/4/3-bit weight quantization of the decoder Linear layers (plain torch)."
@@ -66,7 +70,7 @@ class QuantRTN(Attack):
     def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
         started = time.perf_counter()
         bits, group_size, symmetric = self.params["bits"], self.params["group_size"], self.params["symmetric"]
-        copy = clone(loaded, variant_label(loaded, self))
+        copy = shared_variant(loaded, variant_label(loaded, self))  # what is not quantized stays shared
         modules = quantizable_linears(copy.model)
         if not modules:
             return skipped(self, loaded, "no Linear layers inside decoder blocks to quantize", started)
@@ -75,7 +79,7 @@ class QuantRTN(Attack):
         for _, linear in modules:
             new = rtn_quantize_dequantize(linear.weight, bits, group_size, symmetric)
             change += float((new - linear.weight).abs().sum())
-            linear.weight.copy_(new)
+            linear.weight = torch.nn.Parameter(new, requires_grad=False)
             weights += new.numel()
             per_channel += int(group_size <= 0 or group_size >= new.shape[1])
         applied = {
@@ -94,7 +98,7 @@ class QuantRTN(Attack):
 
 
 class QuantBnB(Attack):
-    """bitsandbytes quantization through transformers' ``BitsAndBytesConfig`` (re-loaded from a temp copy)."""
+    """bitsandbytes quantization through transformers' ``BitsAndBytesConfig``, from the model's tensors in memory."""
 
     name = "quant-bnb"
     summary = "bitsandbytes int8 / nf4 / fp4 weight quantization, loaded through transformers."
@@ -137,11 +141,7 @@ class QuantBnB(Attack):
         device = loaded.device
         dtype_name, device_name = _dtype_name(dtype), str(device)
         try:
-            with _scratch(ctx) as tmp:
-                save_model(loaded, tmp / "input")
-                quantized = load_model(
-                    ModelSpec(str(tmp / "input"), dtype=dtype_name, device=device_name), quantization_config=config
-                )
+            quantized = _quantized_copy(loaded, config)
             _smoke_test(quantized.model, loaded, calibration_texts(ctx.data.retain.items[:1], ctx.prompts)[0])
         except Exception as exc:
             return skipped(self, loaded, f"bitsandbytes {self.params['mode']} load failed: {_first_line(exc)}", started)
@@ -168,6 +168,22 @@ class QuantBnB(Attack):
             "full_precision_linears": left,
         }
         return outcome(self, loaded, [AttackedVariant(quantized)], applied=applied, started=started)
+
+
+def _quantized_copy(loaded: LoadedModel, config) -> LoadedModel:
+    """``loaded`` built again from its own tensors in memory, quantized by transformers under ``config`` (nothing
+    written to disk: a scratch copy's file pages once made the load hold a second model)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        None,
+        config=loaded.model.config,
+        state_dict=loaded.model.state_dict(),
+        dtype=loaded.model.dtype,
+        quantization_config=config,
+        device_map=str(loaded.device),
+    )
+    return LoadedModel(model.eval(), loaded.tokenizer, loaded.fingerprint, loaded.spec)
 
 
 @torch.no_grad()

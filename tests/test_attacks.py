@@ -18,7 +18,7 @@ from auditor.data import load_items
 from auditor.engine.attack_runner import run_attack
 from auditor.errors import UserError
 from auditor.lm.adapters import adapter_bytes, variant_fingerprint
-from auditor.lm.models import fingerprint_module, load_model
+from auditor.lm.models import clone, fingerprint_module, load_model
 from auditor.lm.quant import quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel
 from auditor.plugins import Attack, AttackOutcome, RunContext
@@ -161,6 +161,9 @@ def test_rtn_attack_quantizes_a_copy(tiny):
         assert torch.equal(linear.weight, rtn_quantize_dequantize(original, 4, 32, True))
     assert torch.equal(model.model.embed_tokens.weight, loaded.model.model.embed_tokens.weight)
     assert out.result.variants[0].fingerprint == fingerprint_module(model) != before
+    quantized = sum(linear.weight.untyped_storage().nbytes() for _, linear in quantizable_linears(model))
+    held = _storage_bytes([loaded.model, model])
+    assert held == _storage_bytes([loaded.model]) + quantized  # embeddings, norms and head stay the input's
 
 
 def _bnb_types():
@@ -196,7 +199,7 @@ def test_bnb_missing_import_is_skipped(tiny, monkeypatch):
 
 def test_bnb_full_precision_load_is_never_labelled_quantized(tiny, monkeypatch):
     loaded, ctx = tiny
-    monkeypatch.setattr(quantization, "load_model", lambda spec, quantization_config=None: load_model(spec))
+    monkeypatch.setattr(quantization, "_quantized_copy", lambda loaded, config: clone(loaded))  # config ignored
     out = QuantBnB().apply(loaded, ctx)
     assert out.result.status == "skipped" and "not quantized" in out.result.reason and not out.variants
 

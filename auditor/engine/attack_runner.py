@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.lm.adapters import load_adapter, save_adapter, variant_fingerprint
+from auditor.lm.memory import free_memory
 from auditor.lm.models import LoadedModel, save_model
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.types import AttackResult, VariantRecord
@@ -129,8 +130,11 @@ def run_attack(
     """``attack.apply(loaded, ctx)``, or its cached outcome for the same inputs; ``keep``: see the module doc.
 
     Only outcomes whose variants are all adapters (or none: skipped) are cached.
+    What the attack left behind (a fine-tune's graphs and optimiser, in
+    reference cycles) is collected before the variants are probed.
     """
     outcome = _cached_or_applied(attack, loaded, ctx, cache_dir)
+    free_memory()
     if keep is not None:
         keep_variants(outcome, attack, loaded, keep)
     return outcome
