@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev,gguf]"
+	$(BIN)/pip install --quiet -e ".[dev,gguf,ray]"
 	touch $@
 
 install: $(BIN)/.installed

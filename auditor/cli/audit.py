@@ -12,6 +12,7 @@ import click
 from auditor.cli.common import cache_dir_option, ensure_new_dir, model_options, set_threads, show_progress, spec_of
 from auditor.cli.tools import prompt_format, prompt_options
 from auditor.engine.plan import DEMO_PRESET, PRESETS
+from auditor.engine.pools import ENGINES, require_ray
 from auditor.errors import UserError
 
 
@@ -229,7 +230,16 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     show_default="CPU cores, at most 4",
     help="Methods audited at once, in worker processes that share the CPU threads.",
 )
-def demo(out: str, preset: str, methods: tuple[str, ...], all_methods: bool, cache_dir: str | None, jobs: int) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="local",
+    show_default=True,
+    help="What runs the workers: local processes, or Ray tasks (the ray extra; a cluster when RAY_ADDRESS is set).",
+)
+def demo(
+    out: str, preset: str, methods: tuple[str, ...], all_methods: bool, cache_dir: str | None, jobs: int, engine: str
+) -> None:
     """Install the embedded world, unlearn it with the bundled methods, audit each, write an index report.
 
     By default: the known-answer controls (retrain, noop, idk, quant-hide) and one
@@ -240,8 +250,10 @@ def demo(out: str, preset: str, methods: tuple[str, ...], all_methods: bool, cac
 
     if all_methods and methods:
         raise UserError("--all and --method exclude each other")
+    if engine == "ray":
+        require_ray()
     methods = tuple(METHODS.names()) if all_methods else methods
     set_threads()
     out_dir = ensure_new_dir(out)
-    index = run_demo(out_dir, preset, methods, cache_dir, jobs=jobs, log=click.echo)
+    index = run_demo(out_dir, preset, methods, cache_dir, jobs=jobs, log=click.echo, engine=engine)
     click.echo(f"\nindex report: {index.resolve()}")

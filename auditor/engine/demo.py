@@ -11,10 +11,8 @@ The leaderboard is written as ``OUT/index.html`` and ``OUT/leaderboard.md``
 from __future__ import annotations
 
 import json
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from auditor.engine.audit import run_audit
 from auditor.engine.leaderboard import knowledge_table, leaderboard_rows, markdown_table
 from auditor.engine.orchestrator import AuditConfig
 from auditor.engine.plan import make_plan
+from auditor.engine.pools import worker_pool
 from auditor.engine.unlearn_runner import unlearn_to_dir
 from auditor.files import atomic_write
 from auditor.lm.models import load_model
@@ -190,11 +189,12 @@ def run_demo(
     cache_dir: str | None,
     jobs: int = 1,
     log: Callable[[str], None] = print,
+    engine: str = "local",
 ) -> Path:
     """Run the whole demo and return the path of the index report.
 
-    Two phases in ``jobs`` worker processes, the CPU threads split between
-    them: first the pieces every audit shares (the original, the reference and
+    Two phases in ``jobs`` workers (processes of ``engine``: ``local`` or
+    ``ray``), the CPU threads split between them: first the pieces every audit shares (the original, the reference and
     the attacked reference, split in parts) beside the methods' unlearning runs,
     then one audit per method, which finds the shared pieces stored.
     """
@@ -213,7 +213,7 @@ def run_demo(
     log("What the embedded models know (direct questions):")
     log(knowledge_table(known))
     before = {split: known["original"][split] for split in ("forget", "retain")}
-    entries = _run_phases(DemoJob(out_dir, preset, cache_dir, 1), names, before, jobs, log)
+    entries = _run_phases(DemoJob(out_dir, preset, cache_dir, 1), names, before, jobs, engine, log)
     ordered = [entries[n] for n in names]
     table = markdown_table(leaderboard_rows(ordered))
     atomic_write(out_dir / "leaderboard.md", table + "\n")
@@ -222,14 +222,17 @@ def run_demo(
     return out_dir / "index.html"
 
 
-def _run_phases(job: DemoJob, names: list[str], before: dict, jobs: int, log: Callable[[str], None]) -> dict[str, dict]:
-    """Each method's index entry, the two phases of ``run_demo`` run in ``jobs`` worker processes (here when one)."""
+def _run_phases(
+    job: DemoJob, names: list[str], before: dict, jobs: int, engine: str, log: Callable[[str], None]
+) -> dict[str, dict]:
+    """Each method's index entry, the two phases of ``run_demo`` run by ``jobs`` workers of ``engine``
+    (``auditor.engine.pools``; here when one local worker)."""
     import torch
 
     threads = torch.get_num_threads()
     workers = min(jobs, len(names))
-    log(f"unlearning and auditing {len(names)} methods in {workers} worker process(es) ...")
-    if workers <= 1:
+    log(f"unlearning and auditing {len(names)} methods in {workers} {engine} worker(s) ...")
+    if workers <= 1 and engine == "local":
         job = replace(job, threads=threads)
         shared_part(SharedPart(job, 0, 1), log)
         methods = [MethodJob(name, job, before) for name in names]
@@ -238,11 +241,10 @@ def _run_phases(job: DemoJob, names: list[str], before: dict, jobs: int, log: Ca
         return {method.name: audit_method(method, log) for method in methods}
     job = replace(job, threads=max(1, threads // workers))
     methods = [MethodJob(name, job, before) for name in names]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_libraries) as pool:
-        first = [pool.submit(shared_part, SharedPart(job, part, workers), _print_flushed) for part in range(workers)]
-        first += [pool.submit(unlearn_method, method, _print_flushed) for method in methods]
+    with worker_pool(engine, workers, job.threads, quiet_libraries) as submit:
+        first = [submit(shared_part, SharedPart(job, part, workers), _print_flushed) for part in range(workers)]
+        first += [submit(unlearn_method, method, _print_flushed) for method in methods]
         for future in first:
             future.result()
-        audits = {method.name: pool.submit(audit_method, method, _print_flushed) for method in methods}
+        audits = {method.name: submit(audit_method, method, _print_flushed) for method in methods}
         return {name: future.result() for name, future in audits.items()}
