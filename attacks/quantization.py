@@ -176,7 +176,7 @@ def _quantized_copy(loaded: LoadedModel, config) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        None,
+        None,  # type: ignore[arg-type]  # no path: the weights come from state_dict (transformers allows it)
         config=loaded.model.config,
         state_dict=loaded.model.state_dict(),
         dtype=loaded.model.dtype,
