@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.lm.adapters import load_adapter, save_adapter, variant_fingerprint
-from auditor.lm.memory import free_memory
+from auditor.lm.memory import free_memory_of_large
 from auditor.lm.models import LoadedModel, save_model
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.types import AttackResult, VariantRecord
@@ -131,10 +131,11 @@ def run_attack(
 
     Only outcomes whose variants are all adapters (or none: skipped) are cached.
     What the attack left behind (a fine-tune's graphs and optimiser, in
-    reference cycles) is collected before the variants are probed.
+    reference cycles) is collected before the variants are probed (from
+    ``LARGE_MODEL`` parameters on).
     """
     outcome = _cached_or_applied(attack, loaded, ctx, cache_dir)
-    free_memory()
+    free_memory_of_large(loaded.model)
     if keep is not None:
         keep_variants(outcome, attack, loaded, keep)
     return outcome

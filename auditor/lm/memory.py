@@ -46,6 +46,16 @@ def free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def free_memory_of_large(model) -> None:
+    """``free_memory`` when ``model`` has ``models.LARGE_MODEL`` parameters or more: after a step that left
+    garbage the size of activations (a fine-tune, an attack). A smaller model's garbage is a few MB, and a
+    collection (0.1-0.2 s) after every step of the embedded world's demo would cost more than it frees."""
+    from auditor.lm.models import LARGE_MODEL
+
+    if sum(p.numel() for p in model.parameters()) >= LARGE_MODEL:
+        free_memory()
+
+
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")  # writing "5" resets the peak resident memory (Linux 4.0 on)
 _earlier_peak = 0  # bytes: the highest peak before the window was last reset

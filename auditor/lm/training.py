@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from auditor.lm.head import logits_at
-from auditor.lm.memory import free_memory
+from auditor.lm.memory import free_memory_of_large
 from auditor.lm.rollback import Rollback
 from auditor.lm.sampling import Batch, StreamSampler
 from auditor.lm.tokens import encode_pair, encode_spans, pad_token_id
@@ -221,7 +221,7 @@ def train(
     model = _finish(model, config, was_training)
     report = TrainReport(model, done, seen, time.perf_counter() - start, losses, stop_reason, backoffs)
     del optimizer, scheduler, rollback
-    free_memory()  # the run's graphs and optimiser state, held in reference cycles, go before anything follows
+    free_memory_of_large(model)  # the run's graphs and optimiser state, held in reference cycles
     return report
 
 
