@@ -173,10 +173,8 @@ class QuantBnB(Attack):
 def _quantized_copy(loaded: LoadedModel, config) -> LoadedModel:
     """``loaded`` built again from its own tensors in memory, quantized by transformers under ``config`` (nothing
     written to disk: a scratch copy's file pages once made the load hold a second model)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        None,  # type: ignore[arg-type]  # no path: the weights come from state_dict (transformers allows it)
+    model = type(loaded.model).from_pretrained(  # its own class: the Auto class looks for remote code at a path
+        None,  # no path: the weights come from state_dict (transformers allows it)
         config=loaded.model.config,
         state_dict=loaded.model.state_dict(),
         dtype=loaded.model.dtype,
