@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from auditor.lm.head import chunked_logprobs, states_at
+from auditor.lm.head import chunked_logprobs, identity, states_at
 from auditor.lm.teacher_forcing import (
     MAX_BATCH_ROWS,
     MAX_BATCH_TOKENS,
@@ -215,7 +215,7 @@ def _score_continuations(model, cache, first_logits, attention, last, rows: list
     states, head = states_at(model, r[later], t[later] - 1, **inputs)
     logp[later] = chunked_logprobs(model, states, head, targets[later])[0]
     firsts = first_logits[index[r[~later]]]
-    logp[~later] = chunked_logprobs(model, firsts, lambda logits: logits, targets[~later])[0]
+    logp[~later] = chunked_logprobs(model, firsts, identity, targets[~later])[0]
     token_logp, target_ids = logp.cpu().double().numpy(), targets.cpu().numpy()
     ends = np.cumsum(torch.bincount(r.cpu(), minlength=len(conts)).numpy())
     return [

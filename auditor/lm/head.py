@@ -37,13 +37,18 @@ def _head_splits(model, ids: torch.Tensor) -> bool:
     return split.shape == full.shape and torch.allclose(split, full, rtol=tolerance, atol=tolerance)
 
 
+def identity(logits: torch.Tensor) -> torch.Tensor:
+    """The head of states that are already logits."""
+    return logits
+
+
 def states_at(model, rows: torch.Tensor, positions: torch.Tensor, **inputs) -> tuple[torch.Tensor, Callable]:
     """What gives the logits at the (row, position) pairs of a forward pass on ``inputs``: the last hidden states
     there and the output head, or, for a model whose head does not split off, the logits there and the identity."""
     if model not in _HEAD_SPLITS:
         _HEAD_SPLITS[model] = _head_splits(model, inputs["input_ids"])
     if not _HEAD_SPLITS[model]:
-        return model(**inputs).logits[rows, positions], lambda logits: logits
+        return model(**inputs).logits[rows, positions], identity
     hidden = model.get_decoder()(**inputs).last_hidden_state
     return hidden[rows, positions], model.get_output_embeddings()
 
