@@ -172,12 +172,29 @@ def _bnb_types():
     return {"nf4": bnb.nn.Linear4bit, "fp4": bnb.nn.Linear4bit, "int8": bnb.nn.Linear8bitLt}
 
 
+def _bnb_kernels_run(mode: str) -> bool:
+    """Whether bitsandbytes quantizes a CPU tensor here in ``mode`` (then the attack has no reason to skip)."""
+    try:
+        import bitsandbytes as bnb
+
+        if mode == "int8":
+            bnb.functional.int8_vectorwise_quant(torch.randn(64, 64).half())
+        else:
+            bnb.functional.quantize_4bit(torch.randn(64, 64), quant_type=mode)
+    except Exception:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("mode", ["nf4", "int8"])
 def test_bnb_really_quantizes_or_says_why(tiny, mode):
     loaded, ctx = tiny
+    before = fingerprint_module(loaded.model)
     out = QuantBnB(mode=mode).apply(loaded, ctx)
+    assert fingerprint_module(loaded.model) == before  # built from the input's own tensors, which stay as they were
     if out.result.status == "skipped":
         assert out.result.reason and not out.variants
+        assert not _bnb_kernels_run(mode), f"bitsandbytes runs here, yet the attack was skipped: {out.result.reason}"
         return
     model = out.variants[0].model.model
     kind = _bnb_types()[mode]
@@ -187,7 +204,7 @@ def test_bnb_really_quantizes_or_says_why(tiny, mode):
     with torch.no_grad():
         diff = (model(ids).logits - loaded.model(ids).logits).abs().max().item()
     assert 0 < diff < 1.0  # it runs, close to the original but not equal
-    assert not list(ctx.work_dir.iterdir())  # the temporary copy is gone
+    assert not list(ctx.work_dir.iterdir())  # nothing written to disk
 
 
 def test_bnb_missing_import_is_skipped(tiny, monkeypatch):
