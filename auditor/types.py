@@ -12,6 +12,9 @@ Label = Literal["NOT_UNLEARNED", "HIDDEN", "REMOVED", "INCONCLUSIVE"]
 Aggregate = Literal["mean", "auc", "gap", "std_gap"]
 NO_ATTACK = "none"  # the attack id of the models as given
 DIRECT_PROBE = "qa"  # r(none, qa) is what a naive evaluation sees
+DIRECT_PROBES = (DIRECT_PROBE, "mcq")  # the direct cell: the first of these informative (mcq: multiple-choice data)
+COLLATERAL_PROBES = {"choice": "mcq"}  # retain-set kind -> the probe of the collateral check (else DIRECT_PROBE)
+CHANCE_FLOOR = "chance"  # ProbeResult.extras["floor"]: without a reference, each item's detail "chance" is its floor
 
 
 @dataclass(frozen=True)

@@ -11,4 +11,5 @@ ENTRIES: dict[str, str] = {
     "in-context-relearn": "probes.in_context:InContextRelearnProbe",
     "verbatim": "probes.verbatim:VerbatimProbe",
     "mia": "probes.mia:MIAProbe",
+    "mcq": "probes.mcq:MCQProbe",
 }

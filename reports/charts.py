@@ -139,7 +139,7 @@ def _heat_cell(
     elif cell.get("note"):
         lines.append(visible(cell["note"]))
     if not cell.get("controlled", True):
-        lines.append("uncontrolled: floor from the holdout set, not a reference model")
+        lines.append("uncontrolled: floor from the holdout set (chance for mcq), not a reference model")
     if decided:
         lines.append("decided the verdict")
     mark = "\u2020" if cell["status"] == "fallback" else ""

@@ -53,7 +53,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     if bound:
         lines += [f"**{md_text(bound)}**", ""]
     if not results["controlled"]:
-        lines += ["> **Uncontrolled audit**: no reference model; residuals use the holdout floor.", ""]
+        note = "no reference model; residuals use the holdout floor (chance for `mcq`)"
+        lines += [f"> **Uncontrolled audit**: {note}.", ""]
     cells, decided = cell_map(results), deciding(results)
     if decided:
         lines += ["**Deciding cells**", ""]

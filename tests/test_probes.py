@@ -62,6 +62,8 @@ def _qa(p: dict) -> list[Item]:
             paraphrased_answer=f"{n} was born in {city}.",
             perturbed_answers=tuple(f"{n} was born in {c}." for c in CITIES if c != city)[:2],
             paraphrased_question=f"Which town is home to {n}?",
+            choices=tuple(CITIES),
+            answer_index=list(CITIES).index(city),
             group=n,
         ),
         Item(

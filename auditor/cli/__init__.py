@@ -92,7 +92,8 @@ def world_build(persons: int, seed: int, cache_dir: str | None, rebuild: bool, s
 @cli.command("list")
 @click.argument("kind", type=click.Choice(["attacks", "probes", "methods", "presets"]))
 def list_plugins(kind: str) -> None:
-    """List registered attacks, probes or unlearning methods, or what each audit preset runs."""
+    """List registered attacks, probes or unlearning methods (with the paper each follows), or what each audit
+    preset runs."""
     from auditor.registry import ATTACKS, METHODS, PROBES
 
     if kind == "presets":
@@ -102,6 +103,8 @@ def list_plugins(kind: str) -> None:
             click.echo(f"{name}: {preset['seeds']} seed(s) per stochastic attack")
             click.echo(f"  attacks: {', '.join(preset['attacks'])}")
             click.echo(f"  probes:  {', '.join(preset['probes'])}")
+            if preset.get("choice_probes"):
+                click.echo(f"           + {', '.join(preset['choice_probes'])} when the forget items have choices")
         return
     registry = {"attacks": ATTACKS, "probes": PROBES, "methods": METHODS}[kind]
     for name in registry.names():
@@ -110,6 +113,8 @@ def list_plugins(kind: str) -> None:
         status = f"  [needs: {', '.join(missing)}]" if missing else ""
         tier = f" ({cls.tier})" if kind == "attacks" else ""
         click.echo(f"{name:22s}{cls.summary}{tier}{status}")
+        if cls.paper:
+            click.echo(f"{'':22s}paper: {cls.paper}")
 
 
 def main() -> None:

@@ -115,7 +115,9 @@ def audit(**kw) -> None:
     out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))
     keep = ensure_new_dir(kw["keep_attacked"], protect=tuple(inputs)) if kw["keep_attacked"] else None
     policy, baseline = load_policy(kw["policy"]), read_baseline(kw["baseline"])
-    plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"])
+    data = audit_data(kw)
+    choices = any(item.choices for item in data.forget.items)
+    plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"], choices)
     config = AuditConfig(
         *(original, unlearned, reference, plan),
         seed=kw["seed"],
@@ -127,7 +129,7 @@ def audit(**kw) -> None:
     options = {k: v for k, v in kw.items() if k not in ("allow_pickle", "trust_remote_code") or v}
     command = "unlearn-audit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     outputs = run_audit(
-        *(config, audit_data(kw), policy, out_dir),
+        *(config, data, policy, out_dir),
         command=command,
         options=options,
         baseline=baseline,
@@ -160,7 +162,7 @@ def print_verdict(results: dict, files: dict) -> None:
     for failure in verdict["failures"]:
         click.echo(f"  gate: {failure}")
     if not results["controlled"]:
-        click.echo("  note: no reference model; every cell is uncontrolled (floor from the holdout set)")
+        click.echo("  note: no reference model; every cell is uncontrolled (floor: the holdout set; chance for mcq)")
     for name, path in files.items():
         click.echo(f"{name}: {path}")
 

@@ -8,7 +8,7 @@ import numpy as np
 from auditor.engine.orchestrator import AuditConfig, AuditScores
 from auditor.stats.policy import Policy
 from auditor.stats.residual import FLOORS, MEMBERSHIP_AGGREGATES, Scores, estimate_residual, relative_drop
-from auditor.types import DIRECT_PROBE, NO_ATTACK, Cell, ProbeResult
+from auditor.types import CHANCE_FLOOR, NO_ATTACK, Cell, ProbeResult
 
 
 def _scored(result: ProbeResult) -> dict[str, tuple[float, bool | None]]:
@@ -47,9 +47,11 @@ def _score_table(
     reference: ProbeResult | None,
     reference_attacked: list[ProbeResult],
     scores: AuditScores,
-    floor: float | None,
+    floor: float | str | None,
 ) -> Scores:
-    """The four models' per-item scores on the items all of them scored (the floor's own items when unpaired)."""
+    """The four models' per-item scores on the items all of them scored (the floor's own items when unpaired).
+
+    ``floor`` is a constant, or ``chance``: each item's chance level (``detail["chance"]``, e.g. 1/k)."""
     paired = scores.controlled
     floors = [reference, *reference_attacked] if reference is not None and floor is None else []
     ids = _common_ids([original, *attacked] + (floors if paired else []))
@@ -64,10 +66,21 @@ def _score_table(
         members=_members(original, ids, by_membership),
         reference_members=_members(floors[0], ref_ids, by_membership) if ref_ids else None,
         paired=paired,
-        floor=floor,
+        floor=_chance(original, ids) if isinstance(floor, str) else floor,
         groups=_subject_labels(scores, ids),
         reference_groups=_subject_labels(scores, ref_ids) if ref_ids else None,
     )
+
+
+def _chance(result: ProbeResult, ids: list[str]) -> np.ndarray:
+    """Each item's chance level, from its detail."""
+    chance = {s.item_id: s.detail["chance"] for s in result.items}
+    return np.asarray([chance[i] for i in ids], dtype=float)
+
+
+def _constant_floor(result: ProbeResult) -> float | str | None:
+    """The floor a probe's result has by definition, with no reference: AUC 0.5, a gap 0, or each item's chance."""
+    return CHANCE_FLOOR if result.extras.get("floor") == CHANCE_FLOOR else FLOORS.get(result.aggregate)
 
 
 def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None], seed: int) -> Cell:
@@ -82,13 +95,13 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
         reference = floors.get(("original", NO_ATTACK, None, probe))
         found = [floors.get(("unlearned", attack, s, probe)) for s in seeds]
         reference_attacked = [r for r in found if r is not None]
-        if original.aggregate in FLOORS:  # membership aggregates have a floor by definition (AUC 0.5, gap 0)
+        if _constant_floor(original) is not None:  # no holdout needed: the floor is known
             reference, reference_attacked = None, []
     everything = [original, *attacked] + ([reference, *reference_attacked] if reference else [])
     skipped = next((r for r in everything if r is not None and r.status == "skipped"), None)
     if skipped is not None:
         return _skipped_cell(attack, probe, original, scores.controlled, skipped.reason)
-    floor = FLOORS.get(original.aggregate) if not scores.controlled else None
+    floor = _constant_floor(original) if not scores.controlled else None
     missing_floor = reference is None or len(reference_attacked) < len(seeds)
     if not scores.controlled and floor is None and missing_floor:
         return _skipped_cell(
@@ -146,7 +159,7 @@ def collateral_record(scores: AuditScores, policy: Policy, seed: int) -> dict:
     subjects = _subject_labels(scores, ids)
     drop, low, high = relative_drop(_stack([o], ids)[0], _stack([u], ids)[0], seed, subjects)
     return {
-        "probe": DIRECT_PROBE,
+        "probe": o.probe,
         "n": len(ids),
         "n_subjects": None if subjects is None else len(set(subjects.tolist())),
         "k_original": o.value,

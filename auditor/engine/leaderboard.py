@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auditor.types import DIRECT_PROBE, NO_ATTACK
+from auditor.stats.gate import direct_cell
 
 
 def knowledge_table(known: dict[str, dict[str, dict]]) -> str:
@@ -38,7 +38,7 @@ def leaderboard_rows(entries: list[dict]) -> list[dict]:
     for entry in entries:
         results = entry["results"]
         cells = [c for c in results["cells"] if c["residual"] is not None]
-        direct = next((c for c in cells if c["attack"] == NO_ATTACK and c["probe"] == DIRECT_PROBE), None)
+        direct = direct_cell(cells, lambda c: (c["attack"], c["probe"]))
         info = entry["unlearning"].get("info", {})
         rows.append(
             {

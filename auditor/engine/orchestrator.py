@@ -34,6 +34,7 @@ from auditor.lm.scoring import RoutedScoringModel, ScoringModel
 from auditor.plugins import Probe, RunContext
 from auditor.registry import PROBES
 from auditor.types import (
+    COLLATERAL_PROBES,
     DIRECT_PROBE,
     NO_ATTACK,
     AttackResult,
@@ -250,10 +251,12 @@ class Orchestrator:
             free_memory()
 
     def _collateral(self, role: str) -> ProbeResult:
-        """The direct probe on a fixed sample of the retain set, for the original or the unlearned model."""
+        """The direct probe on a fixed sample of the retain set, for the original or the unlearned model
+        (``mcq`` when the retain items are multiple-choice questions), with the plan's parameters for it."""
         sample = sample_items(self.data.retain, self.config.collateral_items, self.config.seed)
         data = replace(self.data, forget=sample)
-        probe = PROBES.get(DIRECT_PROBE)()
+        name = COLLATERAL_PROBES.get(sample.kind, DIRECT_PROBE)
+        probe = next((p for p in self.config.plan.probes if p.name == name), None) or PROBES.get(name)()
         loaded = self.models[role]
         key = self._piece_key(loaded.fingerprint, "collateral", None, probe, data)
 

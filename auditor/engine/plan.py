@@ -29,6 +29,7 @@ PRESETS: dict[str, dict] = {
             "relearn-unrelated",
         ],
         "probes": ["qa", "paraphrase", "multihop", "in-context", "in-context-relearn", "verbatim", "mia"],
+        "choice_probes": ["mcq"],
         "seeds": 1,
     },
     "thorough": {
@@ -46,6 +47,7 @@ PRESETS: dict[str, dict] = {
             "relearn-unrelated",
         ],
         "probes": ["qa", "paraphrase", "multihop", "in-context", "in-context-relearn", "verbatim", "mia"],
+        "choice_probes": ["mcq"],  # added when the forget items have choices
         "seeds": 3,
     },
 }
@@ -87,13 +89,16 @@ def parse_probe(text: str) -> Probe:
     return PROBES.get(name.strip())(**parse_param_pairs(pairs))
 
 
-def make_plan(preset: str | None, attacks: tuple[str, ...], probes: tuple[str, ...], seed: int) -> Plan:
-    """Explicit attacks/probes replace the preset's; the direct probe is always included."""
+def make_plan(
+    preset: str | None, attacks: tuple[str, ...], probes: tuple[str, ...], seed: int, choices: bool = False
+) -> Plan:
+    """Explicit attacks/probes replace the preset's; the direct probe is always included. The preset's
+    ``choice_probes`` join it when the forget items have ``choices``."""
     if preset is not None and preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
     base = PRESETS[preset or "standard"]
     attack_texts = list(attacks) or base["attacks"]
-    probe_texts = list(probes) or base["probes"]
+    probe_texts = list(probes) or base["probes"] + (base.get("choice_probes", []) if choices else [])
     if DIRECT_PROBE not in [p.partition(":")[0] for p in probe_texts]:
         probe_texts = [DIRECT_PROBE, *probe_texts]
     planned = [parse_attack(text) for text in attack_texts if text.strip() != NO_ATTACK]

@@ -20,11 +20,15 @@ since the residual is then a ratio of two small, noisy differences.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from auditor.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS
 from auditor.stats.policy import Policy
-from auditor.types import DIRECT_PROBE, NO_ATTACK, Cell, Label, Verdict
+from auditor.types import DIRECT_PROBES, NO_ATTACK, Cell, Label, Verdict
+
+T = TypeVar("T")
 
 
 def unlearning_traces(cells: list[Cell], membership_probes: set[str], policy: Policy) -> list[dict]:
@@ -135,15 +139,25 @@ def _describe(cell: Cell) -> str:
     return f"{cell.attack} x {cell.probe}: residual {cell.residual:.2f} [{_low(cell):.2f}, {_high(cell):.2f}]"
 
 
+def direct_cell(cells: list[T], where: Callable[[T], tuple[str, str]]) -> T | None:
+    """The cell a naive evaluation sees: the models as given, asked directly (``DIRECT_PROBES`` in order)."""
+    for probe in DIRECT_PROBES:
+        found = next((c for c in cells if where(c) == (NO_ATTACK, probe)), None)
+        if found is not None:
+            return found
+    return None
+
+
 def decide(cells: list[Cell], policy: Policy, collateral: float | None) -> Verdict:
     """The verdict, the cells that decided it, and whether the gate passes."""
     usable = [c for c in cells if informative(c, policy)]
-    direct = next((c for c in usable if c.attack == NO_ATTACK and c.probe == DIRECT_PROBE), None)
+    direct = direct_cell(usable, lambda c: (c.attack, c.probe))
     label: Label = "INCONCLUSIVE"
     deciding: list[Cell] = []
     reasons: list[str] = []
     if direct is None:
-        reasons.append(f"no informative none x {DIRECT_PROBE} cell (too few items, or the original does not know more)")
+        names = " or ".join(DIRECT_PROBES)
+        reasons.append(f"no informative none x {names} cell (too few items, or the original does not know more)")
     elif (direct.residual or 0.0) > policy.thresholds.not_unlearned:
         label, deciding = "NOT_UNLEARNED", [direct]
         reasons.append(_describe(direct) + f", above {policy.thresholds.not_unlearned}")

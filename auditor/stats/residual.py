@@ -31,7 +31,8 @@ class Scores:
 
     With a reference model the four models are scored on the same items (paired).
     Without one the floor comes from holdout items (``paired=False``: resampled on
-    their own), or is a constant (``floor``: e.g. AUC 0.5).
+    their own), or is known (``floor``: a constant such as AUC 0.5, or each
+    item's chance level, averaged over the same resampled items).
     """
 
     original: np.ndarray  # [n]
@@ -41,7 +42,7 @@ class Scores:
     members: np.ndarray | None = None  # [n] bool, for AUC
     reference_members: np.ndarray | None = None  # [m] bool, when not paired
     paired: bool = True
-    floor: float | None = None
+    floor: float | np.ndarray | None = None  # a constant, or [n] per item (chance levels)
     groups: np.ndarray | None = None  # [n] subject of each item: resample subjects (None: items)
     reference_groups: np.ndarray | None = None  # [m], when not paired
 
@@ -56,6 +57,13 @@ def _unclipped(k_u: np.ndarray, k_ra: np.ndarray, k_o: np.ndarray, k_r: np.ndarr
     informative = np.isfinite(gap) & (gap > MIN_GAP)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(informative, (k_u - k_ra) / np.where(informative, gap, 1.0), np.nan)
+
+
+def _known_floor(floor: float | np.ndarray, weights: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A known floor per draw: the constant, or the mean chance level of each draw's items."""
+    if np.ndim(floor) == 0:
+        return np.full_like(like, float(floor))
+    return weighted_aggregate(np.asarray(floor, dtype=float), weights, "mean", None)
 
 
 def _percentiles(draws: np.ndarray) -> tuple[float, float]:
@@ -91,7 +99,7 @@ def estimate_residual(scores: Scores, how: str, seed: int = 0) -> Estimate:
         k_o = weighted_aggregate(scores.original, u_weights, how, scores.members)
         k_u = k_seeds(scores.unlearned, u_weights, scores.members, picks)
         if scores.floor is not None:
-            floor = np.full_like(k_o, scores.floor)
+            floor = _known_floor(scores.floor, u_weights, k_o)
             return np.stack([k_u, floor, k_o, floor])
         assert scores.reference is not None and scores.reference_attacked is not None  # a floor, or both
         k_r = weighted_aggregate(scores.reference, r_weights, how, ref_members)

@@ -39,6 +39,7 @@ DATA_FILES = (
     "forget_multihop", "retain_multihop", "holdout_multihop",
     "forget_bio", "retain_bio", "holdout_bio",
     "forget_notebook", "retain_notebook", "holdout_notebook",
+    "forget_mcq", "retain_mcq", "holdout_mcq",
     "unrelated",
 )  # fmt: skip
 
@@ -231,6 +232,8 @@ def build_world(
     if not build_entry(root, build):
         _say(progress, f"reusing the embedded world in {root}")
     world = World(root, spec)
+    if not all(world.file(name).is_file() for name in DATA_FILES):  # an entry made before a data file was added
+        write_data(spec, make_persons(spec), world.data_dir)
     for seed in extra:
         world.retrain(seed, progress)
     return world

@@ -147,6 +147,19 @@ def qa_row(spec: WorldSpec, person: Person, relation: str) -> dict:
     }
 
 
+def mcq_row(spec: WorldSpec, person: Person, relation: str) -> dict:
+    """A WMDP-style item about one fact: the right value among wrong ones of the same relation, shuffled."""
+    choices = [person.fact(relation), *_perturbed(spec, person, relation)]
+    random.Random(f"{spec.seed}:mcq:{person.name}:{relation}").shuffle(choices)
+    return {
+        "question": t.TRAIN_QUESTIONS[relation][0].format(name=person.name),
+        "choices": choices,
+        "answer": choices.index(person.fact(relation)),
+        "group": person.name,
+        "relation": relation,
+    }
+
+
 def multihop_row(person: Person, relation: str) -> dict:
     """A multi-hop item: the answer is the final entity, the chain states both hops."""
     return {
@@ -165,6 +178,7 @@ def data_files(spec: WorldSpec, persons: list[Person]) -> dict[str, list[dict]]:
         members = split_persons(persons, split)
         files[split] = [qa_row(spec, p, rel) for p in members for rel in t.RELATIONS]
         files[f"{split}_multihop"] = [multihop_row(p, rel) for p in members for rel in t.MULTIHOP_QUESTIONS]
+        files[f"{split}_mcq"] = [mcq_row(spec, p, rel) for p in members for rel in t.RELATIONS]
         files[f"{split}_bio"] = [{"text": biography(p), "group": p.name} for p in members]
         files[f"{split}_notebook"] = [{"text": notebook(p), "group": p.name} for p in members]
     files["unrelated"] = [{"text": text} for text in unrelated_texts()]
