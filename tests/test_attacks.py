@@ -19,10 +19,10 @@ from auditor.engine.attack_runner import run_attack
 from auditor.errors import UserError
 from auditor.lm.adapters import adapter_bytes, variant_fingerprint
 from auditor.lm.models import clone, fingerprint_module, load_model
-from auditor.lm.quant import quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
+from auditor.lm.quant import RTNLinear, quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel
 from auditor.plugins import Attack, AttackOutcome, RunContext
-from auditor.registry import ATTACKS, METHODS
+from auditor.registry import ATTACKS
 from auditor.stats.metrics import contains_answer
 from auditor.types import AuditData, Item, ItemSet, ModelSpec
 from auditor.world.tokenizer import train_tokenizer
@@ -164,6 +164,47 @@ def test_rtn_attack_quantizes_a_copy(tiny):
     quantized = sum(linear.weight.untyped_storage().nbytes() for _, linear in quantizable_linears(model))
     held = _storage_bytes([loaded.model, model])
     assert held == _storage_bytes([loaded.model]) + quantized  # embeddings, norms and head stay the input's
+
+
+@pytest.mark.parametrize(("bits", "group_size", "symmetric"), GRIDS)
+def test_rtn_linear_rebuilds_the_dequantized_weight_bit_for_bit(bits, group_size, symmetric):
+    torch.manual_seed(bits + group_size)
+    linear = torch.nn.Linear(200, 12)
+    compact = RTNLinear(linear, bits, group_size, symmetric)
+    assert torch.equal(compact.weight, rtn_quantize_dequantize(linear.weight, bits, group_size, symmetric))
+    assert compact.levels.element_size() <= 2 and compact.bias is linear.bias
+    x = torch.randn(3, 200)
+    assert torch.equal(compact(x), torch.nn.functional.linear(x, compact.weight, linear.bias))
+
+
+def test_compact_rtn_gives_the_dense_model_in_less_memory(tiny, tmp_path):
+    loaded, ctx = tiny
+    dense = QuantRTN(bits=4, group_size=32, storage="dense").apply(loaded, ctx).variants[0].model
+    out = QuantRTN(bits=4, group_size=32, storage="compact").apply(loaded, ctx)
+    compact = out.variants[0].model
+    assert out.result.applied["storage"].startswith("compact") and out.result.applied["modules"] == 14
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    with torch.no_grad():
+        assert torch.equal(compact.model(input_ids=ids).logits, dense.model(input_ids=ids).logits)
+    base = _storage_bytes([loaded.model])
+    assert (
+        _storage_bytes([loaded.model, compact.model]) - base < (_storage_bytes([loaded.model, dense.model]) - base) / 2
+    )
+    assert isinstance(dict(compact.model.named_modules())["model.layers.0.mlp.up_proj"], RTNLinear)
+    saved = tmp_path / "kept"
+    run_attack(QuantRTN(bits=4, group_size=32, storage="compact"), loaded, ctx, None, saved)
+    reloaded = load_model(ModelSpec(str(saved / "main")))  # saved with float weights: a plain model again
+    with torch.no_grad():
+        assert torch.equal(reloaded.model(input_ids=ids).logits, dense.model(input_ids=ids).logits)
+
+
+def test_rtn_storage_follows_the_model_size(tiny, monkeypatch):
+    loaded, ctx = tiny
+    assert QuantRTN().apply(loaded, ctx).result.applied["storage"].startswith("dense")  # a tiny model: speed
+    monkeypatch.setattr("attacks.quantization.LARGE_MODEL", 1)  # as a large model is
+    assert QuantRTN().apply(loaded, ctx).result.applied["storage"].startswith("compact")
+    with pytest.raises(UserError, match="storage must be one of"):
+        QuantRTN(storage="sparse")
 
 
 def _bnb_types():
@@ -369,7 +410,7 @@ def _routed(outcome: AttackOutcome) -> RoutedScoringModel:
 
 @pytest.fixture(scope="module")
 def world_setup(world, tmp_path_factory):
-    """The world's original and reference models, its data, a context, and the two controls."""
+    """The world's original and reference models, and a context on its data."""
     original = load_model(ModelSpec(str(world.original), dtype="float32", device="cpu"))
     reference = load_model(ModelSpec(str(world.reference), dtype="float32", device="cpu"))
     data = AuditData(
@@ -382,12 +423,12 @@ def world_setup(world, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def controls(world_setup):
-    original, _, ctx = world_setup
-    forget, retain = ctx.data.forget, ctx.data.retain
-    idk = METHODS.get("idk")().unlearn(original, forget, retain, ctx).model
-    hide = METHODS.get("quant-hide")().unlearn(original, forget, retain, ctx).model
-    return {"idk": idk, "quant-hide": hide}
+def control_models(controls):
+    """The ``idk`` and ``quant-hide`` controls (shared with the audit tests), loaded."""
+    return {
+        name: load_model(ModelSpec(str(controls[name]), dtype="float32", device="cpu"))
+        for name in ("idk", "quant-hide")
+    }
 
 
 @pytest.mark.slow
@@ -407,15 +448,15 @@ def test_rtn_bits_order_the_logit_change(world_setup):
 
 
 @pytest.mark.slow
-def test_relearn_forget_on_world(world_setup, controls):
+def test_relearn_forget_on_world(world_setup, control_models):
     original, reference, ctx = world_setup
     items = ctx.data.forget.items
     attack = RelearnForget()
     acc_original = _accuracy(ScoringModel(original), items, ctx)
     acc_reference = _accuracy(ScoringModel(reference), items, ctx)
     attacked_reference = _accuracy(_routed(attack.apply(reference, ctx)), items, ctx)
-    acc_idk = _accuracy(ScoringModel(controls["idk"]), items, ctx)
-    attacked_idk = _accuracy(_routed(attack.apply(controls["idk"], ctx)), items, ctx)
+    acc_idk = _accuracy(ScoringModel(control_models["idk"]), items, ctx)
+    attacked_idk = _accuracy(_routed(attack.apply(control_models["idk"], ctx)), items, ctx)
     print(
         f"relearn-forget: O {acc_original:.2f}, Ref {acc_reference:.2f} -> {attacked_reference:.2f}, "
         f"idk {acc_idk:.2f} -> {attacked_idk:.2f}"
@@ -426,13 +467,15 @@ def test_relearn_forget_on_world(world_setup, controls):
 
 
 @pytest.mark.slow
-def test_quant_rtn_on_world(world_setup, controls):
+def test_quant_rtn_on_world(world_setup, control_models):
     original, reference, ctx = world_setup
     items = ctx.data.forget.items
     attack = QuantRTN(bits=4)
     acc_original = _accuracy(ScoringModel(original), items, ctx)
-    acc_hide = _accuracy(ScoringModel(controls["quant-hide"]), items, ctx)
-    attacked_hide = _accuracy(ScoringModel(attack.apply(controls["quant-hide"], ctx).variants[0].model), items, ctx)
+    acc_hide = _accuracy(ScoringModel(control_models["quant-hide"]), items, ctx)
+    attacked_hide = _accuracy(
+        ScoringModel(attack.apply(control_models["quant-hide"], ctx).variants[0].model), items, ctx
+    )
     acc_reference = _accuracy(ScoringModel(reference), items, ctx)
     attacked_reference = _accuracy(ScoringModel(attack.apply(reference, ctx).variants[0].model), items, ctx)
     print(

@@ -33,6 +33,7 @@ from typing import Any
 from auditor.lm.adapters import load_adapter, save_adapter, variant_fingerprint
 from auditor.lm.memory import free_memory_of_large
 from auditor.lm.models import LoadedModel, save_model
+from auditor.lm.quant import dense_rtn
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.types import AttackResult, VariantRecord
 
@@ -114,7 +115,8 @@ def save_variant(variant: AttackedVariant, attack: Attack, loaded: LoadedModel, 
         return True
     if not attack.reloadable:
         return False
-    save_model(variant.model, out, protect=tuple(p for p in (loaded.spec.path, loaded.spec.adapter) if p))
+    dense = dataclasses.replace(variant.model, model=dense_rtn(variant.model.model))  # float weights, loadable
+    save_model(dense, out, protect=tuple(p for p in (loaded.spec.path, loaded.spec.adapter) if p))
     return True
 
 

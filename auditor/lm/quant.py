@@ -82,6 +82,31 @@ def rtn_quantize_dequantize(
     return _unpad((levels - zero) * scale, weight.shape).to(weight.dtype)
 
 
+class RTNLinear(nn.Module):
+    """A Linear layer that holds its RTN levels (8 or 16-bit integers) and group scales instead of a float weight:
+    the weight ``rtn_quantize_dequantize`` gives, bit for bit, is rebuilt for each forward pass, one layer at a time.
+    The bias is the input layer's own tensor."""
+
+    def __init__(self, linear: nn.Linear, bits: int, group_size: int = 128, symmetric: bool = True):
+        super().__init__()
+        _check_bits(bits)
+        w, _, _ = _padded_groups(linear.weight, group_size)
+        scale, zero, qmin, qmax, _ = _grid(w, bits, symmetric)
+        centred = torch.clamp(torch.round(w / scale) + zero, qmin, qmax) - zero  # integers in [-2^bits, 2^bits]
+        self.register_buffer("levels", centred.to(torch.int8 if bits <= 7 and symmetric else torch.int16))
+        self.register_buffer("scale", scale)
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_shape, self.weight_dtype = linear.weight.shape, linear.weight.dtype
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return _unpad(self.levels.to(torch.float32) * self.scale, self.weight_shape).to(self.weight_dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
 def rtn_bin_bounds(
     weight: torch.Tensor, bits: int, group_size: int = 128, symmetric: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,3 +161,23 @@ def quantizable_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
         if any(name.startswith(prefix) for prefix in block_prefixes):
             chosen.append((name, module))
     return chosen
+
+
+def dense_rtn(model: nn.Module) -> nn.Module:
+    """``model`` with every ``RTNLinear`` as a plain ``nn.Linear`` of its float weight (for saving): a copy of the
+    module tree sharing every other tensor; ``model`` itself when it holds none."""
+    compact = [name for name, module in model.named_modules() if isinstance(module, RTNLinear)]
+    if not compact:
+        return model
+    from auditor.lm.adapters import shared_copy
+
+    dense = shared_copy(model)
+    for name in compact:
+        quantized = dense.get_submodule(name)
+        assert isinstance(quantized, RTNLinear)
+        linear = nn.Linear(quantized.in_features, quantized.out_features, bias=quantized.bias is not None)
+        linear.weight = nn.Parameter(quantized.weight, requires_grad=False)
+        linear.bias = quantized.bias
+        parent, _, child = name.rpartition(".")
+        setattr(dense.get_submodule(parent), child, linear)
+    return dense
