@@ -21,6 +21,8 @@ from auditor.stats.bootstrap import AGGREGATES
 from auditor.types import Aggregate, AttackResult, AuditData, ItemSet, ProbeResult
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from auditor.lm.scoring import TokenStats
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -110,6 +112,13 @@ class LanguageModel(Protocol):
         self, pairs: Sequence[tuple[str, str]], groups: Sequence[str] | None = None, moments: bool = False
     ) -> list[TokenStats | None]:
         """Teacher-forced log-probabilities of each (prompt, answer) pair's answer tokens."""
+        ...
+
+    def answer_ranks(
+        self, pairs: Sequence[tuple[str, str]], groups: Sequence[str] | None = None
+    ) -> list[np.ndarray | None]:
+        """The logit lens: the rank of each answer token at the position before it, read through the final norm
+        and the output head after every layer ([answer tokens, layers] ints; 0 = most likely)."""
         ...
 
     def generate(

@@ -12,4 +12,5 @@ ENTRIES: dict[str, str] = {
     "verbatim": "probes.verbatim:VerbatimProbe",
     "mia": "probes.mia:MIAProbe",
     "mcq": "probes.mcq:MCQProbe",
+    "logit-lens": "probes.logit_lens:LogitLensProbe",
 }

@@ -1,11 +1,20 @@
-"""Shared fixtures: the embedded world, and the one factory of random tiny Llama models."""
+"""Shared fixtures: the embedded world, its data and known-answer controls, and the one factory of random tiny
+Llama models."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from auditor.engine.demo import world_data
+from auditor.engine.unlearn_runner import unlearn_to_dir
+from auditor.lm.models import load_model
+from auditor.plugins import RunContext
+from auditor.registry import METHODS
+from auditor.types import ModelSpec
 from auditor.world import World, build_world
 
 TINY_LLAMA = {
@@ -44,3 +53,30 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "world" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def data(world):
+    """The world's audit data, as the demo reads it."""
+    return world_data(world)
+
+
+class Controls(dict):
+    """The known-answer controls, each unlearned once per session when first asked for."""
+
+    def __init__(self, world, data, root: Path):
+        super().__init__()
+        self.world, self.data, self.root = world, data, root
+
+    def __missing__(self, name: str) -> Path:
+        original = load_model(ModelSpec(str(self.world.original)))
+        ctx = RunContext(data=self.data)
+        unlearn_to_dir(METHODS.get(name)(), original, self.data.forget, self.data.retain, self.root / name, ctx)
+        self[name] = self.root / name
+        return self[name]
+
+
+@pytest.fixture(scope="session")
+def controls(world, data, tmp_path_factory):
+    """Control name -> its model directory, unlearned from the world's original when first asked for."""
+    return Controls(world, data, tmp_path_factory.mktemp("controls"))

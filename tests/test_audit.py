@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from auditor.engine.audit import run_audit
-from auditor.engine.demo import DEMO_METHODS, WORLD_AUDIT_FILES, run_demo, world_data
+from auditor.engine.demo import DEMO_METHODS, WORLD_AUDIT_FILES, run_demo
 from auditor.engine.orchestrator import AuditConfig
 from auditor.engine.plan import DEMO_PRESET, make_plan
 from auditor.engine.unlearn_runner import unlearn_to_dir
@@ -29,31 +29,6 @@ pytestmark = pytest.mark.slow  # every test here audits models of the embedded w
 
 CALIBRATION_PRESET = DEMO_PRESET  # the known-answer controls are audited as `make demo` audits them
 CONTROLS = ("noop", "idk", "quant-hide", "retrain")
-
-
-@pytest.fixture(scope="session")
-def data(world):
-    return world_data(world)
-
-
-class Controls(dict):
-    """The known-answer controls, each unlearned once per session when first asked for."""
-
-    def __init__(self, world, data, root: Path):
-        super().__init__()
-        self.world, self.data, self.root = world, data, root
-
-    def __missing__(self, name: str) -> Path:
-        original = load_model(ModelSpec(str(self.world.original)))
-        ctx = RunContext(data=self.data)
-        unlearn_to_dir(METHODS.get(name)(), original, self.data.forget, self.data.retain, self.root / name, ctx)
-        self[name] = self.root / name
-        return self[name]
-
-
-@pytest.fixture(scope="session")
-def controls(world, data, tmp_path_factory):
-    return Controls(world, data, tmp_path_factory.mktemp("controls"))
 
 
 @pytest.fixture(scope="session")

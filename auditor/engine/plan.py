@@ -46,7 +46,7 @@ PRESETS: dict[str, dict] = {
             "relearn-retain",
             "relearn-unrelated",
         ],
-        "probes": ["qa", "paraphrase", "multihop", "in-context", "in-context-relearn", "verbatim", "mia"],
+        "probes": ["qa", "paraphrase", "multihop", "in-context", "in-context-relearn", "verbatim", "mia", "logit-lens"],
         "choice_probes": ["mcq"],  # added when the forget items have choices
         "seeds": 3,
     },

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 from auditor.lm.budget import automatic_token_cap
 from auditor.lm.generation import generate_scored, greedy_generate, stop_token_ids
+from auditor.lm.lens import answer_ranks, lens_parts
 from auditor.lm.teacher_forcing import (
     MAX_BATCH_ROWS,
     MAX_BATCH_TOKENS,
@@ -70,6 +72,7 @@ class ScoringModel:
         self._stats: dict[tuple[str, str], TokenStats] = {}
         self._texts: dict[tuple[str, int, tuple[str, ...]], str] = {}
         self._lengths: dict[str, int] = {}
+        self._ranks: dict[tuple[str, str], np.ndarray] = {}
         self.sequences_scored = 0  # unique teacher-forced sequences run, for tests and benchmarks
         self.prompts_generated = 0
 
@@ -111,6 +114,21 @@ class ScoringModel:
             self._stats.update(zip(todo, stats, strict=True))
             self.sequences_scored += len(todo)
         return [self._stats[p] for p in pairs]
+
+    def answer_ranks(
+        self, pairs: Sequence[tuple[str, str]], groups: Sequence[str] | None = None
+    ) -> list[np.ndarray | None]:
+        """The logit lens (``auditor.lm.lens``): the rank of each answer token after every layer ([tokens, layers]);
+        None for a pair that does not fit, and for all when the model exposes no lens."""
+        if lens_parts(self.loaded.model) is None:
+            return [None] * len(pairs)
+        fitting = self.fits([p + a for p, a in pairs])
+        todo = list(dict.fromkeys(p for p, ok in zip(pairs, fitting, strict=True) if ok and p not in self._ranks))
+        if todo:
+            model, tokenizer = self.loaded.model, self.loaded.tokenizer
+            ranks = self._fitted(lambda rows, tokens: answer_ranks(model, tokenizer, todo, rows, tokens))
+            self._ranks.update(zip(todo, ranks, strict=True))
+        return [self._ranks[p] if ok else None for p, ok in zip(pairs, fitting, strict=True)]
 
     def generate(
         self,
@@ -244,6 +262,9 @@ class RoutedScoringModel:
 
     def token_stats(self, pairs, groups=None, moments: bool = False) -> list[TokenStats | None]:
         return self._dispatch(list(pairs), groups, lambda s, reqs: s.token_stats(reqs, moments=moments))
+
+    def answer_ranks(self, pairs, groups=None) -> list[np.ndarray | None]:
+        return self._dispatch(list(pairs), groups, lambda s, reqs: s.answer_ranks(reqs))
 
     def generate(self, prompts, max_new_tokens: int = 32, stop=("\n",), groups=None) -> list[str | None]:
         return self._dispatch(list(prompts), groups, lambda s, reqs: s.generate(reqs, max_new_tokens, stop))

@@ -1,0 +1,90 @@
+"""The logit lens: the residual stream after each layer, read through the final norm and the output head.
+
+For each (prompt, answer) pair the kernel gives the rank (0 = most likely) of
+each answer token at the position before it (teacher-forced), once per decoder
+layer (Patil et al. 2023's head projection, there on the first token only). A
+model whose last layers were changed to hide an answer can still rank it first
+in an earlier layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from auditor.lm.teacher_forcing import length_buckets
+from auditor.lm.tokens import encode_pairs, pad_token_id
+
+_NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm")
+_BLOCK_NAMES = ("layers", "h", "blocks")
+
+
+def lens_parts(model) -> tuple[torch.nn.ModuleList, torch.nn.Module, torch.nn.Module] | None:
+    """The decoder's blocks, its final norm and the output head; None where the model does not expose them."""
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    blocks = next(
+        (getattr(decoder, n) for n in _BLOCK_NAMES if isinstance(getattr(decoder, n, None), torch.nn.ModuleList)), None
+    )
+    norm = next(
+        (getattr(decoder, n) for n in _NORM_NAMES if isinstance(getattr(decoder, n, None), torch.nn.Module)), None
+    )
+    if blocks is None or norm is None or head is None:
+        return None
+    return blocks, norm, head
+
+
+@torch.no_grad()
+def answer_ranks(
+    model, tokenizer, pairs: Sequence[tuple[str, str]], max_rows: int, max_tokens: int
+) -> list[np.ndarray]:
+    """Per pair, the rank of each answer token after each layer ([answer tokens, layers] ints); the model must
+    have ``lens_parts``."""
+    parts = lens_parts(model)
+    if parts is None:
+        raise ValueError("the model exposes no decoder blocks, final norm and output head to read a lens from")
+    blocks, norm, head = parts
+    encoded = encode_pairs(tokenizer, pairs)
+    device, pad = next(model.parameters()).device, pad_token_id(tokenizer)
+    where: dict[str, torch.Tensor] = {}  # the batch's (rows, positions) before each answer token
+    captured: list[torch.Tensor] = []  # each block's output there, [answer tokens, hidden]
+
+    def capture(_module, _inputs, output) -> None:
+        states = output[0] if isinstance(output, tuple) else output
+        captured.append(states[where["rows"].to(states.device), where["positions"].to(states.device)])
+
+    hooks = [block.register_forward_hook(capture) for block in blocks]
+    head_device = next(head.parameters()).device
+    results: list[np.ndarray] = [np.zeros((0, len(blocks)), dtype=int)] * len(encoded)
+    try:
+        for bucket in length_buckets([len(e.input_ids) for e in encoded], max_rows, max_tokens):
+            width = max(len(encoded[i].input_ids) for i in bucket)
+            ids = torch.full((len(bucket), width), pad, dtype=torch.long)
+            attention = torch.zeros_like(ids)
+            answer = torch.zeros((len(bucket), width), dtype=torch.bool)
+            for row, i in enumerate(bucket):
+                n = len(encoded[i].input_ids)
+                ids[row, :n] = torch.tensor(encoded[i].input_ids)
+                attention[row, :n] = 1
+                answer[row, :n] = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
+            rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # the state at t predicts token t+1
+            where.update(rows=rows, positions=positions)
+            targets = ids[rows, positions + 1].to(head_device)[:, None]
+            captured.clear()
+            model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False)
+            ranks = []
+            for states in captured:
+                logits = head(norm(states.to(head_device))).float()
+                ranks.append((logits > logits.gather(-1, targets)).sum(-1).cpu())
+            table = torch.stack(ranks, dim=1).numpy()  # [answer tokens of the batch, layers]
+            ends = np.cumsum(torch.bincount(rows, minlength=len(bucket)).numpy())  # rows come out in order
+            for row, i in enumerate(bucket):
+                results[i] = table[(ends[row - 1] if row else 0) : ends[row]]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return results
