@@ -10,4 +10,5 @@ ENTRIES: dict[str, str] = {
     "relearn-forget": "attacks.relearning:RelearnForget",
     "relearn-retain": "attacks.relearning:RelearnRetain",
     "relearn-unrelated": "attacks.relearning:RelearnUnrelated",
+    "direction-ablation": "attacks.ablation:AblateDirections",
 }

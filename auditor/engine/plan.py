@@ -45,6 +45,7 @@ PRESETS: dict[str, dict] = {
             "relearn-forget:steps=120",
             "relearn-retain",
             "relearn-unrelated",
+            "direction-ablation",
         ],
         "probes": ["qa", "paraphrase", "multihop", "in-context", "in-context-relearn", "verbatim", "mia", "logit-lens"],
         "choice_probes": ["mcq"],  # added when the forget items have choices
