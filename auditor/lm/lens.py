@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from auditor.lm.teacher_forcing import length_buckets
+from auditor.lm.teacher_forcing import length_buckets, padded_batch
 from auditor.lm.tokens import encode_pairs, pad_token_id
 
 _NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm")
@@ -62,15 +62,7 @@ def answer_ranks(
     results: list[np.ndarray] = [np.zeros((0, len(blocks)), dtype=int)] * len(encoded)
     try:
         for bucket in length_buckets([len(e.input_ids) for e in encoded], max_rows, max_tokens):
-            width = max(len(encoded[i].input_ids) for i in bucket)
-            ids = torch.full((len(bucket), width), pad, dtype=torch.long)
-            attention = torch.zeros_like(ids)
-            answer = torch.zeros((len(bucket), width), dtype=torch.bool)
-            for row, i in enumerate(bucket):
-                n = len(encoded[i].input_ids)
-                ids[row, :n] = torch.tensor(encoded[i].input_ids)
-                attention[row, :n] = 1
-                answer[row, :n] = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
+            ids, attention, answer = padded_batch([encoded[i] for i in bucket], pad)
             rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # the state at t predicts token t+1
             where.update(rows=rows, positions=positions)
             targets = ids[rows, positions + 1].to(head_device)[:, None]

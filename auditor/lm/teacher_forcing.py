@@ -84,6 +84,20 @@ def _encoded(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
 
 
 @torch.no_grad()
+def padded_batch(encoded: Sequence[EncodedPair], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and answer mask of ``encoded``, one row each."""
+    width = max(len(e.input_ids) for e in encoded)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    answer = torch.zeros((len(encoded), width), dtype=torch.bool)
+    for row, e in enumerate(encoded):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        attention[row, :n] = 1
+        answer[row, :n] = torch.tensor(e.answer_mask, dtype=torch.bool)
+    return ids, attention, answer
+
+
 def teacher_forced(
     model,
     tokenizer,
@@ -102,15 +116,7 @@ def teacher_forced(
     pad = pad_token_id(tokenizer)
     results: list[TokenStats | None] = [None] * len(encoded)
     for bucket in length_buckets([len(e.input_ids) for e in encoded], max_rows, max_tokens):
-        width = max(len(encoded[i].input_ids) for i in bucket)
-        ids = torch.full((len(bucket), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(bucket), width), dtype=torch.long)
-        answer = torch.zeros((len(bucket), width), dtype=torch.bool)
-        for row, i in enumerate(bucket):
-            n = len(encoded[i].input_ids)
-            ids[row, :n] = torch.tensor(encoded[i].input_ids)
-            attention[row, :n] = 1
-            answer[row, :n] = torch.tensor(encoded[i].answer_mask, dtype=torch.bool)
+        ids, attention, answer = padded_batch([encoded[i] for i in bucket], pad)
         rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # logits at t predict token t+1
         targets = ids[rows, positions + 1]
         inputs = {"input_ids": ids.to(device), "attention_mask": attention.to(device), "use_cache": False}
