@@ -83,7 +83,6 @@ def _encoded(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
     return [memo[p] for p in pairs]
 
 
-@torch.no_grad()
 def padded_batch(encoded: Sequence[EncodedPair], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and answer mask of ``encoded``, one row each."""
     width = max(len(e.input_ids) for e in encoded)
@@ -98,6 +97,7 @@ def padded_batch(encoded: Sequence[EncodedPair], pad: int) -> tuple[torch.Tensor
     return ids, attention, answer
 
 
+@torch.no_grad()
 def teacher_forced(
     model,
     tokenizer,
