@@ -85,8 +85,10 @@ def test_core_preset_runs_every_probe_under_one_attack_of_each_family():
     from auditor.engine.plan import DEMO_PRESET, PRESETS
     from auditor.registry import PROBES
 
-    core, standard = PRESETS[DEMO_PRESET], PRESETS["standard"]
-    assert set(core["probes"]) == set(standard["probes"]) == set(PROBES.names())
+    core, standard, thorough = PRESETS[DEMO_PRESET], PRESETS["standard"], PRESETS["thorough"]
+    assert set(core["probes"]) == set(standard["probes"])
+    assert set(thorough["probes"]) | set(thorough["choice_probes"]) == set(PROBES.names())  # thorough runs all
+    assert set(PROBES.names()) - set(standard["probes"]) == {"mcq", "logit-lens"}  # choices only; its cost
     assert set(core["attacks"]) < set(standard["attacks"])
     families = {attack.split(":")[0].split("-")[0] for attack in core["attacks"]}
     assert families == {"quant", "relearn"} and {"relearn-forget", "relearn-retain"} <= set(core["attacks"])
