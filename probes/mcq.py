@@ -99,8 +99,8 @@ class MCQProbe(BaseProbe):
             letters += [(prompt, ctx.prompts.completion(LETTERS[i])) for i in range(len(item.choices))]
             texts += [(bare, ctx.prompts.completion(choice)) for choice in item.choices]
             groups += [item.key] * len(item.choices)
-        letter_stats = lm.token_stats(letters, groups=groups)
-        text_stats = lm.token_stats(texts, groups=groups)
+        stats = lm.token_stats(letters + texts, groups=groups + groups)  # one batched call
+        letter_stats, text_stats = stats[: len(letters)], stats[len(letters) :]
         scores, start = [], 0
         for item in items:
             k = len(item.choices)

@@ -173,6 +173,15 @@ def test_verdicts():
     assert damaged.label == "REMOVED" and not damaged.gate_passed
 
 
+def test_multiple_choice_is_the_direct_cell_when_qa_has_nothing_to_ask():
+    policy = Policy()
+    mcq_only = decide([cell("none", "mcq", 0.9, 0.8, 1.0)], policy, 0.0)
+    assert mcq_only.label == "NOT_UNLEARNED" and mcq_only.deciding_cells == (("none", "mcq"),)
+    both = decide([cell("none", "qa", 0.02, 0.0, 0.05), cell("none", "mcq", 0.9, 0.8, 1.0)], policy, 0.0)
+    assert both.label == "HIDDEN" and both.deciding_cells == (("none", "mcq"),)  # qa first; mcq is then evidence
+    assert "none x qa or mcq" in decide([cell("quant", "qa", 0.0, 0.0, 0.05)], policy, 0.0).reasons[0]
+
+
 def test_policy_file_and_overrides(tmp_path):
     path = tmp_path / "policy.yaml"
     path.write_text("thresholds: {hidden: 0.4}\noverrides:\n  - {attack: 'relearn-*', hidden: 0.7}\n")
