@@ -11,4 +11,6 @@ ENTRIES: dict[str, str] = {
     "relearn-retain": "attacks.relearning:RelearnRetain",
     "relearn-unrelated": "attacks.relearning:RelearnUnrelated",
     "direction-ablation": "attacks.ablation:AblateDirections",
+    "embedding-attack": "attacks.embedding:EmbeddingAttack",
+    "jailbreak": "attacks.jailbreak:Jailbreak",
 }

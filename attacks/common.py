@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from auditor.lm.adapters import variant_fingerprint
@@ -32,10 +34,10 @@ def outcome(
     reason: str | None = None,
 ) -> AttackOutcome:
     """The attack's record; each variant's ``fingerprint`` becomes the hash of its weights (of its adapter's
-    and its input's fingerprint for an adapter: ``variant_fingerprint``)."""
+    and its input's fingerprint for an adapter: ``variant_fingerprint``; see ``_fingerprint`` for a prompt edit)."""
     records = []
     for variant in variants:
-        variant.model.fingerprint = variant_fingerprint(loaded.fingerprint, variant.model.model, variant.adapter)
+        variant.model.fingerprint = _fingerprint(loaded, variant)
         records.append(VariantRecord(variant.name, variant.model.fingerprint, tuple(sorted(variant.trained_groups))))
     result = AttackResult(
         attack=attack.name,
@@ -48,6 +50,19 @@ def outcome(
         variants=tuple(records),
     )
     return AttackOutcome(result, variants)
+
+
+def _fingerprint(loaded: LoadedModel, variant: AttackedVariant) -> str:
+    """The variant's fingerprint; with a prompt edit, that of its weights (its input's when it shares them) and
+    of the edit."""
+    edit, model = variant.model.prompt_edit, variant.model.model
+    if edit is not None and model is loaded.model and variant.adapter is None:
+        weights = loaded.fingerprint  # the input's own weights: no need to hash them again
+    else:
+        weights = variant_fingerprint(loaded.fingerprint, model, variant.adapter)
+    if edit is None:
+        return weights
+    return hashlib.sha256(f"{weights}\n{getattr(edit, 'key', repr(edit))}".encode()).hexdigest()
 
 
 def skipped(attack: Attack, loaded: LoadedModel, reason: str, started: float) -> AttackOutcome:
@@ -72,6 +87,20 @@ def item_examples(items: Iterable[Item], prompts: PromptFormat) -> list[Example]
         elif item.text:
             examples.append(Example("", item.text))
     return examples
+
+
+def subject_folds(items: Sequence[Item], k: int, seed: int) -> list[list[str]]:
+    """The items' subject keys cut into ``k`` groups, shuffled by ``seed`` (the same seed, the same folds)."""
+    keys = sorted({item.key for item in items})
+    random.Random(seed).shuffle(keys)
+    return [sorted(keys[i::k]) for i in range(k)]
+
+
+def empty_fold_reason(items: Sequence[Item], folds: list[list[str]]) -> str | None:
+    """Why ``folds`` cannot be used (a fold without subjects), or None."""
+    if all(folds):
+        return None
+    return f"{len(folds)} folds need as many forget subjects (found {len({item.key for item in items})})"
 
 
 def calibration_texts(items: Iterable[Item], prompts: PromptFormat) -> list[str]:

@@ -16,13 +16,12 @@ steps, or learning rate 3e-4 or 3e-3, gave 0.83-0.93 on the control as well.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from attacks.common import item_examples, outcome, skipped, variant_label
+from attacks.common import empty_fold_reason, item_examples, outcome, skipped, subject_folds, variant_label
 from auditor.errors import UserError
 from auditor.lm.adapters import SMALL_MODEL, serving_model, shared_variant
 from auditor.lm.models import LoadedModel, clone
@@ -145,18 +144,14 @@ class RelearnForget(Relearn):
 
     def split(self, items: Sequence[Item], seed: int) -> list[list[str]]:
         """Subject keys cut into ``folds`` groups, shuffled by ``seed`` (the same seed, the same folds)."""
-        keys = sorted({item.key for item in items})
-        random.Random(seed).shuffle(keys)
-        k = self.params["folds"]
-        return [sorted(keys[i::k]) for i in range(k)]
+        return subject_folds(items, self.params["folds"], seed)
 
     def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
         started = time.perf_counter()
         items = ctx.data.forget.items
         folds = self.split(items, ctx.seed)
-        if any(not fold for fold in folds):
-            n_keys = len({item.key for item in items})
-            return skipped(self, loaded, f"{len(folds)} folds need as many forget subjects (found {n_keys})", started)
+        if reason := empty_fold_reason(items, folds):
+            return skipped(self, loaded, reason, started)
         variants, records, cost = [], [], {"steps": 0, "examples": 0}
         for index, held_out in enumerate(folds):
             kept = set(held_out)

@@ -316,10 +316,13 @@ def readme_leaderboard() -> dict[str, str]:
 
 
 def test_demo_writes_the_leaderboard_of_the_readme(demo_run):
-    lines = (demo_run / "leaderboard.md").read_text().splitlines()
-    verdicts = {cols[1].strip(): cols[2].strip() for cols in (line.split("|") for line in lines[2:])}
+    summary, per_attack = (demo_run / "leaderboard.md").read_text().strip().split("\n\n")
+    verdicts = {cols[1].strip(): cols[2].strip() for cols in (line.split("|") for line in summary.splitlines()[2:])}
     assert list(verdicts) == list(DEMO_METHODS)
     assert verdicts == readme_leaderboard(), "README's leaderboard differs from `make demo`'s"
+    header, _, *rows = per_attack.splitlines()  # r(attack, qa) per method, for no attack and each of the plan's
+    assert header.startswith("| method | r(none, qa) | r(quant-rtn:bits=4, qa) |")
+    assert [row.split("|")[1].strip() for row in rows] == list(DEMO_METHODS)
     html = (demo_run / "index.html").read_text()
     for name in verdicts:
         assert f'href="{name}/report.html"' in html and (demo_run / name / "report.html").is_file()

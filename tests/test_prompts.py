@@ -7,7 +7,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from auditor.errors import UserError
-from auditor.lm.prompts import PLAIN_TEMPLATE, PromptFormat, chat_format, resolve_format
+from auditor.lm.prompts import PLAIN_TEMPLATE, PromptEdit, PromptFormat, chat_format, resolve_format
 from auditor.lm.tokens import encode_pair
 
 CHATML = (  # SmolLM2-Instruct's layout: a default system turn, ChatML turns ending at <|im_end|>
@@ -120,3 +120,36 @@ def test_a_chat_that_rewrites_earlier_turns_falls_back_to_whole_prompts():
     fmt = chat_format(tok)
     assert fmt.next_turn is None
     assert fmt.conversation([("Q1?", "A1")], "Q2?", "\n\n") == fmt.prompt("Q1?") + "A1\n\n" + fmt.prompt("Q2?")
+
+
+def test_question_span_finds_the_last_question_of_plain_prompts():
+    fmt = PromptFormat()
+    prompt = fmt.prompt("Who is Cy?")
+    start, end = fmt.question_span(prompt)
+    assert prompt[start:end] == "Who is Cy?"
+    chat = fmt.conversation([("Who is Ana?", "a nurse")], "Who is Bo?", "\n\n")
+    start, end = fmt.question_span(chat)
+    assert chat[start:end] == "Who is Bo?"
+    assert fmt.question_span("A passage of the book.") is None
+    assert fmt.question_span("") is None
+
+
+def test_question_span_follows_the_chat_turns(chatml):
+    fmt = chat_format(chatml)
+    conversation = fmt.conversation([("Who is Ana?", "a nurse"), ("Who is Cy?", "a cook")], "Who is Bo?", "")
+    start, end = fmt.question_span(conversation)
+    assert conversation[start:end] == "Who is Bo?"
+    assert fmt.question_span(fmt.prompt("Who is Bo?") + fmt.completion("a cook")) is None  # an answered turn
+
+
+def test_prompt_edit_wraps_the_question_and_opens_the_reply(chatml):
+    plain = PromptFormat()
+    edit = PromptEdit(plain, before="[", after="]", reply="Sure:")
+    assert edit(plain.prompt("Who?")) == "Question: [Who?]\nAnswer: Sure:"
+    assert edit(plain.prompt("Who?")) + plain.completion("Bo") == "Question: [Who?]\nAnswer: Sure: Bo"
+    assert edit("A passage.") == "A passage."  # no question: unchanged
+    chat = chat_format(chatml)
+    assert chat.answer_prefix == ""
+    edited = PromptEdit(chat, before="[", reply="Sure:")(chat.prompt("Who?"))
+    assert edited == chat.prompt("[Who?") + "Sure: "  # a space before the answer where the format has no prefix
+    assert PromptEdit(plain).key != edit.key

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from auditor.data import load_audit_data
 from auditor.engine.audit import run_audit
-from auditor.engine.leaderboard import knowledge_table, leaderboard_rows, markdown_table
+from auditor.engine.leaderboard import attack_table, knowledge_table, leaderboard_rows, markdown_table
 from auditor.engine.orchestrator import AuditConfig
 from auditor.engine.plan import make_plan
 from auditor.engine.pools import worker_pool
@@ -215,7 +215,7 @@ def run_demo(
     before = {split: known["original"][split] for split in ("forget", "retain")}
     entries = _run_phases(DemoJob(out_dir, preset, cache_dir, 1), names, before, jobs, engine, log)
     ordered = [entries[n] for n in names]
-    table = markdown_table(leaderboard_rows(ordered))
+    table = markdown_table(leaderboard_rows(ordered)) + "\n\n" + attack_table(ordered)
     atomic_write(out_dir / "leaderboard.md", table + "\n")
     atomic_write(out_dir / "index.html", render_index(ordered))
     log("\n" + table)

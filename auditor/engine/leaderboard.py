@@ -73,3 +73,25 @@ def markdown_table(rows: list[dict]) -> str:
             f"{r['collateral']:.1%} | {r['forget_after']:.2f} / {r['retain_after']:.2f} | {r['steps']} |"
         )
     return "\n".join(lines)
+
+
+def attack_table(entries: list[dict]) -> str:
+    """Per method, the direct probe's residual under each attack of the plan (Markdown): which attack exposes what."""
+    attacks: list[str] = []
+    probe = None
+    by_method = []
+    for entry in entries:
+        cells = [c for c in entry["results"]["cells"] if c["residual"] is not None]
+        direct = direct_cell(cells, lambda c: (c["attack"], c["probe"]))
+        probe = probe or (direct["probe"] if direct else None)
+        residuals = {c["attack"]: c["residual"] for c in cells if direct and c["probe"] == direct["probe"]}
+        attacks.extend(a for a in residuals if a not in attacks)
+        by_method.append((entry["name"], residuals))
+    lines = [
+        f"| method | " + " | ".join(f"r({a}, {probe})" for a in attacks) + " |",
+        "|---" * (len(attacks) + 1) + "|",
+    ]
+    for name, residuals in by_method:
+        values = ("n/a" if residuals.get(a) is None else f"{residuals[a]:.2f}" for a in attacks)
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    return "\n".join(lines)

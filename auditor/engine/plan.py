@@ -46,10 +46,18 @@ PRESETS: dict[str, dict] = {
             "relearn-retain",
             "relearn-unrelated",
             "direction-ablation",
+            "embedding-attack",
+            "jailbreak",
         ],
         "probes": ["qa", "paraphrase", "multihop", "in-context", "in-context-relearn", "verbatim", "mia", "logit-lens"],
         "choice_probes": ["mcq"],  # added when the forget items have choices
         "seeds": 3,
+    },
+    "tampering": {  # steering instead of weight changes: activations, input embeddings, prompt wrappers
+        "attacks": ["direction-ablation", "embedding-attack", "jailbreak"],
+        "probes": ["qa", "paraphrase", "multihop", "in-context", "logit-lens"],
+        "choice_probes": ["mcq"],
+        "seeds": 1,
     },
 }
 DEMO_PRESET = "core"  # `unlearn-audit demo`'s default: the whole product in a few minutes on 2 cores

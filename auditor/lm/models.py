@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class LoadedModel:
     tokenizer: object
     fingerprint: str
     spec: ModelSpec
+    prompt_edit: Callable[[str], str] | None = None  # a prompt-level attack's change to every question it is asked
 
     @property
     def device(self) -> torch.device:

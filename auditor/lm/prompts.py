@@ -47,6 +47,23 @@ class PromptFormat:
     def completion(self, answer: str) -> str:
         return self.answer_prefix + answer
 
+    def question_span(self, prompt: str) -> tuple[int, int] | None:
+        """Where the last question of a prompt made by this format lies: ``prompt[start:end]``; None for a text
+        that is no question prompt (a verbatim passage, an empty prompt). A format with nothing around the
+        question takes the whole prompt for one."""
+        if not prompt:
+            return None
+        spans = []
+        for template in (self.template, self.next_turn or self.template):
+            opening, closing = template.split("{question}", 1)
+            end = len(prompt) - len(closing)
+            if not prompt.endswith(closing) or end < 0:
+                continue
+            start = prompt.rfind(opening, 0, end) if opening else 0
+            if start != -1:
+                spans.append((start + len(opening), end))
+        return max(spans, default=None)
+
     def conversation(self, shots: Sequence[tuple[str, str]], question: str, separator: str) -> str:
         """Answered ``(question, answer)`` shots, then ``question``: earlier turns of one chat when the format
         has ``next_turn``, else whole prompts with their completions, each followed by ``separator``."""
@@ -58,6 +75,36 @@ class PromptFormat:
 
 
 DEFAULT_FORMAT = PromptFormat()
+
+
+@dataclass(frozen=True)
+class PromptEdit:
+    """What a prompt-level attack changes in every question a model is asked: text ``before`` and ``after`` the
+    question inside its turn, and a ``reply`` that opens the model's answer (prefix injection).
+
+    Prompts that hold no question (``PromptFormat.question_span``) pass unchanged.
+    """
+
+    fmt: PromptFormat
+    before: str = ""
+    after: str = ""
+    reply: str = ""
+
+    def __call__(self, prompt: str) -> str:
+        span = self.fmt.question_span(prompt)
+        if span is None:
+            return prompt
+        start, end = span
+        edited = prompt[:start] + self.before + prompt[start:end] + self.after + prompt[end:]
+        if not self.reply:
+            return edited
+        # the answer follows the reply as it follows the prompt: after the format's answer prefix, else a space
+        return edited + self.fmt.answer_prefix + self.reply + ("" if self.fmt.answer_prefix else " ")
+
+    @property
+    def key(self) -> str:
+        """The edit as text, for fingerprints."""
+        return repr((self.before, self.after, self.reply))
 
 
 def chat_format(

@@ -6,6 +6,8 @@ ask for the same (prompt, answer) pair share one forward pass; the kernels are
 ``RoutedScoringModel`` serves an attack that produced several models
 (relearning folds): each request goes to a model whose fine-tune never saw the
 request's subject.
+A model with a ``prompt_edit`` (a prompt-level attack's variant) is asked every
+question edited; the memo keeps the edited prompts.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ScoringModel:
 
     def __init__(self, loaded, max_rows: int | None = None, max_tokens: int | None = None):
         self.loaded = loaded
+        self._edit: Callable[[str], str] = getattr(loaded, "prompt_edit", None) or str
         rows = max_rows or getattr(getattr(loaded, "spec", None), "batch_size", None)
         self.halving = rows is None  # automatic batches: halved on out-of-memory, as lm-eval's batch_size=auto
         # a batch size the user gives is rows only (as lm-eval's): no token cap beside it
@@ -101,6 +104,7 @@ class ScoringModel:
         self, pairs: Sequence[tuple[str, str]], groups: Sequence[str] | None = None, moments: bool = False
     ) -> list[TokenStats | None]:
         """Teacher-forced statistics of each (prompt, answer); ``groups`` only matter when routed."""
+        pairs = [(self._edit(p), a) for p, a in pairs]
         fitting = self.fits([p + a for p, a in pairs])
         return _scatter(fitting, self._token_stats([p for p, ok in zip(pairs, fitting, strict=True) if ok], moments))
 
@@ -122,6 +126,7 @@ class ScoringModel:
         None for a pair that does not fit, and for all when the model exposes no lens."""
         if lens_parts(self.loaded.model) is None:
             return [None] * len(pairs)
+        pairs = [(self._edit(p), a) for p, a in pairs]
         fitting = self.fits([p + a for p, a in pairs])
         todo = list(dict.fromkeys(p for p, ok in zip(pairs, fitting, strict=True) if ok and p not in self._ranks))
         if todo:
@@ -138,6 +143,7 @@ class ScoringModel:
         groups: Sequence[str] | None = None,
     ) -> list[str | None]:
         """Greedy continuations of each prompt (memoized)."""
+        prompts = [self._edit(p) for p in prompts]
         fitting = self.fits(prompts, max_new_tokens)
         kept = [p for p, ok in zip(prompts, fitting, strict=True) if ok]
         return _scatter(fitting, self._generate(kept, max_new_tokens, stop))
@@ -166,6 +172,7 @@ class ScoringModel:
         groups: Sequence[str] | None = None,
     ) -> list[tuple[str, list[TokenStats]] | None]:
         """Greedy continuation of each prompt and the statistics of its answers (memoized; one prefill serves both)."""
+        prompts = [self._edit(p) for p in prompts]
         answered = iter(
             self.fits([p + a for p, prompt_answers in zip(prompts, answers, strict=True) for a in prompt_answers])
         )
