@@ -10,11 +10,11 @@ as ``relearn-forget`` is: the prompt cannot simply store the answers it is
 scored on. The reference gets the same search from its own gradients.
 
 Defaults, on the embedded world (forget QA accuracy, 2 folds, seed 0): 8
-embeddings, 100 Adam steps of 16 examples at learning rate 0.1 moved a refusal
-control (``idk``) from 0.013 to 0.78 and the ``ga`` method from 0.08 to 0.62,
-while the reference went from 0.029 to 0.027. The same prompt after the
-question reached 0.16 on ``idk``: every question token must be able to attend
-to it.
+embeddings, 100 Adam steps of 8 examples at learning rate 0.1 moved a refusal
+control (``idk``) from 0.013 to 0.76 and the ``ga`` method from 0.08 to 0.56,
+while the reference went from 0.029 to 0.023 (50 steps of 16: 0.75 / 0.43). The
+same prompt after the question reached 0.16 on ``idk`` in 200 steps (every
+question token must be able to attend to it).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class EmbeddingAttack(Attack):
         "tokens": 8,  # soft embeddings before the question
         "steps": 100,
         "learning_rate": 0.1,
-        "batch_size": 16,
+        "batch_size": 8,  # 16 gave the same on the world (idk 0.78, ga 0.62) at twice the cost
         "folds": 2,
     }
 

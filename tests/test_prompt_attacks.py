@@ -105,7 +105,7 @@ def _forget_accuracy(lm, ctx) -> float:
 
 @pytest.mark.parametrize("attack", [EmbeddingAttack(), Jailbreak()], ids=["embedding-attack", "jailbreak"])
 def test_world_prompt_attacks_bring_back_idk_and_not_the_reference(world, data, controls, attack):
-    """Measured (seed 0): embedding-attack idk 0.013 -> 0.78, reference 0.029 -> 0.027; jailbreak (role-play
+    """Measured (seed 0): embedding-attack idk 0.013 -> 0.76, reference 0.029 -> 0.023; jailbreak (role-play
     chosen on both folds) idk 0.013 -> 0.35, reference 0.029 -> 0.035."""
     ctx = RunContext(data=data)
     accuracy = {}
