@@ -69,12 +69,16 @@ class EmbeddingAttack(Attack):
             return skipped(self, loaded, reason, started)
         variants, records, losses = [], [], []
         for index, held_out in enumerate(folds):
-            trained = [item for item in items if item.key not in set(held_out)]
+            kept = set(held_out)
+            trained = [item for item in items if item.key not in kept]
+            examples = item_examples(trained, ctx.prompts)
+            if not examples:
+                return skipped(self, loaded, "the forget questions have no answers to optimise a prompt for", started)
             name = f"fold{index}"
-            variant, seen = self._optimised(loaded, ctx, item_examples(trained, ctx.prompts), name)
+            variant, loss = self._optimised(loaded, ctx, examples, name)
             variants.append(AttackedVariant(variant, name, frozenset(item.key for item in trained)))
             records.append({"variant": name, "held_out_groups": held_out, "trained_items": len(trained)})
-            losses.append(seen)
+            losses.append(loss)
         p = self.params
         applied = {"tokens": p["tokens"], "steps": p["steps"], "position": "before the question", "folds": records}
         cost = {"steps": p["steps"] * len(folds), "loss": losses}
