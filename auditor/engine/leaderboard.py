@@ -88,7 +88,7 @@ def attack_table(entries: list[dict]) -> str:
         attacks.extend(a for a in residuals if a not in attacks)
         by_method.append((entry["name"], residuals))
     lines = [
-        f"| method | " + " | ".join(f"r({a}, {probe})" for a in attacks) + " |",
+        "| method | " + " | ".join(f"r({a}, {probe})" for a in attacks) + " |",
         "|---" * (len(attacks) + 1) + "|",
     ]
     for name, residuals in by_method:
