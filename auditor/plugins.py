@@ -174,12 +174,24 @@ class AttackOutcome:
     reused: bool = False  # loaded from the attack cache, not computed
 
 
+ATTACK_TIERS = (
+    "white-box-static",  # weights or activations changed without training
+    "white-box-compute",  # it trains or calibrates
+    "black-box",  # prompts only
+)
+
+
 class Attack(Plugin):
     """Model -> model. Works on a copy; never writes the input's files."""
 
-    tier: ClassVar[str] = "white-box-static"  # or "white-box-compute"
+    tier: ClassVar[str] = "white-box-static"  # one of ATTACK_TIERS
     stochastic: ClassVar[bool] = False  # draws on the seed (bootstrap over seeds)
     reloadable: ClassVar[bool] = True  # its models save as Hugging Face directories (--keep-attacked)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.tier not in ATTACK_TIERS:
+            raise TypeError(f"attack {cls.__name__}: tier must be one of {', '.join(ATTACK_TIERS)}, got {cls.tier!r}")
 
     def apply(self, model, ctx: RunContext) -> AttackOutcome:
         raise NotImplementedError

@@ -21,7 +21,7 @@ from auditor.lm.adapters import adapter_bytes, variant_fingerprint
 from auditor.lm.models import clone, fingerprint_module, load_model
 from auditor.lm.quant import RTNLinear, quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel
-from auditor.plugins import Attack, AttackOutcome, RunContext
+from auditor.plugins import ATTACK_TIERS, Attack, AttackOutcome, RunContext
 from auditor.registry import ATTACKS
 from auditor.stats.metrics import contains_answer
 from auditor.types import AuditData, Item, ItemSet, ModelSpec
@@ -135,9 +135,11 @@ def test_registered_attacks_have_metadata():
     for name in ATTACKS.names():
         cls = ATTACKS.get(name)
         assert issubclass(cls, Attack) and cls.name == name and cls.summary and cls.paper
-        assert cls.tier in ("white-box-static", "white-box-compute")
+        assert cls.tier in ATTACK_TIERS
         cls()  # the defaults pass validation
     assert Attack.reloadable and not QuantGPTQ.reloadable  # declared, as the runner reads it for its cache
+    with pytest.raises(TypeError, match="tier must be one of"):
+        type("Grey", (Attack,), {"tier": "grey-box"})
 
 
 def test_quantizable_linears_are_the_decoder_projections(tiny):
