@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from auditor.lm.adapters import variant_fingerprint
@@ -101,6 +101,16 @@ def empty_fold_reason(items: Sequence[Item], folds: list[list[str]]) -> str | No
     if all(folds):
         return None
     return f"{len(folds)} folds need as many forget subjects (found {len({item.key for item in items})})"
+
+
+def fold_training_sets(
+    items: Sequence[Item], folds: list[list[str]], prompts: PromptFormat
+) -> Iterator[tuple[str, list[str], list[Item], list[Example]]]:
+    """Per fold: its variant's name, its held-out subjects, the other folds' items and their training examples."""
+    for index, held_out in enumerate(folds):
+        kept = set(held_out)
+        trained = [item for item in items if item.key not in kept]
+        yield f"fold{index}", held_out, trained, item_examples(trained, prompts)
 
 
 def calibration_texts(items: Iterable[Item], prompts: PromptFormat) -> list[str]:

@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from attacks.common import empty_fold_reason, item_examples, outcome, skipped, subject_folds, variant_label
+from attacks.common import empty_fold_reason, fold_training_sets, outcome, skipped, subject_folds, variant_label
 from attacks.relearning import CHECKPOINT_PARAMS
 from auditor.errors import UserError
 from auditor.lm.models import LoadedModel
@@ -68,13 +68,9 @@ class EmbeddingAttack(Attack):
         if reason := empty_fold_reason(items, folds):
             return skipped(self, loaded, reason, started)
         variants, records, losses = [], [], []
-        for index, held_out in enumerate(folds):
-            kept = set(held_out)
-            trained = [item for item in items if item.key not in kept]
-            examples = item_examples(trained, ctx.prompts)
+        for name, held_out, trained, examples in fold_training_sets(items, folds, ctx.prompts):
             if not examples:
                 return skipped(self, loaded, "the forget questions have no answers to optimise a prompt for", started)
-            name = f"fold{index}"
             variant, loss = self._optimised(loaded, ctx, examples, name)
             variants.append(AttackedVariant(variant, name, frozenset(item.key for item in trained)))
             records.append({"variant": name, "held_out_groups": held_out, "trained_items": len(trained)})

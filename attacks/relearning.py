@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from attacks.common import empty_fold_reason, item_examples, outcome, skipped, subject_folds, variant_label
+from attacks.common import (
+    empty_fold_reason,
+    fold_training_sets,
+    item_examples,
+    outcome,
+    skipped,
+    subject_folds,
+    variant_label,
+)
 from auditor.errors import UserError
 from auditor.lm.adapters import SMALL_MODEL, serving_model, shared_variant
 from auditor.lm.models import LoadedModel, clone
@@ -153,13 +161,9 @@ class RelearnForget(Relearn):
         if reason := empty_fold_reason(items, folds):
             return skipped(self, loaded, reason, started)
         variants, records, cost = [], [], {"steps": 0, "examples": 0}
-        for index, held_out in enumerate(folds):
-            kept = set(held_out)
-            trained = [item for item in items if item.key not in kept]
-            examples = item_examples(trained, ctx.prompts)
+        for name, held_out, trained, examples in fold_training_sets(items, folds, ctx.prompts):
             if not examples:
                 return skipped(self, loaded, "the forget items have no question/answer or text to train on", started)
-            name = f"fold{index}"
             variant, run_cost = self.finetune(loaded, examples, ctx, name, frozenset(item.key for item in trained))
             variants.append(variant)
             records.append(
