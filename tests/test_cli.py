@@ -77,6 +77,15 @@ CASES = {
     "missing gguf file": lambda w, t, b: {"--unlearned": str(t / "missing.gguf")},
 }
 
+# cases refused while the options are read, before the output folder is made
+READ_BEFORE_WRITING = {
+    "malformed forget file",
+    "empty forget file",
+    "unknown attack",
+    "unknown probe",
+    "bad attack parameter",
+}
+
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_exits_2_with_one_line(world, broken_models, tmp_path, case):
@@ -86,6 +95,8 @@ def test_bad_input_exits_2_with_one_line(world, broken_models, tmp_path, case):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
     assert not (out / "results.json").exists() and not (out / "report.html").exists()
+    if case in READ_BEFORE_WRITING:
+        assert not out.exists()  # refused before the output folder is made
 
 
 def test_unwritable_out_dir(world, tmp_path):

@@ -112,12 +112,12 @@ def audit(**kw) -> None:
     reference = spec_of(kw["reference"], kw) if kw["reference"] else None
     prompts = prompt_format(load_tokenizer(original), kw)  # before anything is written: it may refuse
     inputs = [s.path for s in (original, unlearned, reference) if s] + [s.adapter for s in (unlearned,) if s.adapter]
-    out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))
-    keep = ensure_new_dir(kw["keep_attacked"], protect=tuple(inputs)) if kw["keep_attacked"] else None
     policy, baseline = load_policy(kw["policy"]), read_baseline(kw["baseline"])
     data = audit_data(kw)
     choices = any(item.choices for item in data.forget.items)
     plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"], choices)
+    out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))  # only once every option read is valid
+    keep = ensure_new_dir(kw["keep_attacked"], protect=tuple(inputs)) if kw["keep_attacked"] else None
     config = AuditConfig(
         *(original, unlearned, reference, plan),
         seed=kw["seed"],
