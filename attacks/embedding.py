@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from attacks.common import empty_fold_reason, fold_training_sets, outcome, skipped, subject_folds, variant_label
-from attacks.relearning import CHECKPOINT_PARAMS
+from attacks.relearning import checkpoints_by_default
 from auditor.errors import UserError
 from auditor.lm.models import LoadedModel
 from auditor.lm.prompts import PromptEdit
@@ -94,7 +94,7 @@ class EmbeddingAttack(Attack):
             batch_size=p["batch_size"],
             lora=False,
             seed=ctx.seed,
-            checkpointing=sum(w.numel() for w in loaded.model.parameters()) >= CHECKPOINT_PARAMS,
+            checkpointing=checkpoints_by_default(loaded),
         )
         edited = [replace(ex, prompt=edit(ex.prompt)) for ex in examples]
         report = train(

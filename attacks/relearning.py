@@ -55,6 +55,11 @@ BUDGET: dict[str, Any] = {
 }
 
 
+def checkpoints_by_default(loaded: LoadedModel) -> bool:
+    """Whether a fine-tune of ``loaded`` recomputes activations by default (``CHECKPOINT_PARAMS`` and more)."""
+    return sum(p.numel() for p in loaded.model.parameters()) >= CHECKPOINT_PARAMS
+
+
 def subjects(items: Sequence[Item]) -> frozenset[str]:
     """The explicit subjects (``Item.group``) of ``items``; items without one share no identity across sets."""
     return frozenset(item.group for item in items if item.group is not None)
@@ -117,7 +122,7 @@ class Relearn(Attack):
     def _checkpointing(self, loaded: LoadedModel) -> bool:
         choice = str(self.params["checkpointing"]).lower()
         if choice == "auto":
-            return sum(p.numel() for p in loaded.model.parameters()) >= CHECKPOINT_PARAMS
+            return checkpoints_by_default(loaded)
         return choice == "true"
 
     def single(self, loaded: LoadedModel, ctx: RunContext, items: Sequence[Item], what: str) -> AttackOutcome:
