@@ -9,6 +9,10 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 # Without it, OpenMP threads spin-wait and training slows down many times when other processes share the cores.
 export OMP_WAIT_POLICY ?= PASSIVE
+# pytest processes (pytest-xdist; each test module stays in one): the world's tiny models keep about one core busy,
+# so two use a 2-core machine. TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 .PHONY: install browser demo test test-fast lint results-example clean
 
@@ -32,11 +36,11 @@ demo: install
 	$(BIN)/unlearn-audit demo
 
 test: install browser
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # Everything but the tests marked slow (those that train or audit models on the embedded world).
 test-fast: install browser
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check auditor attacks probes reports tests bench scripts
