@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ import auditor.lm.budget
 import auditor.lm.generation
 import auditor.lm.head
 from auditor.lm.budget import automatic_token_cap, kv_bytes_per_token
+from auditor.lm.generation import LIBRARY_CACHE_KEYWORD, cache_keyword
 from auditor.lm.scoring import (
     MAX_BATCH_TOKENS,
     RoutedScoringModel,
@@ -196,6 +198,16 @@ def test_generation_prefill_scores_with_the_models_own_logits(tiny, tok):
     assert any(  # the cap changes the scores: they came from the model's forward, not its bare head
         not np.allclose(c[0].logprobs, p[0].logprobs, atol=1e-4) for c, p in zip(capped_stats, plain_stats, strict=True)
     )
+
+
+def test_the_kv_cache_goes_by_the_name_the_installed_transformers_uses(tiny, tok):
+    capped = ScaledLogits(tiny.config).eval()  # a forward that names neither keyword
+    assert cache_keyword(tiny) == cache_keyword(capped) == LIBRARY_CACHE_KEYWORD
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for model in (tiny, capped):
+            generate_scored(model, tok, PROMPTS, [[a, " Town9"] for a in ANSWERS], max_new_tokens=4, stop=())
+    assert not [w for w in caught if "past_key_values" in str(w.message)]  # no deprecated name (gone in 5.40)
 
 
 def test_scoring_model_generate_scored_memoizes_both(tiny, tok):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from auditor.lm.head import chunked_logprobs, identity, states_at
 from auditor.lm.teacher_forcing import (
@@ -61,6 +62,26 @@ def _accepts(model, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+# What the installed transformers calls the KV cache: ``cache`` in recent releases (``past_key_values`` is
+# deprecated there and goes in 5.40), ``past_key_values`` before.
+LIBRARY_CACHE_KEYWORD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def cache_keyword(model) -> str:
+    """The keyword ``model``'s forward takes a KV cache by; a forward that names neither (a wrapper taking
+    ``**kwargs``, such as a PEFT model) gets the installed transformers' own."""
+    for name in ("cache", "past_key_values"):
+        if _accepts(model, name):
+            return name
+    return LIBRARY_CACHE_KEYWORD
+
+
+def _cache_of(out):
+    """The KV cache a forward pass returned, under either name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def _left_padded(encoded: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids and attention mask with every prompt ending at the last column."""
     width = max(len(e) for e in encoded)
@@ -77,7 +98,7 @@ def _prefill(model, ids: torch.Tensor, attention: torch.Tensor):
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     out = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, **extra)
-    return out.past_key_values, out.logits[:, -1], positions[:, -1:]
+    return _cache_of(out), out.logits[:, -1], positions[:, -1:]
 
 
 def _decode(
@@ -96,6 +117,7 @@ def _decode(
     remaining rows run alone.
     """
     alive = torch.arange(len(next_ids), device=next_ids.device)  # which input row each decoding row is
+    keyword = cache_keyword(model)
     tokens: list[list[int]] = [[] for _ in range(len(next_ids))]
     done = [False] * len(next_ids)
     for step in range(max_new_tokens):
@@ -116,10 +138,10 @@ def _decode(
             input_ids=next_ids[:, None],
             attention_mask=attention,
             position_ids=last,
-            past_key_values=cache,
             use_cache=True,
+            **{keyword: cache},
         )
-        cache, next_ids = out.past_key_values, out.logits[:, -1].argmax(-1)
+        cache, next_ids = _cache_of(out), out.logits[:, -1].argmax(-1)
     return tokens
 
 
@@ -206,7 +228,7 @@ def _score_continuations(model, cache, first_logits, attention, last, rows: list
         "input_ids": ids,
         "attention_mask": torch.cat([attention[index], own], dim=1),
         "position_ids": last[index] + 1 + torch.arange(ids.shape[1], device=device),
-        "past_key_values": copied,
+        cache_keyword(model): copied,
         "use_cache": True,
     }
     r, t = torch.nonzero(scored.to(device), as_tuple=True)
