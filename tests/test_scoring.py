@@ -273,9 +273,14 @@ def test_training_lowers_loss_and_is_deterministic(tiny, tok):
     for (name, p1), (_, p2) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
         assert torch.equal(p1, p2), name
     assert not any("lora" in name for name in first.model.state_dict())
-    recomputed = train(copy.deepcopy(tiny), tok, {"train": examples}, replace(config, checkpointing=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        recomputed = train(copy.deepcopy(tiny), tok, {"train": examples}, replace(config, checkpointing=True))
     assert recomputed.losses == pytest.approx(first.losses, rel=1e-5)  # checkpointing trades time, not results
-    assert not recomputed.model.is_gradient_checkpointing
+    assert not [w for w in caught if "gradient_checkpointing_" in str(w.message)]  # names transformers v6 removes
+    model = recomputed.model
+    on = model.is_activation_checkpointing if hasattr(model, "is_activation_checkpointing") else None
+    assert on is False or (on is None and not model.is_gradient_checkpointing)
 
 
 def test_automatic_batches_halve_on_out_of_memory(tiny, tok, monkeypatch):

@@ -229,7 +229,7 @@ def _finish(model: torch.nn.Module, config: TrainConfig, was_training: bool) -> 
     """The trained model back in its former mode, its adapter merged (unless ``merge_lora`` is off), all trainable."""
     model.train(was_training)
     if config.checkpointing:
-        model.gradient_checkpointing_disable()
+        _recompute_activations(model, False)
     if config.lora and config.merge_lora:
         model = model.merge_and_unload()
     for param in model.parameters():
@@ -261,9 +261,24 @@ def _trainable(
     else:
         for name, param in model.named_parameters():
             param.requires_grad_(trainable is None or trainable(name, param))
-    if config.checkpointing:  # non-reentrant: frozen embeddings need no input gradients
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.checkpointing:
+        _recompute_activations(model, True)
     return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def _recompute_activations(model: torch.nn.Module, on: bool) -> None:
+    """Activation checkpointing on (non-reentrant: frozen embeddings need no input gradients) or off, by the
+    names of the installed transformers (``gradient_checkpointing_*`` before 5.x, deprecated since and gone in v6)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _steps(n: int, progress: bool):
