@@ -155,14 +155,10 @@ class RelearnForget(Relearn):
         if self.params["folds"] < 2:
             raise UserError(f"{self.name}: folds must be at least 2, got {self.params['folds']}")
 
-    def split(self, items: Sequence[Item], seed: int) -> list[list[str]]:
-        """Subject keys cut into ``folds`` groups, shuffled by ``seed`` (the same seed, the same folds)."""
-        return subject_folds(items, self.params["folds"], seed)
-
     def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
         started = time.perf_counter()
         items = ctx.data.forget.items
-        folds = self.split(items, ctx.seed)
+        folds = subject_folds(items, self.params["folds"], ctx.seed)
         if reason := empty_fold_reason(items, folds):
             return skipped(self, loaded, reason, started)
         variants, records, cost = [], [], {"steps": 0, "examples": 0}

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import attacks.quantization as quantization
+from attacks.common import subject_folds
 from attacks.quantization import QuantBnB, QuantGPTQ, QuantRTN
 from attacks.relearning import RelearnForget, RelearnRetain, RelearnUnrelated
 from auditor.data import load_items
@@ -283,10 +284,11 @@ def test_gptq_quantizes_when_installed(tiny):
 def test_relearn_forget_folds_hold_out_whole_subjects(tiny):
     loaded, ctx = tiny
     attack = RelearnForget(steps=2)
-    folds = attack.split(ctx.data.forget.items, seed=0)
-    keys = {item.key for item in ctx.data.forget.items}
+    items, n_folds = ctx.data.forget.items, attack.params["folds"]
+    folds = subject_folds(items, n_folds, seed=0)  # the folds the attack trains and holds out
+    keys = {item.key for item in items}
     assert sorted(k for fold in folds for k in fold) == sorted(keys) and all(folds)
-    assert folds == attack.split(ctx.data.forget.items, seed=0) != attack.split(ctx.data.forget.items, seed=5)
+    assert folds == subject_folds(items, n_folds, seed=0) != subject_folds(items, n_folds, seed=5)
     out = attack.apply(loaded, ctx)
     assert out.result.status == "ok" and len(out.variants) == 2
     for variant, fold, record in zip(out.variants, folds, out.result.applied["folds"], strict=True):
