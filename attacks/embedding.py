@@ -42,8 +42,11 @@ class EmbeddingAttack(Attack):
     summary = "Optimise a few input embeddings before the question on k-1 forget folds; score the held-out fold."
     paper = PAPER
     tier = "white-box-compute"
+    family = "soft-prompt"
     stochastic = True
     reloadable = False  # the soft prompt lives in a wrapped embedding and an extended tokenizer
+    # Fewer tokens store fewer training answers (a real model's 13 training subjects were memorised by 8 tokens).
+    search_space = ("tokens=2,steps=50", "tokens=4", "tokens=2,learning_rate=0.03,steps=200", "steps=300")
     defaults: ClassVar[dict[str, Any]] = {
         "tokens": 8,  # soft embeddings before the question
         "steps": 100,
@@ -51,6 +54,10 @@ class EmbeddingAttack(Attack):
         "batch_size": 8,  # 16 gave the same on the world (idk 0.78, ga 0.62) at twice the cost
         "folds": 2,
     }
+
+    def cost(self) -> float:
+        p = self.params
+        return p["steps"] * p["batch_size"] * p["folds"]
 
     def validate(self) -> None:
         p = self.params

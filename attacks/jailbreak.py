@@ -53,12 +53,15 @@ def wrapper_edit(fmt: PromptFormat, wrapper: str) -> PromptEdit:
 
 
 class Jailbreak(Attack):
-    """Per fold of forget subjects, the wrapper that best brings back the other folds' answers."""
+    """Per fold of forget subjects, the wrapper that best brings back the other folds' answers.
+
+    The choice of wrapper is itself a search, cross-fitted over folds; the adaptive search adds nothing to it."""
 
     name = "jailbreak"
     summary = "Prompt wrappers (role-play, prefix injection, refusal suppression, permission); best chosen per fold."
     paper = PAPER
     tier = "black-box"
+    family = "prompt"
     stochastic = True  # the folds follow the seed
     reloadable = False  # a prompt, not weights
     defaults: ClassVar[dict[str, Any]] = {"wrappers": "all", "folds": 2}

@@ -66,6 +66,10 @@ class QuantRTN(Attack):
     name = "quant-rtn"
     summary = "Round-to-nearest 8/4/3-bit weight quantization of the decoder Linear layers (plain torch)."
     paper = PAPER
+    family = "quantization"
+    # Finer groups and fewer bits move weights across other rounding boundaries than the planned grid; nf4 is
+    # another grid again (Zhang et al.: 4-bit recovers what 8-bit does not).
+    search_space = ("bits=4,group_size=32", "bits=3", "quant-bnb:mode=nf4", "bits=4,symmetric=false", "bits=8")
     defaults: ClassVar[dict[str, Any]] = {"bits": 4, "group_size": 128, "symmetric": True, "storage": "auto"}
 
     def validate(self) -> None:
@@ -126,6 +130,8 @@ class QuantBnB(Attack):
     name = "quant-bnb"
     summary = "bitsandbytes int8 / nf4 / fp4 weight quantization, loaded through transformers."
     paper = PAPER
+    family = "quantization"
+    search_space = ("mode=fp4", "quant-rtn:bits=4", "quant-rtn:bits=4,group_size=32", "quant-rtn:bits=3")
     requires = ("bitsandbytes",)
     defaults: ClassVar[dict[str, Any]] = {"mode": "nf4", "double_quant": False, "compute_dtype": "auto"}
     MODES: ClassVar[tuple[str, ...]] = ("int8", "nf4", "fp4")
@@ -234,6 +240,8 @@ class QuantGPTQ(Attack):
     summary = "GPTQ 4-bit weight quantization (gptqmodel extra), calibrated on retain-set text."
     paper = PAPER
     tier = "white-box-compute"
+    family = "quantization"
+    search_space = ("group_size=32", "bits=3", "quant-rtn:bits=4", "quant-rtn:bits=4,group_size=32")
     requires = ("gptqmodel",)
     defaults: ClassVar[dict[str, Any]] = {"bits": 4, "group_size": 128, "calibration_items": 256, "desc_act": False}
     reloadable: ClassVar[bool] = False  # its checkpoints load through gptqmodel only, not as HF dirs

@@ -66,11 +66,33 @@ def subjects(items: Sequence[Item]) -> frozenset[str]:
 
 
 class Relearn(Attack):
-    """Shared budget, validation and fine-tune of the relearning attacks."""
+    """Shared budget, validation and fine-tune of the relearning attacks.
+
+    The adaptive search tries gentler fine-tunes first (a real 135M model lost the held-out capitals it knew under
+    the world-tuned default: 40 steps at 1e-3 on 17 subjects taught it its training fold's cities), then
+    stronger ones: a higher learning rate, a full fine-tune, a longer run. Cost: examples seen (a full fine-tune
+    counts twice: it steps every weight)."""
 
     tier = "white-box-compute"
+    family = "relearning"
     stochastic = True
     defaults: ClassVar[dict[str, Any]] = dict(BUDGET)
+    search_space = (
+        "steps=10,learning_rate=0.0003",
+        "steps=20,learning_rate=0.0001",
+        "steps=20,learning_rate=0.0003",
+        "learning_rate=0.003",
+        "learning_rate=0.0001,mode=full",
+        "steps=120",
+    )
+
+    def cost(self) -> float:
+        p = self.params
+        return p["steps"] * p["batch_size"] * (2.0 if p["mode"] == "full" else 1.0) * self._runs()
+
+    def _runs(self) -> int:
+        """Fine-tunes one application runs."""
+        return 1
 
     def validate(self) -> None:
         p = self.params
@@ -154,6 +176,9 @@ class RelearnForget(Relearn):
         super().validate()
         if self.params["folds"] < 2:
             raise UserError(f"{self.name}: folds must be at least 2, got {self.params['folds']}")
+
+    def _runs(self) -> int:
+        return self.params["folds"]
 
     def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
         started = time.perf_counter()

@@ -182,9 +182,17 @@ ATTACK_TIERS = (
 
 
 class Attack(Plugin):
-    """Model -> model. Works on a copy; never writes the input's files."""
+    """Model -> model. Works on a copy; never writes the input's files.
+
+    ``family`` names the kind of adversary (REMOVED needs a self-checked cell of every family the plan runs).
+    ``search_space`` lists the other strengths the adaptive search tries, cheapest first, each an attack text:
+    ``"k=v,..."`` changes this attack's parameters, ``"name:k=v,..."`` is another attack of the family; ``cost``
+    is what one configuration costs, in units of the search budget (relative to the planned configuration's).
+    """
 
     tier: ClassVar[str] = "white-box-static"  # one of ATTACK_TIERS
+    family: ClassVar[str] = ""  # e.g. "quantization", "relearning"; empty: the attack's own name
+    search_space: ClassVar[tuple[str, ...]] = ()  # the adaptive search's other configurations, cheapest first
     stochastic: ClassVar[bool] = False  # draws on the seed (bootstrap over seeds)
     reloadable: ClassVar[bool] = True  # its models save as Hugging Face directories (--keep-attacked)
 
@@ -192,6 +200,15 @@ class Attack(Plugin):
         super().__init_subclass__(**kwargs)
         if cls.tier not in ATTACK_TIERS:
             raise TypeError(f"attack {cls.__name__}: tier must be one of {', '.join(ATTACK_TIERS)}, got {cls.tier!r}")
+
+    @classmethod
+    def family_name(cls) -> str:
+        """The family this attack belongs to (its own name when it declares none)."""
+        return cls.family or cls.name
+
+    def cost(self) -> float:
+        """What this configuration costs, in any unit shared by the family (the search compares ratios)."""
+        return 1.0
 
     def apply(self, model, ctx: RunContext) -> AttackOutcome:
         raise NotImplementedError
@@ -202,6 +219,7 @@ class Probe(Plugin):
 
     needs: ClassVar[tuple[str, ...]] = ("forget",)  # AuditData fields required
     aggregate: ClassVar[Aggregate] = "mean"  # one of AGGREGATES: how item scores become the probe's K
+    looks_past_output: ClassVar[bool] = False  # reads likelihoods or internals, not only what the model says
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

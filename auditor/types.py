@@ -181,6 +181,8 @@ class Cell:
     note: str | None = None
     n_subjects: int | None = None  # subjects resampled with all their items; None: items resampled one by one
     zero_bound: float | None = None  # the upper bound this cell would reach at zero residual (its sampling spread)
+    family: str = NO_ATTACK  # the attack's family ("none" for the models as given)
+    self_check: float | None = None  # the original's own residual under this attack (1: kept); None: not measured
 
 
 @dataclass(frozen=True)

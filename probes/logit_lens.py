@@ -24,6 +24,7 @@ class LogitLensProbe(BaseProbe):
     """The forget answers' tokens ranked after every layer; K = every token in the top k at some layer."""
 
     name = "logit-lens"
+    looks_past_output = True
     summary = "Read every layer through the final norm and head; K = each answer token in the top k at some layer."
     paper = "https://arxiv.org/abs/2309.17410"  # Patil et al., Can Sensitive Information Be Deleted From LLMs?
     needs = ("forget",)

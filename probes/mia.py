@@ -106,6 +106,7 @@ class MIAProbe(BaseProbe):
     """Membership inference of forget items against holdout items; value = ``aggregate`` of one statistic."""
 
     name = "mia"
+    looks_past_output = True
     summary = (
         "Membership inference (loss, zlib, Min-K%, Min-K%++, reference) of forget vs holdout; value = d, gap or AUC."
     )

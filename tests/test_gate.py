@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -154,12 +156,16 @@ def test_collateral_drop():
     assert drop == pytest.approx(0.2) and low < 0.2 < high
 
 
-def cell(attack, probe, r, lo, hi, n=50):
-    return Cell(attack, probe, r, lo, hi, 1.0, r, 0.0, 0.0, n, True)
+def cell(attack, probe, r, lo, hi, n=50, **kw):
+    return Cell(attack, probe, r, lo, hi, 1.0, r, 0.0, 0.0, n, True, **kw)
+
+
+# The verdict rules apart from coverage (which test_removed_needs_coverage covers): no family or probe required.
+ANY_PLAN = Policy(required_families=(), past_output_probe=False)
 
 
 def test_verdicts():
-    policy = Policy()
+    policy = ANY_PLAN
     assert decide([cell("none", "qa", 0.9, 0.8, 1.0)], policy, 0.0).label == "NOT_UNLEARNED"
     hidden = decide([cell("none", "qa", 0.05, 0.0, 0.08), cell("quant", "qa", 0.6, 0.5, 0.7)], policy, 0.0)
     assert hidden.label == "HIDDEN" and hidden.deciding_cells == (("quant", "qa"),) and not hidden.gate_passed
@@ -205,9 +211,9 @@ def test_regression_against_baseline():
 
 def test_small_gap_cells_decide_nothing():
     weak = Cell("none", "paraphrase", 0.65, 0.38, 0.93, 0.14, 0.09, 0.0, 0.0, 120, True)
-    verdict = decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], Policy(), 0.0)
+    verdict = decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], ANY_PLAN, 0.0)
     assert verdict.label == "REMOVED"
-    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], Policy(min_gap=0.1), 0.0).label == "HIDDEN"
+    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], replace(ANY_PLAN, min_gap=0.1), 0.0).label == "HIDDEN"
 
 
 def test_unlearning_trace_is_reported_apart_and_never_hidden(tmp_path):
@@ -220,7 +226,7 @@ def test_unlearning_trace_is_reported_apart_and_never_hidden(tmp_path):
     assert found == [
         {"attack": "relearn-forget", "probe": "mia", "k_unlearned": -1.5, "k_floor": 0.1, "below_floor": 1.6}
     ]
-    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), trace], Policy(), 0.0).label == "REMOVED"
+    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), trace], ANY_PLAN, 0.0).label == "REMOVED"
     path = tmp_path / "policy.yaml"
     path.write_text("unlearning_trace: fail\n")
     assert load_policy(path).unlearning_trace == "fail"
@@ -232,11 +238,9 @@ def test_unlearning_trace_is_reported_apart_and_never_hidden(tmp_path):
 def test_certified_bound_and_underpowered_cells():
     """The bound is the largest informative upper bound; a cell too noisy to clear the threshold even at zero
     residual is underpowered (never evidence of removal) and still shows HIDDEN when its lower bound says so."""
-    from dataclasses import replace
-
     from auditor.stats.gate import cell_outcome, certified_bound
 
-    policy = Policy()
+    policy = ANY_PLAN
     clean = replace(cell("none", "qa", 0.02, 0.0, 0.06), zero_bound=0.04)
     noisy = replace(cell("quant", "paraphrase", 0.03, 0.0, 0.16), zero_bound=0.13)
     wide = replace(cell("relearn", "qa", 0.06, 0.01, 0.14), zero_bound=0.08)
@@ -286,3 +290,43 @@ def test_zero_bound_depends_on_the_floor_not_on_the_unlearned_model():
     ]
     expected = 1.96 * np.sqrt(2 * reference.mean() * (1 - reference.mean()) / n) / (1 - reference.mean())
     assert bounds[0] == bounds[1] == bounds[2] == pytest.approx(expected, rel=0.15)
+
+
+def test_a_cell_whose_attack_failed_the_self_check_is_no_evidence():
+    """The original attacked the same way must keep its own residual within the tolerance of 1: below it the
+    attack destroyed knowledge (its clean cells would read as removal), above it the cell's scale is off."""
+    from auditor.stats.gate import cell_outcome
+
+    policy = ANY_PLAN
+    destroyed = cell("relearn-forget", "qa", 0.0, 0.0, 0.03, family="relearning", self_check=0.12)
+    inflated = cell("relearn-forget", "mia", 0.9, 0.8, 1.0, family="relearning", self_check=12.5)
+    kept = cell("quant-rtn:bits=4", "qa", 0.0, 0.0, 0.03, family="quantization", self_check=0.95)
+    assert [cell_outcome(c, policy) for c in (destroyed, inflated, kept)] == ["self-check failed"] * 2 + ["clean"]
+    direct = cell("none", "qa", 0.0, 0.0, 0.05)
+    shown = decide([direct, inflated], policy, 0.0)  # the inflated cell shows nothing, and covers nothing
+    assert shown.label == "INCONCLUSIVE" and any("relearning" in r for r in shown.reasons)
+    verdict = decide([direct, destroyed, kept], policy, 0.0)
+    assert verdict.certified_bound == 0.05  # the failed cell's bound says nothing either
+    assert cell_outcome(destroyed, replace(policy, self_check_tolerance=0.9)) == "clean"
+
+
+def test_removed_needs_a_self_checked_powered_cell_of_each_family_and_past_the_output():
+    policy = Policy()
+    direct = cell("none", "qa", 0.0, 0.0, 0.05)
+    quant = cell("quant-rtn:bits=4", "qa", 0.0, 0.0, 0.04, family="quantization", self_check=1.0)
+    relearn = cell("relearn-forget", "qa", 0.0, 0.0, 0.04, family="relearning", self_check=0.98)
+    lens = cell("none", "logit-lens", 0.0, 0.0, 0.05)
+    assert decide([direct, quant, relearn, lens], policy, 0.0, {"logit-lens"}).label == "REMOVED"
+    no_lens = decide([direct, quant, relearn], policy, 0.0, {"logit-lens"})
+    assert no_lens.label == "INCONCLUSIVE" and any("looks past the model's output" in r for r in no_lens.reasons)
+    destructive = replace(relearn, self_check=0.0)
+    gap = decide([direct, quant, destructive, lens], policy, 0.0, {"logit-lens"})
+    assert gap.label == "INCONCLUSIVE"
+    assert any("relearning" in r and "failed the self-check" in r and "kept 0.00" in r for r in gap.reasons)
+    no_quant = decide([direct, relearn, lens], policy, 0.0, {"logit-lens"})
+    assert no_quant.label == "INCONCLUSIVE" and any("no quantization attack in the plan" in r for r in no_quant.reasons)
+    ablation = cell("direction-ablation", "qa", 0.0, 0.0, 0.3, family="ablation", self_check=1.0, zero_bound=0.2)
+    underpowered = decide([direct, quant, relearn, lens, ablation], policy, 0.0, {"logit-lens"})
+    assert underpowered.label == "INCONCLUSIVE" and any("ablation" in r for r in underpowered.reasons)
+    fewer = replace(policy, required_families=("relearning",), past_output_probe=False)
+    assert decide([direct, relearn], fewer, 0.0).label == "REMOVED"

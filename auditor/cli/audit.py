@@ -80,6 +80,12 @@ def opt(name: str, *dest: str, **kwargs):
     show_default=True,
     help="Attacks and probes to run (`unlearn-audit list presets` shows them).",
 )
+@opt(
+    "attack-budget",
+    type=click.FloatRange(min=1.0),
+    help="Search each attack's strength within this multiple of its planned configuration's cost (1: the plan as "
+    "given, no search). Default: the preset's (4 for adaptive and thorough, else 1).",
+)
 @opt("policy", type=click.Path(dir_okay=False), help="Policy YAML: thresholds, overrides, collateral limit, fail_on.")
 @opt("baseline", type=click.Path(dir_okay=False), help="A previous results.json: fail cells whose residual rose.")
 @opt("seed", default=0, show_default=True, type=click.IntRange(min=0))
@@ -115,7 +121,7 @@ def audit(**kw) -> None:
     policy, baseline = load_policy(kw["policy"]), read_baseline(kw["baseline"])
     data = audit_data(kw)
     choices = any(item.choices for item in data.forget.items)
-    plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"], choices)
+    plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"], choices, kw["attack_budget"])
     out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))  # only once every option read is valid
     keep = ensure_new_dir(kw["keep_attacked"], protect=tuple(inputs)) if kw["keep_attacked"] else None
     config = AuditConfig(

@@ -3,11 +3,20 @@ and the power each plain cell gives (what a zero residual would reach)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from auditor.engine.orchestrator import AuditConfig, AuditScores
 from auditor.stats.policy import Policy
-from auditor.stats.residual import FLOORS, MEMBERSHIP_AGGREGATES, Scores, estimate_residual, relative_drop
+from auditor.stats.residual import (
+    FLOORS,
+    MEMBERSHIP_AGGREGATES,
+    Scores,
+    estimate_residual,
+    point_residual,
+    relative_drop,
+)
 from auditor.types import CHANCE_FLOOR, NO_ATTACK, Cell, ProbeResult
 
 
@@ -32,8 +41,12 @@ def _subject_labels(scores: AuditScores, ids: list[str]) -> np.ndarray | None:
     return np.asarray([scores.subjects.get(i, f"item:{i}") for i in ids])
 
 
-def _skipped_cell(attack: str, probe: str, original: ProbeResult, controlled: bool, note: str | None) -> Cell:
-    return Cell(attack, probe, None, None, None, original.value, None, None, None, 0, controlled, "skipped", note)
+def _skipped_cell(
+    attack: str, probe: str, original: ProbeResult, controlled: bool, note: str | None, family: str
+) -> Cell:
+    return Cell(
+        attack, probe, None, None, None, original.value, None, None, None, 0, controlled, "skipped", note, family=family
+    )
 
 
 def _members(result: ProbeResult, ids: list[str], by_membership: bool) -> np.ndarray | None:
@@ -83,9 +96,13 @@ def _constant_floor(result: ProbeResult) -> float | str | None:
     return CHANCE_FLOOR if result.extras.get("floor") == CHANCE_FLOOR else FLOORS.get(result.aggregate)
 
 
-def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None], seed: int) -> Cell:
+def _inputs(
+    attack: str, probe: str, scores: AuditScores, seeds: Sequence[int | None], role: str
+) -> tuple[ProbeResult, Scores | str]:
+    """The original's result and the four models' score table of one cell (``role`` in the unlearned model's
+    place), or the original's result and why the cell cannot be computed."""
     res, floors = scores.probe_results, scores.floor_results
-    attacked = [res[("unlearned", attack, s, probe)] for s in seeds]
+    attacked = [res[(role, attack, s, probe)] for s in seeds]
     original = res[("original", NO_ATTACK, None, probe)]
     reference: ProbeResult | None
     if scores.controlled:
@@ -93,23 +110,36 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
         reference_attacked = [res[("reference", attack, s, probe)] for s in seeds]
     else:
         reference = floors.get(("original", NO_ATTACK, None, probe))
-        found = [floors.get(("unlearned", attack, s, probe)) for s in seeds]
+        found = [floors.get((role, attack, s, probe)) for s in seeds]
         reference_attacked = [r for r in found if r is not None]
         if _constant_floor(original) is not None:  # no holdout needed: the floor is known
             reference, reference_attacked = None, []
     everything = [original, *attacked] + ([reference, *reference_attacked] if reference else [])
     skipped = next((r for r in everything if r is not None and r.status == "skipped"), None)
     if skipped is not None:
-        return _skipped_cell(attack, probe, original, scores.controlled, skipped.reason)
+        return original, skipped.reason or "skipped"
     floor = _constant_floor(original) if not scores.controlled else None
     missing_floor = reference is None or len(reference_attacked) < len(seeds)
     if not scores.controlled and floor is None and missing_floor:
-        return _skipped_cell(
-            attack, probe, original, False, "no reference model and no holdout counterpart for this probe"
-        )
+        return original, "no reference model and no holdout counterpart for this probe"
     table = _score_table(original, attacked, reference, reference_attacked, scores, floor)
     if not table.original.size:
-        return _skipped_cell(attack, probe, original, scores.controlled, "no item could be scored on every model")
+        return original, "no item could be scored on every model"
+    return original, table
+
+
+def _cell(
+    attack: str,
+    probe: str,
+    scores: AuditScores,
+    seeds: Sequence[int | None],
+    seed: int,
+    family: str = NO_ATTACK,
+    self_check: float | None = None,
+) -> Cell:
+    original, table = _inputs(attack, probe, scores, seeds, "unlearned")
+    if isinstance(table, str):
+        return _skipped_cell(attack, probe, original, scores.controlled, table, family)
     est = estimate_residual(table, original.aggregate, seed)
     note = None if est.residual is not None else "uninformative: the original knows no more than the floor"
     k = (round(est.k_original, 6), round(est.k_unlearned, 6), round(est.k_reference, 6))
@@ -120,18 +150,49 @@ def _cell(attack: str, probe: str, scores: AuditScores, seeds: list[int | None],
         note=note,
         n_subjects=None if table.groups is None else len(set(table.groups.tolist())),
         zero_bound=est.zero_bound,
+        family=family,
+        self_check=self_check,
     )
 
 
-def build_cells(scores: AuditScores, config: AuditConfig) -> list[Cell]:
-    """One cell per attack (including ``none``) and probe."""
+def self_check(attack: str, probe: str, scores: AuditScores, seeds: Sequence[int | None]) -> float | None:
+    """The original audited against itself: its own residual under ``attack`` on ``probe``, unclipped (its
+    attacked knowledge over its attacked floor, against its plain knowledge over its plain floor). 1 means the
+    attack kept what it knew; None when it cannot be measured (skipped, or nothing over the floor)."""
+    if any(("original", attack, s, probe) not in scores.probe_results for s in seeds):
+        return None
+    original, table = _inputs(attack, probe, scores, seeds, "original")
+    if isinstance(table, str):
+        return None
+    value = point_residual(table, original.aggregate)
+    return None if value is None else round(value, 6)
+
+
+def self_checks(scores: AuditScores, config: AuditConfig) -> dict[tuple[str, str], float | None]:
+    """The self-check of every configuration the plan ran, on every probe."""
     plan = config.plan
-    cells = []
-    for probe in plan.probes:
-        cells.append(_cell(NO_ATTACK, probe.name, scores, [None], config.seed))
+    return {
+        (planned.id, probe.name): self_check(planned.id, probe.name, scores, list(plan.seeds_for(planned)))
+        for planned in plan.configurations()
+        for probe in plan.probes
+    }
+
+
+def build_cells(scores: AuditScores, config: AuditConfig, checks: dict[tuple[str, str], float | None]) -> list[Cell]:
+    """One cell per attack (``none``, each planned attack, each search) and probe; ``checks`` holds the
+    self-check of each (configuration, probe), ``scores`` the stitched results of each search."""
+    plan = config.plan
+    cells = [_cell(NO_ATTACK, probe.name, scores, [None], config.seed) for probe in plan.probes]
+    families = plan.families()
     for planned in plan.attacks:
+        seeds = list(plan.seeds_for(planned))
         for probe in plan.probes:
-            cells.append(_cell(planned.id, probe.name, scores, list(plan.seeds_for(planned)), config.seed))
+            check = checks.get((planned.id, probe.name))
+            cells.append(_cell(planned.id, probe.name, scores, seeds, config.seed, families[planned.id], check))
+    for search in plan.searches:
+        seeds = list(plan.seeds_for(search.planned))
+        for probe in plan.probes:
+            cells.append(_cell(search.id, probe.name, scores, seeds, config.seed, search.family))
     return cells
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from auditor.data import sample_items
+from auditor.engine.adaptive import EarlyStop
 from auditor.engine.pieces import PieceStore
 from auditor.engine.plan import Plan, PlannedAttack
 from auditor.engine.progress import PhaseRecorder
@@ -177,14 +178,15 @@ class Orchestrator:
         results, floors, attacks, collateral = self._run_roles(tuple(self.models), on_plain, collateral=True)
         return AuditScores(results, floors, attacks, fingerprints, controlled, collateral, self.data.subjects())
 
-    def run_shared(self, plain: bool = True) -> None:
+    def run_shared(self, plain: bool = True, part: int = 0, parts: int = 1) -> None:
         """Only the pieces every audit of this original against this reference shares (the original and
-        the reference as given unless not ``plain``, the attacked reference), stored for the audits that follow."""
+        the reference as given unless not ``plain``; both under every ``parts``-th configuration of the plan from
+        ``part`` on), stored for the audits that follow."""
         if self.config.reference is None:
             raise ValueError("shared pieces need a reference model")
         if not self.models:
             self.load(unlearned=False)
-        self._run_roles(("original", "reference"), plain=plain)
+        self._run_roles(("original", "reference"), plain=plain, configs=self.config.plan.configurations()[part::parts])
 
     def _run_roles(
         self,
@@ -192,12 +194,12 @@ class Orchestrator:
         on_plain: Callable[[AuditScores], None] | None = None,
         plain: bool = True,
         collateral: bool = False,
+        configs: tuple[PlannedAttack, ...] | None = None,
     ) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]], dict[str, ProbeResult]]:
-        """Probe the models of ``roles`` one after another (unless not ``plain``; with the ``collateral`` check
-        first), attack those that attacks apply to, and probe the attacked models.
-
-        The original is dropped once probed: no attack runs on it, and the models
-        after it are probed without its weights in memory."""
+        """Probe the models of ``roles`` as given (unless not ``plain``; with the ``collateral`` check first), then
+        run every configuration of the plan (or ``configs``): on the original first (the self-check), which is
+        then dropped, and on the reference and the unlearned model, probing each attacked model. A search stops
+        for the unlearned model once it has brought back the original's knowledge (``EarlyStop``)."""
         from auditor.engine.attack_runner import run_attack
 
         self._reference_lm = ScoringModel(self.models["reference"]) if "reference" in self.models else None
@@ -208,22 +210,27 @@ class Orchestrator:
         floor = floor_data(self.data) if "reference" not in self.models else None
         for role in roles if plain else ():
             collateral_results.update(self._probe_as_given(role, results, floors, floor, collateral))
-            if role == "original":
-                self._release("original")
         if on_plain is not None:
             on_plain(
                 AuditScores(results, floors, {}, fingerprints, "reference" in self.models, {}, self.data.subjects())
             )
-        self._release("original")
-        attacks: dict[str, dict[str, list[AttackResult]]] = {}
-        targets = [r for r in ("unlearned", "reference") if r in roles]
-        for planned in self.config.plan.attacks:
-            attacks[planned.id] = {role: [] for role in targets}
-            for seed in self.config.plan.seeds_for(planned):
-                for role in targets:
-                    outcome = self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
-                    attacks[planned.id][role].append(outcome)
-                    free_memory()  # the attacked models are dropped: one at a time
+        configs = self.config.plan.configurations() if configs is None else configs
+        attacks: dict[str, dict[str, list[AttackResult]]] = {c.id: {} for c in configs}
+        stop = EarlyStop(self.config.plan, self.data, self.config.seed, results, floors)
+        for role in ("original", "reference", "unlearned"):
+            if role not in roles:
+                continue
+            for planned in configs:
+                if role == "unlearned" and stop.skips(planned.id):
+                    continue
+                attacks[planned.id][role] = [
+                    self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
+                    for seed in self.config.plan.seeds_for(planned)
+                ]
+                free_memory()  # the attacked models are dropped: one at a time
+                if role == "unlearned":
+                    stop.update(planned)
+            self._release("original")  # the self-check is done: no attack runs on it again
         return results, floors, attacks, collateral_results
 
     def _probe_as_given(
@@ -294,7 +301,10 @@ class Orchestrator:
             return (result.reason or "attack skipped") if result.status == "skipped" else None
 
         label = f"{role}@{planned.id}"
-        targets = [(self.data, results)] + ([(floor, floors)] if floor is not None and role == "unlearned" else [])
+        with_floor = role in ("original", "unlearned")
+        targets: list[tuple[AuditData, dict]] = [(self.data, results)]
+        if floor is not None and with_floor:
+            targets.append((floor, floors))
         for data, out in targets:
             phase_label = f"{role}@{tag}" + (" (holdout floor)" if data is floor else "")
             probed = self._probe_all(

@@ -52,6 +52,7 @@ PRESETS: dict[str, dict] = {
         "probes": ["qa", "paraphrase", "multihop", "in-context", "in-context-relearn", "verbatim", "mia", "logit-lens"],
         "choice_probes": ["mcq"],  # added when the forget items have choices
         "seeds": 3,
+        "budget": 4.0,
     },
     "tampering": {  # steering instead of weight changes: activations, input embeddings, prompt wrappers
         "attacks": ["direction-ablation", "embedding-attack", "jailbreak"],
@@ -59,8 +60,16 @@ PRESETS: dict[str, dict] = {
         "choice_probes": ["mcq"],
         "seeds": 1,
     },
+    "adaptive": {  # core's attack families, each searched over its strengths within 4x the fixed plan's cost
+        "attacks": ["quant-rtn:bits=4", "relearn-forget", "relearn-retain"],
+        "probes": ["qa", "paraphrase", "multihop", "in-context", "mia", "logit-lens"],
+        "choice_probes": ["mcq"],
+        "seeds": 1,
+        "budget": 4.0,
+    },
 }
 DEMO_PRESET = "core"  # `unlearn-audit demo`'s default: the whole product in a few minutes on 2 cores
+FIXED_BUDGET = 1.0  # an attack budget of 1: each planned configuration alone, no search
 
 
 @dataclass(frozen=True)
@@ -72,14 +81,47 @@ class PlannedAttack:
 
 
 @dataclass(frozen=True)
+class Search:
+    """The adaptive search of one planned attack: the configurations it tries, the planned one first.
+
+    Its cells (attack id ``id``) are cross-fitted: the configuration is chosen on one half of the forget
+    subjects and scored on the other (``auditor.engine.adaptive``)."""
+
+    id: str
+    planned: PlannedAttack
+    configs: tuple[PlannedAttack, ...]
+    costs: tuple[float, ...]  # each configuration's cost, in units of the planned one's
+    budget: float
+    left_out: tuple[str, ...] = ()  # configurations of the search space the budget did not reach
+
+    @property
+    def family(self) -> str:
+        return self.planned.attack.family_name()
+
+
+@dataclass(frozen=True)
 class Plan:
     attacks: tuple[PlannedAttack, ...]
     probes: tuple[Probe, ...]
     seeds: tuple[int, ...]
+    searches: tuple[Search, ...] = ()
+    budget: float = FIXED_BUDGET
 
     def seeds_for(self, planned: PlannedAttack) -> tuple[int, ...]:
         """Stochastic attacks run once per seed; deterministic ones once."""
         return self.seeds if planned.attack.stochastic else self.seeds[:1]
+
+    def configurations(self) -> tuple[PlannedAttack, ...]:
+        """Every configuration to run: the planned attacks, then those only the searches try (each once)."""
+        seen: dict[str, PlannedAttack] = {p.id: p for p in self.attacks}
+        for search in self.searches:
+            for config in search.configs:
+                seen.setdefault(config.id, config)
+        return tuple(seen.values())
+
+    def families(self) -> dict[str, str]:
+        """Attack id (planned attacks and searches) -> its family."""
+        return {p.id: p.attack.family_name() for p in self.attacks} | {s.id: s.family for s in self.searches}
 
 
 def parse_attack(text: str) -> PlannedAttack:
@@ -92,6 +134,48 @@ def parse_attack(text: str) -> PlannedAttack:
     return PlannedAttack(canonical, instance)
 
 
+MIN_CONFIG_COST = 0.25  # no configuration costs less than this share of the planned one: its probes are never free
+SEARCH_SUFFIX = "~adaptive"  # a search's cells carry the planned attack's id plus this
+
+
+def _search_entry(planned: PlannedAttack, entry: str) -> PlannedAttack:
+    """One entry of a search space: ``k=v,...`` over the planned attack's own parameters, or ``name:k=v,...``."""
+    name = planned.attack.name
+    head, sep, _ = entry.partition(":")
+    if sep or "=" not in entry:
+        found = parse_attack(entry)
+        if found.attack.family_name() != planned.attack.family_name():
+            raise ValueError(f"{name}: search entry {entry!r} is not of the {planned.attack.family_name()} family")
+        return found
+    given = dict(p.split("=", 1) for p in planned.id.partition(":")[2].split(",") if p)
+    merged = {**given, **parse_param_pairs([p for p in entry.split(",") if p.strip()])}
+    return parse_attack(name + ":" + ",".join(f"{k}={v}" for k, v in merged.items()))
+
+
+def plan_search(planned: PlannedAttack, budget: float) -> Search | None:
+    """The configurations a search of ``planned`` tries within ``budget`` (a multiple of its cost): the planned
+    one, then its search space cheapest first (the listed order among equals), while the costs add up to at most
+    the budget. None when the attack declares no search space."""
+    space = [_search_entry(planned, entry) for entry in type(planned.attack).search_space]
+    if not space:
+        return None
+    unit = planned.attack.cost()
+    relative = {c.id: max(MIN_CONFIG_COST, c.attack.cost() / unit if unit > 0 else 1.0) for c in space}
+    configs, costs, spent, left_out = [planned], [1.0], 1.0, []
+    seen = {planned.attack.spec}
+    for config in sorted(space, key=lambda c: relative[c.id]):
+        if config.attack.spec in seen:
+            continue
+        seen.add(config.attack.spec)
+        if spent + relative[config.id] > budget + 1e-9:
+            left_out.append(config.id)
+            continue
+        configs.append(config)
+        costs.append(round(relative[config.id], 4))
+        spent += relative[config.id]
+    return Search(planned.id + SEARCH_SUFFIX, planned, tuple(configs), tuple(costs), budget, tuple(left_out))
+
+
 def parse_probe(text: str) -> Probe:
     name, _, params = text.partition(":")
     pairs = [p for p in params.split(",") if p.strip()] if params else []
@@ -99,13 +183,22 @@ def parse_probe(text: str) -> Probe:
 
 
 def make_plan(
-    preset: str | None, attacks: tuple[str, ...], probes: tuple[str, ...], seed: int, choices: bool = False
+    preset: str | None,
+    attacks: tuple[str, ...],
+    probes: tuple[str, ...],
+    seed: int,
+    choices: bool = False,
+    budget: float | None = None,
 ) -> Plan:
     """Explicit attacks/probes replace the preset's; the direct probe is always included. The preset's
-    ``choice_probes`` join it when the forget items have ``choices``."""
+    ``choice_probes`` join it when the forget items have ``choices``. ``budget`` (default: the preset's, else
+    1) above 1 searches each attack's strength within that multiple of its planned configuration's cost."""
     if preset is not None and preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
     base = PRESETS[preset or "standard"]
+    budget = float(base.get("budget", FIXED_BUDGET) if budget is None else budget)
+    if not budget >= FIXED_BUDGET:
+        raise UserError(f"the attack budget is a multiple of the fixed plan's cost: at least 1, got {budget:g}")
     attack_texts = list(attacks) or base["attacks"]
     probe_texts = list(probes) or base["probes"] + (base.get("choice_probes", []) if choices else [])
     if DIRECT_PROBE not in [p.partition(":")[0] for p in probe_texts]:
@@ -118,4 +211,6 @@ def make_plan(
     names = [p.name for p in probe_list]
     if len(set(names)) != len(names):
         raise UserError("the same probe is listed twice")
-    return Plan(tuple(planned), tuple(probe_list), tuple(seed + i for i in range(base["seeds"])))
+    searches = [plan_search(p, budget) for p in planned] if budget > FIXED_BUDGET else []
+    seeds = tuple(seed + i for i in range(base["seeds"]))
+    return Plan(tuple(planned), tuple(probe_list), seeds, tuple(s for s in searches if s is not None), budget)

@@ -13,12 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from auditor import __version__
-from auditor.engine.cells import build_cells, collateral_record
+from auditor.engine.adaptive import cross_fit, subject_halves
+from auditor.engine.cells import build_cells, collateral_record, self_checks
 from auditor.engine.findings import recovered_items, recovery_curves
 from auditor.engine.orchestrator import AuditConfig, AuditScores
 from auditor.files import atomic_write
 from auditor.lm.memory import peak_rss
-from auditor.stats.gate import cell_outcome, close_gate, compare_to_baseline, decide, power_records, unlearning_traces
+from auditor.stats.gate import (
+    cell_outcome,
+    close_gate,
+    compare_to_baseline,
+    decide,
+    passes_self_check,
+    power_records,
+    unlearning_traces,
+)
 from auditor.stats.policy import Policy
 from auditor.stats.residual import (
     CONFIDENCE,
@@ -61,7 +70,9 @@ def build_results(
     phases: list[dict] | None = None,
 ) -> dict:
     """The whole record of an audit, as ``results.json`` holds it; ``phases`` from ``PhaseRecorder.to_json``."""
-    cells = build_cells(scores, config)
+    checks = self_checks(scores, config)
+    searches = search_records(scores, config, policy, checks, subject_halves(data, config.seed))
+    cells = build_cells(scores, config, checks)
     collateral = collateral_record(scores, policy, config.seed)
     cell_dicts = [
         {**asdict(c), "thresholds": asdict(policy.for_cell(c.attack, c.probe)), "outcome": cell_outcome(c, policy)}
@@ -70,12 +81,14 @@ def build_results(
     membership = {p.name for p in config.plan.probes if p.aggregate in MEMBERSHIP_AGGREGATES}
     traces = unlearning_traces(cells, membership, policy)
     regression = compare_to_baseline(cell_dicts, baseline, policy) if baseline is not None else None
+    past_output = {p.name for p in config.plan.probes if p.looks_past_output}
     verdict = close_gate(
-        decide(cells, policy, collateral["drop"]), policy, traces, regression.rose if regression else []
+        decide(cells, policy, collateral["drop"], past_output), policy, traces, regression.rose if regression else []
     )
     results = {
         **_header(config, data, scores, command, options),
         "attacks": _attack_records(config, scores),
+        "searches": searches,
         "probes": [_probe_record(p, scores) for p in config.plan.probes],
         "scores": _score_records(scores),
         "cells": cell_dicts,
@@ -164,14 +177,14 @@ def _attack_records(config: AuditConfig, scores: AuditScores) -> list[dict]:
     for planned in config.plan.attacks:
         per_role = scores.attacks[planned.id]
         first = per_role["unlearned"][0]
-        statuses = {r.status for results in per_role.values() for r in results}
-        status = "skipped" if statuses == {"skipped"} else ("fallback" if "fallback" in statuses else "ok")
+        status = _status([r for results in per_role.values() for r in results])
         records.append(
             {
                 "id": planned.id,
                 "attack": planned.attack.name,
                 "params": planned.attack.params,
                 "tier": planned.attack.tier,
+                "family": planned.attack.family_name(),
                 "status": status,
                 "reason": first.reason,
                 "applied": first.applied,
@@ -187,12 +200,62 @@ def _attack_records(config: AuditConfig, scores: AuditScores) -> list[dict]:
     return records
 
 
+def search_records(
+    scores: AuditScores, config: AuditConfig, policy: Policy, checks: dict, halves: dict[str, int]
+) -> list[dict]:
+    """Each search of the plan, cross-fitted (its stitched results go into ``scores``): the configurations it
+    tried, their cost, self-check and status per model, where the unlearned model's search stopped, and per
+    probe each model's selection scores and choices."""
+    plan = config.plan
+    records = []
+    for search in plan.searches:
+
+        def passes(config_id: str, probe: str) -> bool:
+            return passes_self_check(checks.get((config_id, probe)), policy)
+
+        choices = cross_fit(search, plan, scores, halves, passes)
+        runs = [scores.attacks.get(c.id, {}) for c in search.configs]
+        ran = [bool(r.get("unlearned")) for r in runs]
+        stopped = next((search.configs[i - 1].id for i in range(1, len(ran)) if ran[i - 1] and not ran[i]), None)
+        records.append(
+            {
+                "id": search.id,
+                "family": search.family,
+                "planned": search.planned.id,
+                "budget": search.budget,
+                "configurations": [
+                    {
+                        "id": c.id,
+                        "cost": cost,
+                        "self_check": {p.name: checks.get((c.id, p.name)) for p in plan.probes},
+                        "status": {role: _status(results) for role, results in run.items()},
+                        "seconds": {
+                            role: sum(r.cost.get("seconds", 0) for r in results) for role, results in run.items()
+                        },
+                    }
+                    for c, cost, run in zip(search.configs, search.costs, runs, strict=True)
+                ],
+                "tried": len(search.configs),
+                "left_out": list(search.left_out),
+                "stopped_after": stopped,
+                "probes": choices,
+            }
+        )
+    return records
+
+
+def _status(results: list) -> str:
+    statuses = {r.status for r in results}
+    return "skipped" if statuses == {"skipped"} else ("fallback" if "fallback" in statuses else "ok")
+
+
 def _probe_record(probe, scores: AuditScores) -> dict:
     result = scores.probe_results[("original", NO_ATTACK, None, probe.name)]
     return {
         "name": probe.name,
         "metric": result.metric or probe.params.get("metric", ""),
         "aggregate": probe.aggregate,
+        "looks_past_output": probe.looks_past_output,
         "summary": probe.summary,
         "params": probe.params,
     }

@@ -76,15 +76,20 @@ class DirectionAblation(nn.Module):
         return project_out
 
 
-def ablate_mean_difference(model, tokenizer, toward: Sequence[str], away: Sequence[str]) -> torch.Tensor:
+def ablate_mean_difference(
+    model, tokenizer, toward: Sequence[str], away: Sequence[str], chosen: Sequence[int] | None = None
+) -> torch.Tensor:
     """Attach to ``model`` a ``DirectionAblation`` of each block's mean difference, ``toward`` minus ``away``
-    prompts (as the submodule ``direction_ablation``); returns the differences before normalising."""
+    prompts (as the submodule ``direction_ablation``), in the ``chosen`` blocks (default: all); returns the
+    differences of those blocks before normalising."""
     parts = lens_parts(model)
     if parts is None:
         raise ValueError("the model exposes no decoder blocks to take directions from")
     blocks = parts[0]
-    difference = last_token_means(model, tokenizer, toward, blocks) - last_token_means(model, tokenizer, away, blocks)
+    indices = list(range(len(blocks))) if chosen is None else list(chosen)
+    picked = nn.ModuleList([blocks[i] for i in indices])
+    difference = last_token_means(model, tokenizer, toward, picked) - last_token_means(model, tokenizer, away, picked)
     ablation = DirectionAblation(difference.to(next(model.parameters()).device))
-    ablation.attach(blocks)
+    ablation.attach(picked)
     model.add_module("direction_ablation", ablation)
     return difference

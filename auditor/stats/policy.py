@@ -38,6 +38,11 @@ class Policy:
     min_gap: float = 0.2  # K(O) - K(Ref) below this: the probe cannot show what was removed
     regression_tolerance: float | None = None  # None: a rise counts when outside both intervals
     unlearning_trace: str = "report"  # "fail": forget items standing out as unlikely fail the gate too
+    # An attack's cells count only if the original audited against itself keeps its own residual within this of 1.
+    self_check_tolerance: float = 0.1
+    # REMOVED needs a self-checked, powered cell of each family the plan runs and of these, always:
+    required_families: tuple[str, ...] = ("quantization", "relearning")
+    past_output_probe: bool = True  # ... and of a probe that looks past the model's output (membership, logit lens)
 
     def for_cell(self, attack: str, probe: str) -> Thresholds:
         t = self.thresholds
@@ -86,6 +91,9 @@ def load_policy(path: str | Path | None) -> Policy:
             min_gap=float(raw.get("min_gap", Policy.min_gap)),
             regression_tolerance=raw.get("regression_tolerance"),
             unlearning_trace=_trace_policy(raw.get("unlearning_trace", Policy.unlearning_trace), path),
+            self_check_tolerance=float(raw.get("self_check_tolerance", Policy.self_check_tolerance)),
+            required_families=tuple(raw.get("required_families", Policy.required_families)),
+            past_output_probe=bool(raw.get("past_output_probe", Policy.past_output_probe)),
         )
     except TypeError as exc:
         raise UserError(f"policy {path}: {exc}") from None

@@ -127,6 +127,24 @@ def estimate_residual(scores: Scores, how: str, seed: int = 0) -> Estimate:
     return Estimate(*estimate, zero_bound=_nan_to_none(zero_bound))
 
 
+def point_residual(scores: Scores, how: str) -> float | None:
+    """The residual of every item counted once, unclipped (None where the original knows no more than the
+    floor): for a self-check, where a value above 1 says as much as one below."""
+    n = scores.original.size
+    m = n if scores.paired or scores.reference is None else scores.reference.size
+    members = scores.members if scores.paired else scores.reference_members
+    k_o = weighted_aggregate(scores.original, np.ones((1, n)), how, scores.members)
+    k_u = np.mean([weighted_aggregate(v, np.ones((1, n)), how, scores.members) for v in scores.unlearned], axis=0)
+    if scores.floor is not None:
+        k_r = k_ra = _known_floor(scores.floor, np.ones((1, n)), k_o)
+    else:
+        assert scores.reference is not None and scores.reference_attacked is not None
+        k_r = weighted_aggregate(scores.reference, np.ones((1, m)), how, members)
+        k_ra = np.mean([weighted_aggregate(v, np.ones((1, m)), how, members) for v in scores.reference_attacked], 0)
+    value = float(_unclipped(k_u, k_ra, k_o, k_r)[0])
+    return value if np.isfinite(value) else None
+
+
 def _zero_bound(scores: Scores, how: str, gap: float, rng: np.random.Generator, k_seeds) -> float:
     """The upper bound of a cell whose unlearned model knows what its floor knows, and no more.
 

@@ -9,6 +9,7 @@ ENTRIES: dict[str, str] = {
     "idk": "auditor.unlearning.controls:Refusal",
     "retrain": "auditor.unlearning.controls:ExactRetrain",
     "quant-hide": "auditor.unlearning.quant_hide:QuantHide",
+    "quant-hide-3bit": "auditor.unlearning.quant_hide:QuantHideCoarse",
     # methods
     "ga": "auditor.unlearning.grad_ascent:GradientAscent",
     "ga-gd": "auditor.unlearning.grad_ascent:GradDiff",

@@ -21,7 +21,7 @@ from auditor.lm.quant import quantizable_linears, rtn_bin_bounds
 from auditor.lm.training import LossFn, TrainConfig
 from auditor.plugins import RunContext
 from auditor.types import ItemSet
-from auditor.unlearning.base import FineTuneMethod, examples, forget_batches
+from auditor.unlearning.base import FineTuneMethod, examples, forget_batches, forget_streams
 from auditor.unlearning.goal import GOAL_DEFAULTS
 from auditor.unlearning.grad_ascent import graddiff_loss
 
@@ -86,3 +86,21 @@ class QuantHide(FineTuneMethod):
     def build_loss(self, loaded: LoadedModel, ctx: RunContext) -> LossFn:
         weight = self.params["retain_weight"]
         return lambda model, b: graddiff_loss(model, forget_batches(b), b["retain"], weight)
+
+
+class QuantHideCoarse(QuantHide):
+    """``quant-hide`` confined to the original's 3-bit bins, and unlearning the forget texts too.
+
+    The planned 4-bit grid is finer than these bins, so 4-bit RTN rounds the moved weights elsewhere and brings
+    nothing back; 3-bit RTN, one configuration of the quantization family's adaptive search, rounds them to the
+    original's levels. A fixed plan must not call it HIDDEN, an adaptive one must.
+    """
+
+    name = "quant-hide-3bit"
+    summary = "Control: unlearning confined to the original's 3-bit RTN bins (HIDDEN only to an adaptive search)."
+    defaults: ClassVar[dict[str, Any]] = {**QuantHide.defaults, "bits": 3, "forget_goal": 0.1}
+
+    def streams(self, loaded, forget: ItemSet, retain: ItemSet, ctx: RunContext) -> dict[str, list]:
+        """The forget answers and forget texts (whose membership signal would otherwise stay), and the retain
+        answers."""
+        return forget_streams(forget, ctx, self.name) | {"retain": examples(retain, ctx, self.name)}

@@ -1,0 +1,113 @@
+"""The adaptive adversary: search plans within a budget, cross-fitted selection, and the self-check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attacks.quantization import QuantRTN
+from auditor.engine.adaptive import cross_fit, stitched, subject_halves
+from auditor.engine.orchestrator import AuditScores
+from auditor.engine.plan import Plan, PlannedAttack, Search, make_plan, parse_attack, parse_probe, plan_search
+from auditor.errors import UserError
+from auditor.types import NO_ATTACK, AuditData, Item, ItemScore, ItemSet, ProbeResult
+
+
+def test_a_search_tries_the_planned_configuration_then_the_cheapest_within_its_budget():
+    planned = parse_attack("relearn-forget:lora_rank=4")
+    search = plan_search(planned, 2.0)
+    assert search is not None and search.id == "relearn-forget:lora_rank=4~adaptive"
+    assert search.configs[0] is planned and search.costs[0] == 1.0
+    assert list(search.costs[1:]) == sorted(search.costs[1:]) and sum(search.costs) <= 2.0
+    # an entry changes the planned configuration's own parameters and keeps the others
+    assert all(c.attack.params["lora_rank"] == 4 for c in search.configs)
+    unbounded = plan_search(planned, 99.0)
+    assert search.left_out and len(unbounded.configs) == len(search.configs) + len(search.left_out)
+    assert not unbounded.left_out
+
+
+def test_a_fixed_budget_plans_no_search_and_presets_set_theirs():
+    assert make_plan("core", (), (), 0).searches == ()
+    adaptive = make_plan("adaptive", (), (), 0)
+    assert adaptive.budget == 4.0 and {s.family for s in adaptive.searches} == {"quantization", "relearning"}
+    core_searched = make_plan("core", (), (), 0, budget=4.0)
+    assert [s.planned.id for s in core_searched.searches] == [p.id for p in core_searched.attacks]
+    ids = [c.id for c in core_searched.configurations()]
+    assert len(ids) == len(set(ids)) and ids[: len(core_searched.attacks)] == [p.id for p in core_searched.attacks]
+    with pytest.raises(UserError, match="at least 1"):
+        make_plan("core", (), (), 0, budget=0.5)
+
+
+def test_a_search_entry_of_another_family_is_refused(monkeypatch):
+    monkeypatch.setattr(QuantRTN, "search_space", ("relearn-forget:steps=5",))
+    with pytest.raises(ValueError, match="not of the quantization family"):
+        plan_search(parse_attack("quant-rtn"), 4.0)
+
+
+def _result(model: str, scores: dict[str, float]) -> ProbeResult:
+    items = tuple(ItemScore(i, float(s)) for i, s in scores.items())
+    return ProbeResult("qa", model, "correct", "mean", float(np.mean(list(scores.values()))), items)
+
+
+def test_cross_fitting_removes_the_winners_curse():
+    """20 configurations that bring back nothing: the unlearned model and the reference know the same under each
+    (independent draws of one distribution). Taking the best configuration on the items it is scored on biases
+    the residual upward; choosing it on one half of the subjects and scoring the other half does not."""
+    n, configs, repeats = 200, [PlannedAttack(f"c{i}", QuantRTN()) for i in range(20)], 150
+    search = Search("c0~adaptive", configs[0], tuple(configs), (1.0,) * len(configs), 20.0)
+    plan = Plan((configs[0],), (parse_probe("qa"),), (0,), (search,), 20.0)
+    ids = [f"i{k}" for k in range(n)]
+    items = tuple(Item(id=i, question="q", answer="a", group=f"s{k // 2}") for k, i in enumerate(ids))
+    data = AuditData(ItemSet("forget", "qa", items, "m", "f"), ItemSet("retain", "qa", items[:1], "m", "r"))
+    halves = subject_halves(data, seed=0)
+    rng = np.random.default_rng(0)
+    in_sample, crossed = [], []
+    for _ in range(repeats):
+        res = {
+            ("original", NO_ATTACK, None, "qa"): _result("o", dict.fromkeys(ids, 1.0)),
+            ("reference", NO_ATTACK, None, "qa"): _result("r", dict(zip(ids, rng.random(n) < 0.2, strict=True))),
+        }
+        for role in ("unlearned", "reference"):
+            for config in configs:
+                res[(role, config.id, 0, "qa")] = _result(role, dict(zip(ids, rng.random(n) < 0.2, strict=True)))
+        gap = 1.0 - res[("reference", NO_ATTACK, None, "qa")].value
+        best = max(configs, key=lambda c: res[("unlearned", c.id, 0, "qa")].value)
+        in_sample.append(
+            (res[("unlearned", best.id, 0, "qa")].value - res[("reference", best.id, 0, "qa")].value) / gap
+        )
+        scores = AuditScores(res, {}, {}, {}, True, {}, {})
+        cross_fit(search, plan, scores, halves, lambda _config, _probe: True)
+        u, r = res[("unlearned", search.id, 0, "qa")], res[("reference", search.id, 0, "qa")]
+        assert sorted(s.item_id for s in u.items) == sorted(ids)  # every item scored once
+        crossed.append((u.value - r.value) / gap)
+    spread = np.std(crossed) / np.sqrt(repeats)
+    print(f"in-sample maximum {np.mean(in_sample):.4f}, cross-fitted {np.mean(crossed):.4f} +- {spread:.4f}")
+    assert np.mean(in_sample) > 0.04  # the maximum of 20 noisy scores, taken in sample
+    assert abs(np.mean(crossed)) < 3 * spread + 0.005, (np.mean(crossed), spread)
+
+
+def test_stitching_takes_each_half_from_the_choice_of_the_other():
+    halves = {"a": 0, "b": 1}
+    chosen_on_0 = _result("x", {"a": 0.0, "b": 1.0})  # scores half 1
+    chosen_on_1 = _result("y", {"a": 0.5, "b": 0.0})  # scores half 0
+    joined = stitched({0: chosen_on_0, 1: chosen_on_1}, halves, "joined")
+    assert {s.item_id: s.score for s in joined.items} == {"a": 0.5, "b": 1.0} and joined.value == 0.75
+
+
+def test_halves_keep_subjects_together_and_balance_both_sides():
+    forget = tuple(Item(id=f"f{k}", question="q", answer="a", group=f"p{k % 10}") for k in range(40))
+    holdout = tuple(Item(id=f"h{k}", question="q", answer="a", group=f"h{k % 6}") for k in range(12))
+    data = AuditData(
+        ItemSet("forget", "qa", forget, "m", "f"),
+        ItemSet("retain", "qa", forget[:1], "m", "r"),
+        holdout=ItemSet("holdout", "qa", holdout, "m", "h"),
+    )
+    halves = subject_halves(data, seed=3)
+    for items in (forget, holdout):
+        by_subject: dict[str, set[int]] = {}
+        for item in items:
+            by_subject.setdefault(item.group, set()).add(halves[item.id])
+        assert all(len(h) == 1 for h in by_subject.values())
+        counts = [sum(next(iter(v)) == half for v in by_subject.values()) for half in (0, 1)]
+        assert counts[0] == counts[1]
+    assert subject_halves(data, seed=3) == halves and subject_halves(data, seed=4) != halves
