@@ -9,7 +9,7 @@ from typing import Any
 
 from auditor.types import NO_ATTACK
 from reports.text import clip, finite, fmt, fmt_ci, visible
-from reports.view import attack_ids, cell_map, cell_summary, deciding, policy, probe_names
+from reports.view import attack_ids, cell_map, cell_summary, deciding, policy, probe_names, self_check_text
 
 _RAMP = (
     (0.0, (255, 247, 236)),
@@ -18,6 +18,7 @@ _RAMP = (
     (0.75, (215, 48, 31)),
     (1.0, (127, 0, 0)),
 )  # white to dark red: residual knowledge 0 -> 1
+SELF_CHECK_FILL = "#eceff1"  # a cell whose attack failed its self-check: measured, but no evidence
 MODEL_COLOURS = {"original": "#404040", "unlearned": "#c0392b", "reference": "#2166ac"}
 _CHAR_W = 7.2  # average width of a 13px sans-serif character
 
@@ -43,7 +44,15 @@ def _k_line(cell: dict[str, Any]) -> str:
 
 
 def _heat_row(attack: str, info: dict[str, Any], y: float, label_chars: int) -> dict[str, Any]:
-    """One attack's row label, with its summary (and why it did not run) as the hover text."""
+    """One attack's row label, with its summary (and why it did not run) as the hover text; an adaptive search's
+    row (``info["search"]``) is marked and says what it tried."""
+    search = info.get("search")
+    if search:
+        title = visible(
+            f"{attack}: adaptive search over {search['tried']} configurations of the {search['family']} family, "
+            "each model's chosen on one half of the subjects and scored on the other"
+        )
+        return {"y": y, "label": visible("\u21bb " + clip(attack, label_chars - 2)), "title": title, "muted": False}
     title = visible(f"{attack}: {info.get('summary') or info.get('attack') or ''}")
     if info.get("status", "ok") != "ok":
         title += visible(f"\n{info['status']}: {info.get('reason') or 'no reason given'}")
@@ -72,8 +81,9 @@ def heatmap(results: dict[str, Any]) -> dict[str, Any]:
     """Attack x probe grid of residual knowledge with intervals; skipped cells hatched."""
     attacks, probes, cells, decided = attack_ids(results), probe_names(results), cell_map(results), deciding(results)
     status = {attack["id"]: attack for attack in results.get("attacks", [])}
+    status |= {search["id"]: {"search": search} for search in results.get("searches") or []}
     col_w, row_h, head_h = 132, 48, 36
-    longest = max((len(a) for a in attacks), default=8)
+    longest = max((len(a) + 2 * (a in status and "search" in status[a]) for a in attacks), default=8)
     label_w = int(min(max(longest * _CHAR_W + 24, 120), 300))
     label_chars, head_chars = int((label_w - 20) / _CHAR_W), int((col_w - 10) / _CHAR_W)
     rows, grid = [], []
@@ -134,6 +144,11 @@ def _heat_cell(
             "title": "\n".join(lines),
         }
     lines += [cell_summary(cell), _k_line(cell)]
+    failed = cell.get("outcome") == "self-check failed"
+    if failed:
+        lines.append(self_check_text(cell))
+    elif cell.get("self_check") is not None:
+        lines.append(f"self-check: the original attacked this way kept {fmt(cell['self_check'])} of its knowledge")
     if cell["status"] == "fallback":
         lines.append(visible(f"fallback: {cell.get('note') or 'no reason given'}"))
     elif cell.get("note"):
@@ -146,10 +161,10 @@ def _heat_cell(
     return {
         **box,
         "kind": "value",
-        "fill": residual_colour(residual),
-        "dark": residual > 0.55,
+        "fill": SELF_CHECK_FILL if failed else residual_colour(residual),
+        "dark": residual > 0.55 and not failed,
         "main": fmt(residual) + mark,
-        "sub": fmt_ci(cell.get("ci_low"), cell.get("ci_high")),
+        "sub": "self-check failed" if failed else fmt_ci(cell.get("ci_low"), cell.get("ci_high")),
         "title": "\n".join(lines),
     }
 

@@ -12,7 +12,16 @@ from markupsafe import Markup
 from reports.charts import curve_chart, heatmap, roc_charts
 from reports.schema import validate_results
 from reports.text import fmt, fmt_ci, show, visible
-from reports.view import VERDICT_COLOURS, attack_ids, bound_text, cell_map, cell_summary, judge, policy, probe_names
+from reports.view import (
+    VERDICT_COLOURS,
+    attack_ids,
+    bound_text,
+    cell_map,
+    cell_summary,
+    judge,
+    policy,
+    probe_names,
+)
 
 MAX_ITEMS = 200  # recovered items shown; the rest stay in results.json
 MEANINGS = {
@@ -60,6 +69,37 @@ def _output_columns(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(key, _OUTPUT_COLUMNS.get(key, visible(key))) for key in ordered]
 
 
+def _search_views(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per adaptive search: each configuration's cost, seconds and self-check per probe, and per probe each
+    model's choice on each half (with its selection score) and the held-out residual of the cross-fitted cell."""
+    cells = cell_map(results)
+    probes = probe_names(results)
+    views = []
+    for search in results.get("searches") or []:
+        per_probe = search["probes"]
+        rows = []
+        for config in search["configurations"]:
+            checks = [
+                (config["self_check"].get(p), config["id"] in per_probe.get(p, {}).get("eligible", [])) for p in probes
+            ]
+            seconds = sum((config.get("seconds") or {}).values())
+            rows.append({"id": config["id"], "cost": config["cost"], "checks": checks, "seconds": seconds,
+                         "ran": sorted(config["status"]), "status": sorted(set(config["status"].values()))})  # fmt: skip
+        winners = []
+        for probe in probes:
+            choices = per_probe.get(probe, {}).get("choices", {})
+            picks = {
+                role: [
+                    (config, (choice["scores"].get(config) or [None, None])[half] if config else None)
+                    for half, config in enumerate(choice["chosen_on_half"])
+                ]
+                for role, choice in choices.items()
+            }
+            winners.append({"probe": probe, "picks": picks, "cell": cells.get((search["id"], probe))})
+        views.append({**search, "rows": rows, "probes_shown": probes, "winners": winners})
+    return views
+
+
 def render_html(results: dict[str, Any]) -> str:
     """The report as one HTML document."""
     validate_results(results)
@@ -82,6 +122,7 @@ def render_html(results: dict[str, Any]) -> str:
             cells=[(cell, judge(results, cell)) for cell in cells],
             cells_by=cell_map(results),
             curves=[curve_chart(curve, pol["hidden"]) for curve in results["curves"] if curve["points"]],
+            searches=_search_views(results),
             rocs=roc_charts(results),
             col=results.get("collateral"),
             items=items[:MAX_ITEMS],

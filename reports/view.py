@@ -108,6 +108,8 @@ def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
     if outcome == "underpowered":
         zero = fmt(cell.get("zero_bound"))
         return Judgement("inconclusive", f"{summary}: underpowered, even a zero residual would reach {zero}")
+    if outcome == "self-check failed":
+        return Judgement("inconclusive", f"{summary}: {self_check_text(cell)}")
     if outcome == "uninformative":
         if finite(cell.get("residual")) is None:
             return Judgement("inconclusive", f"no residual measured: {cell.get('note') or 'no reason given'}")
@@ -117,6 +119,20 @@ def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
     return Judgement(
         "inconclusive", f"{summary}: interval neither below {fmt(limits['removed'])} nor above {fmt(limits['hidden'])}"
     )
+
+
+def self_check_text(cell: dict[str, Any]) -> str:
+    """Why a cell's attack failed its self-check, in words."""
+    kept = fmt(cell.get("self_check"))
+    return (
+        f"self-check failed: the original attacked this way kept {kept} of its own knowledge (1 = all of it), "
+        "so the cell is no evidence either way"
+    )
+
+
+def search_ids(results: dict[str, Any]) -> set[str]:
+    """The attack ids of the adaptive searches' cells."""
+    return {search["id"] for search in results.get("searches") or []}
 
 
 def max_residual(results: dict[str, Any]) -> dict[str, Any] | None:

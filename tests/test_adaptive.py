@@ -111,3 +111,92 @@ def test_halves_keep_subjects_together_and_balance_both_sides():
         counts = [sum(next(iter(v)) == half for v in by_subject.values()) for half in (0, 1)]
         assert counts[0] == counts[1]
     assert subject_halves(data, seed=3) == halves and subject_halves(data, seed=4) != halves
+
+
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory, make_tiny_llama):
+    """A real-shaped case: a tiny model that knows 48 capitals as it states them ("The capital of X is Y."),
+    audited on bare answers ("Y"). Like SmolLM2-135M-Instruct, a fine-tune on some bare answers teaches it to
+    answer bare, and it then answers the held-out questions with its training fold's cities."""
+    from auditor.engine.unlearn_runner import unlearn_to_dir
+    from auditor.lm.models import load_model
+    from auditor.lm.prompts import DEFAULT_FORMAT
+    from auditor.lm.training import Example, TrainConfig, train
+    from auditor.plugins import RunContext
+    from auditor.registry import METHODS
+    from auditor.types import ModelSpec
+    from auditor.world.tokenizer import train_tokenizer
+
+    rng = np.random.default_rng(0)
+    syllables = ["ka", "lo", "mi", "ta", "ren", "vo", "shi", "dar", "pel", "qu", "ban", "tor", "li", "ze", "mo", "fa"]
+    names = sorted({"".join(rng.choice(syllables, 2)).capitalize() for _ in range(400)})[:72]
+    cities = ["".join(rng.choice(syllables, 2)).capitalize() + "o" for _ in names]
+    items = [
+        Item(id=f"c{i}", question=f"What is the capital of {n}?", answer=c)
+        for i, (n, c) in enumerate(zip(names, cities, strict=True))
+    ]
+    sentence = {item.id: f"The capital of {item.question[23:-1]} is {item.answer}." for item in items}
+    fmt = DEFAULT_FORMAT
+    tokenizer = train_tokenizer([fmt.prompt(i.question) + fmt.completion(sentence[i.id]) for i in items] * 3, 400)
+    model = make_tiny_llama(tokenizer, max_position_embeddings=64, tie_word_embeddings=True)
+    known = items[:48]  # trained; the other 24 are the holdout: capitals it does not know (the floor)
+    examples = [Example(fmt.prompt(i.question), fmt.completion(sentence[i.id])) for i in known]
+    trained = train(model, tokenizer, {"train": examples}, TrainConfig(steps=300, learning_rate=3e-3, lora=False))
+    root = tmp_path_factory.mktemp("fragile")
+    trained.model.save_pretrained(root / "original", safe_serialization=True)
+    tokenizer.save_pretrained(root / "original")
+    sets = {"forget": known[:24], "retain": known[24:], "holdout": items[48:]}
+    data = AuditData(
+        *(ItemSet(name, "qa", tuple(sets[name]), "memory", name) for name in ("forget", "retain")),
+        holdout=ItemSet("holdout", "qa", tuple(sets["holdout"]), "memory", "holdout"),
+    )
+    original = load_model(ModelSpec(str(root / "original"), dtype="float32", device="cpu"))
+    ctx = RunContext(data=data)
+    unlearn_to_dir(METHODS.get("idk")(), original, data.forget, data.retain, root / "idk", ctx)
+    return root, data
+
+
+def audit_fragile(root, data, unlearned: str, out, budget: float = 1.0):
+    from auditor.engine.audit import run_audit
+    from auditor.engine.orchestrator import AuditConfig
+    from auditor.stats.policy import Policy
+    from auditor.types import ModelSpec
+
+    plan = make_plan("quick", ("quant-rtn:bits=4", "relearn-forget"), ("qa", "mia"), 0, budget=budget)
+    config = AuditConfig(ModelSpec(str(root / "original")), ModelSpec(str(root / unlearned)), None, plan)
+    return run_audit(config, data, Policy(), out, command="test", options={}).results
+
+
+@pytest.mark.slow
+def test_a_destructive_relearning_default_is_reported_and_never_counts(fragile, tmp_path):
+    """The model audited against itself: today's default relearning (40 steps at 1e-3 on 12 capitals) takes its
+    held-out capitals away; the self-check says so and its cells count for nothing. A refusal that hides the
+    capitals is then INCONCLUSIVE, never REMOVED, and the verdict names relearning as the family missing."""
+    root, data = fragile
+    itself = audit_fragile(root, data, "original", tmp_path / "self")
+    cells = {(c["attack"], c["probe"]): c for c in itself["cells"]}
+    relearned = cells[("relearn-forget", "qa")]
+    assert relearned["self_check"] < 0.5 and relearned["outcome"] == "self-check failed", relearned
+    assert cells[("quant-rtn:bits=4", "qa")]["outcome"] != "self-check failed"
+    hidden = audit_fragile(root, data, "idk", tmp_path / "idk")
+    assert cells_outcome(hidden, "relearn-forget", "qa") == "self-check failed"
+    assert hidden["verdict"]["label"] == "INCONCLUSIVE", hidden["verdict"]
+    assert any("relearning" in reason for reason in hidden["verdict"]["reasons"]), hidden["verdict"]
+
+
+def cells_outcome(results: dict, attack: str, probe: str) -> str:
+    return next(c["outcome"] for c in results["cells"] if (c["attack"], c["probe"]) == (attack, probe))
+
+
+@pytest.mark.slow
+def test_the_search_keeps_only_configurations_that_keep_what_the_original_knew(fragile, tmp_path):
+    """With a budget, the gentler relearning configurations pass the self-check and the destructive default is
+    left out of the choice on the probe it fails."""
+    root, data = fragile
+    results = audit_fragile(root, data, "idk", tmp_path / "idk", budget=4.0)
+    search = next(s for s in results["searches"] if s["family"] == "relearning")
+    checks = {c["id"]: c["self_check"]["qa"] for c in search["configurations"]}
+    eligible = search["probes"]["qa"]["eligible"]
+    assert "relearn-forget" not in eligible and eligible, checks
+    assert all(abs(checks[c] - 1) <= 0.1 for c in eligible)
+    assert results["verdict"]["label"] in ("INCONCLUSIVE", "HIDDEN"), results["verdict"]

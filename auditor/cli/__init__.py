@@ -100,7 +100,9 @@ def list_plugins(kind: str) -> None:
         from auditor.engine.plan import PRESETS
 
         for name, preset in PRESETS.items():
-            click.echo(f"{name}: {preset['seeds']} seed(s) per stochastic attack")
+            budget = preset.get("budget", 1.0)
+            search = f", each attack searched within {budget:g}x its cost" if budget > 1 else ""
+            click.echo(f"{name}: {preset['seeds']} seed(s) per stochastic attack{search}")
             click.echo(f"  attacks: {', '.join(preset['attacks'])}")
             click.echo(f"  probes:  {', '.join(preset['probes'])}")
             if preset.get("choice_probes"):
@@ -115,6 +117,19 @@ def list_plugins(kind: str) -> None:
         click.echo(f"{name:22s}{cls.summary}{tier}{status}")
         if cls.paper:
             click.echo(f"{'':22s}paper: {cls.paper}")
+        if kind == "attacks":
+            click.echo(f"{'':22s}family: {cls.family_name()}; {search_space_text(name)}")
+
+
+def search_space_text(name: str) -> str:
+    """What an attack's adaptive search tries, each configuration with its cost relative to the defaults'."""
+    from auditor.engine.plan import parse_attack, plan_search
+
+    search = plan_search(parse_attack(name), float("inf"))
+    if search is None:
+        return "no adaptive search (a fixed configuration)"
+    tried = ", ".join(f"{c.id} ({cost:g})" for c, cost in zip(search.configs[1:], search.costs[1:], strict=True))
+    return f"adaptive search, cheapest first (cost relative to the defaults): {tried}"
 
 
 def main() -> None:
