@@ -32,6 +32,8 @@ def _cell_text(cell: dict[str, Any] | None, decided: bool) -> str:
         return "\u2014"
     if cell["status"] == "skipped" or finite(cell.get("residual")) is None:
         return "skipped" if cell["status"] == "skipped" else "n/a"
+    if cell.get("outcome") == "self-check failed":
+        return f"self-check failed ({fmt(cell.get('self_check'))})"
     value = fmt(cell["residual"])
     ci = fmt_ci(cell.get("ci_low"), cell.get("ci_high"))
     return (
@@ -76,11 +78,35 @@ def render_markdown(results: dict[str, Any]) -> str:
     for attack in attack_ids(results):
         row = [_cell_text(cells.get((attack, p)), (attack, p) in decided) for p in probes]
         lines.append(f"| {md_code(attack)} | " + " | ".join(row) + " |")
-    lines += ["", "Bold: decided the verdict. \u2020: a fallback ran. Intervals are bootstrap intervals.", ""]
-    lines += _collateral(results) + _trace(results) + _skipped(results) + _items(results)
+    lines += [
+        "",
+        "Bold: decided the verdict. \u2020: a fallback ran. Intervals are bootstrap intervals. Self-check failed "
+        "(the original's own residual under the attack): no evidence. `~adaptive`: a searched attack, chosen on "
+        "one half of the subjects and scored on the other.",
+        "",
+    ]
+    lines += _searches(results) + _collateral(results) + _trace(results) + _skipped(results) + _items(results)
     fence = "`" * max([3] + [len(run) + 1 for run in re.findall("`+", results["command"])])
     lines += ["**Reproduce**", "", fence + "sh", visible(results["command"]), fence, ""]
     return "\n".join(lines)
+
+
+def _searches(results: dict[str, Any]) -> list[str]:
+    """Per adaptive search: what it tried and what the unlearned model chose on the direct probe."""
+    searches = results.get("searches") or []
+    if not searches:
+        return []
+    lines = ["### Adaptive search", ""]
+    for search in searches:
+        direct = next(iter(search["probes"]), None)
+        chosen = search["probes"][direct]["choices"].get("unlearned", {}).get("chosen_on_half", []) if direct else []
+        picks = " / ".join(md_code(c or "none eligible") for c in chosen)
+        stopped = f", stopped after {md_code(search['stopped_after'])}" if search.get("stopped_after") else ""
+        lines.append(
+            f"- {md_code(search['id'])}: {search['tried']} configurations of {md_text(search['family'])} "
+            f"within {search['budget']:g}x{stopped}; on {md_code(direct)} the unlearned model chose {picks}"
+        )
+    return lines + [""]
 
 
 def _collateral(results: dict[str, Any]) -> list[str]:

@@ -28,7 +28,7 @@ from auditor.types import ModelSpec
 pytestmark = pytest.mark.slow  # every test here audits models of the embedded world
 
 CALIBRATION_PRESET = DEMO_PRESET  # the known-answer controls are audited as `make demo` audits them
-CONTROLS = ("noop", "idk", "quant-hide", "retrain")
+CONTROLS = ("noop", "idk", "quant-hide", "quant-hide-3bit", "retrain")
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,7 @@ def audit(world, data, unlearned: Path, out: Path, cache: Path, preset: str = CA
         ModelSpec(str(world.original)),
         ModelSpec(str(unlearned)),
         ModelSpec(str(world.reference)) if kw.pop("controlled", True) else None,
-        make_plan(preset, kw.pop("attacks", ()), kw.pop("probes", ()), 0),
+        make_plan(preset, kw.pop("attacks", ()), kw.pop("probes", ()), 0, budget=kw.pop("budget", None)),
         cache_dir=cache,
     )
     return run_audit(config, data, Policy(), out, command="test", options={"preset": preset}, resume=True).results
@@ -111,6 +111,40 @@ def test_quant_hide_is_hidden_by_quantization(calibration):
     assert ("quant-rtn:bits=4", "qa") in {tuple(c) for c in results["verdict"]["deciding_cells"]}, show(results)
     direct = next(c for c in results["cells"] if c["attack"] == "none" and c["probe"] == "qa")
     assert direct["ci_high"] < 0.5, show(results)
+
+
+# Core's families searched within 4x their cost, with a probe of each kind: what the adaptive tests audit.
+SEARCHED = {"attacks": ("quant-rtn:bits=4", "relearn-forget"), "probes": ("qa", "paraphrase", "mia"), "budget": 4.0}
+
+
+def test_a_hiding_only_a_search_finds_is_hidden_to_the_adaptive_audit_alone(
+    world, data, calibration, demo_run, shared_cache, tmp_path
+):
+    """quant-hide-3bit stays inside the original's 3-bit bins: the planned 4-bit RTN and relearning do not bring it
+    back (core: not HIDDEN); the quantization search's 3-bit configuration does, cross-fitted."""
+    fixed = calibration["quant-hide-3bit"]
+    assert fixed["verdict"]["label"] in ("REMOVED", "INCONCLUSIVE"), show(fixed)
+    model = demo_run / "models" / "quant-hide-3bit"
+    searched = audit(world, data, model, tmp_path / "searched", shared_cache, "core", **SEARCHED)
+    assert searched["verdict"]["label"] == "HIDDEN", show(searched)
+    deciding = {tuple(c) for c in searched["verdict"]["deciding_cells"]}
+    assert deciding and {attack for attack, _ in deciding} == {"quant-rtn:bits=4~adaptive"}, show(searched)
+    quantization = next(s for s in searched["searches"] if s["family"] == "quantization")
+    assert quantization["probes"]["qa"]["choices"]["unlearned"]["chosen_on_half"] == ["quant-rtn:bits=3"] * 2
+    assert ("quant-rtn:bits=4", "qa") not in {
+        (c["attack"], c["probe"]) for c in searched["cells"] if c["outcome"] == "recovered"
+    }
+
+
+def test_the_search_manufactures_no_knowledge_in_the_exact_retrain(world, data, demo_run, shared_cache, tmp_path):
+    """Every model chooses its own configuration on half the subjects: the retrain and the reference search alike,
+    and the retrain stays REMOVED, its adaptive cells as clean as its planned ones."""
+    model = demo_run / "models" / "retrain"
+    results = audit(world, data, model, tmp_path / "retrain", shared_cache, "core", **SEARCHED)
+    assert results["verdict"]["label"] == "REMOVED", show(results)
+    adaptive = [c for c in results["cells"] if c["attack"].endswith("~adaptive")]
+    assert len(adaptive) == 6 and all(c["outcome"] == "clean" for c in adaptive), show(results)
+    assert results["verdict"]["certified_bound"] < 0.10
 
 
 def test_retrain_certified_bound_uses_subjects(calibration):

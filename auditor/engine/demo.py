@@ -166,8 +166,8 @@ def _print_flushed(message: str) -> None:
     print(message, flush=True)
 
 
-# The default demo: the four known-answer controls, then one method of each family the mission names.
-DEMO_METHODS = ("retrain", "noop", "idk", "quant-hide", "ga-gd", "npo-gd", "ext-sub", "prune")
+# The default demo: the five known-answer controls, then one method of each family the mission names.
+DEMO_METHODS = ("retrain", "noop", "idk", "quant-hide", "quant-hide-3bit", "ga-gd", "npo-gd", "ext-sub", "prune")
 
 
 def audit_config(world, unlearned: Path, preset: str, out_dir: Path) -> AuditConfig:
