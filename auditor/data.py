@@ -23,6 +23,7 @@ LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parque
 STRING_FIELDS = ("question", "answer", "text", "paraphrased_answer", "paraphrased_question", "group", "relation")
 KNOWN_FIELDS = {*STRING_FIELDS, "id", "choices", "answer_index", "perturbed_answer", "prompt", "gt"}
 MAPPABLE = {*STRING_FIELDS, "id", "choices", "answer_index", "perturbed_answer"}
+REQUIRED_TEXT = ("question", "answer", "text")  # present, they must say something: an empty answer is in every output
 
 
 def _read_rows(source: str) -> tuple[list[dict[str, Any]], str]:
@@ -116,6 +117,8 @@ def _to_item(row: dict[str, Any], mapping: dict[str, str], label: str, index: in
                 fields[key] = str(value)
             else:
                 raise UserError(f"{label}: field {mapping.get(key, key)!r} must be a string")
+        if key in REQUIRED_TEXT and isinstance(fields.get(key), str) and not fields[key].strip():
+            raise UserError(f"{label}: field {mapping.get(key, key)!r} is empty")
     perturbed = fields.get("perturbed_answer")
     if isinstance(perturbed, str):
         perturbed = [perturbed]
@@ -187,8 +190,39 @@ def load_items(
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise UserError(f"{source}: duplicate item ids")
+    first: dict[tuple, int] = {}
+    for index, item in enumerate(items):
+        seen = first.setdefault(_content(item), index)
+        if seen != index:
+            labels = [_row_label(source, style, i, line_numbers) for i in (index, seen)]
+            raise UserError(f"{labels[0]}: repeats {labels[1]} (the same item twice would count twice)")
     frozen = tuple(items)
     return ItemSet(name, kind or kinds.pop(), frozen, source, fingerprint_items(frozen))  # type: ignore[arg-type]
+
+
+def _content(item: Item) -> tuple:
+    """What makes two items the same item, whatever their ids."""
+    return (item.question, item.answer, item.text, item.choices, item.answer_index)
+
+
+def _question(item: Item) -> str | None:
+    """An item's question (or text), normalised for comparing sets."""
+    value = item.question or item.text
+    return " ".join(value.lower().split()) if value else None
+
+
+def check_disjoint(first: ItemSet, second: ItemSet, why: str) -> None:
+    """Refuse two sets that share a question (or text) or a subject: ``why`` says why they must not."""
+    questions = {question for item in first.items if (question := _question(item))}
+    for item in second.items:
+        if _question(item) in questions:
+            raise UserError(
+                f"{first.source} and {second.source} share the item {(item.question or item.text)!r}: {why}"
+            )
+    subjects = sorted({i.group for i in first.items if i.group} & {i.group for i in second.items if i.group})
+    if subjects:
+        more = f" and {len(subjects) - 1} more" if len(subjects) > 1 else ""
+        raise UserError(f"{first.source} and {second.source} share the subject {subjects[0]!r}{more}: {why}")
 
 
 def parse_mapping(text: str | None) -> dict[str, str] | None:
@@ -220,7 +254,7 @@ def load_audit_data(
     def optional(source: str | None, name: str, kind: str | None = None) -> ItemSet | None:
         return load_items(source, name, mapping if kind != "text" else None, kind) if source else None
 
-    return AuditData(
+    data = AuditData(
         forget=load_items(forget, "forget", mapping),
         retain=load_items(retain, "retain", mapping),
         holdout=optional(holdout, "holdout"),
@@ -229,6 +263,12 @@ def load_audit_data(
         holdout_texts=optional(holdout_texts, "holdout_texts", "text"),
         unrelated=optional(unrelated, "unrelated", "text"),
     )
+    check_disjoint(data.forget, data.retain, "an item or subject is either forgotten or kept")
+    pairs = ((data.forget, data.holdout), (data.forget_texts, data.holdout_texts), (data.forget, data.holdout_texts))
+    for forgotten, held in pairs:
+        if forgotten is not None and held is not None:
+            check_disjoint(forgotten, held, "the holdout set holds what no model saw")
+    return data
 
 
 def sample_items(items: ItemSet, size: int, seed: int) -> ItemSet:

@@ -19,6 +19,26 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+# The CLI with model weights refused: a bad input must be answered before any model is loaded (exit 4 otherwise).
+WITHOUT_WEIGHTS = """
+import sys
+import transformers
+def refuse(*args, **kwargs):
+    raise RuntimeError("model weights were loaded")
+transformers.AutoModelForCausalLM.from_pretrained = refuse
+from auditor.cli import main
+sys.argv = ["unlearn-audit", *sys.argv[1:]]
+main()
+"""
+
+
+def run_cli_without_weights(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_WEIGHTS, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
 @pytest.fixture(scope="module")
 def broken_models(world, tmp_path_factory):
     """A model directory without safetensors, and one whose tokenizer differs from the original's."""
@@ -36,7 +56,11 @@ def broken_models(world, tmp_path_factory):
     for file in other_tok.glob("tokenizer*"):
         file.unlink()
     train_tokenizer(["completely different text " * 20, "with other merges"], 300).save_pretrained(other_tok)
-    return {"pickled": pickled, "other_tokenizer": other_tok}
+    truncated = root / "truncated"
+    shutil.copytree(world.original, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4096])
+    return {"pickled": pickled, "other_tokenizer": other_tok, "truncated": truncated}
 
 
 def audit_args(world, out, **overrides):
@@ -62,6 +86,18 @@ def bad_jsonl(tmp_path, content):
     return str(path)
 
 
+def policy(tmp_path, content):
+    path = tmp_path / "policy.yaml"
+    path.write_text(content)
+    return {"--policy": str(path)}
+
+
+def repeated_line(world, tmp_path):
+    first = Path(world.file("forget")).read_text().splitlines()[0]
+    row = {k: v for k, v in json.loads(first).items() if k != "id"}
+    return bad_jsonl(tmp_path, (json.dumps(row) + "\n") * 2)
+
+
 CASES = {
     "missing model": lambda w, t, b: {"--unlearned": str(t / "no-such-model")},
     "no safetensors": lambda w, t, b: {"--unlearned": str(b["pickled"])},
@@ -75,28 +111,30 @@ CASES = {
     "system prompt without a chat template": lambda w, t, b: {"--system-prompt": "Be brief."},
     "missing chat template file": lambda w, t, b: {"--chat-template": str(t / "missing.jinja")},
     "missing gguf file": lambda w, t, b: {"--unlearned": str(t / "missing.gguf")},
-}
-
-# cases refused while the options are read, before the output folder is made
-READ_BEFORE_WRITING = {
-    "malformed forget file",
-    "empty forget file",
-    "unknown attack",
-    "unknown probe",
-    "bad attack parameter",
+    "missing model named like a hub id": lambda w, t, b: {"--unlearned": "no-such/model"},
+    "truncated safetensors": lambda w, t, b: {"--unlearned": str(b["truncated"])},
+    "policy value not a number": lambda w, t, b: policy(t, "collateral_limit: abc\n"),
+    "policy threshold not a number": lambda w, t, b: policy(t, "thresholds: {removed: high}\n"),
+    "policy thresholds out of order": lambda w, t, b: policy(t, "thresholds: {removed: 0.5, hidden: 0.1}\n"),
+    "unknown policy key": lambda w, t, b: policy(t, "thresholdz: {}\n"),
+    "the same file to forget and to retain": lambda w, t, b: {"--retain": str(w.file("forget"))},
+    "the forget items as holdout": lambda w, t, b: {"--holdout": str(w.file("forget"))},
+    "a repeated item": lambda w, t, b: {"--forget": repeated_line(w, t)},
+    "an empty answer": lambda w, t, b: {"--forget": bad_jsonl(t, '{"question": "Who?", "answer": " "}\n')},
+    "missing baseline": lambda w, t, b: {"--baseline": str(t / "old" / "results.json")},
+    "attack budget under 1": lambda w, t, b: {"--attack-budget": "0.5"},
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_exits_2_with_one_line(world, broken_models, tmp_path, case):
+def test_bad_input_exits_2_with_one_line_before_any_work(world, broken_models, tmp_path, case):
+    """One line on stderr, exit 2, no output folder, and no model loaded (the weights loader refuses to run)."""
     out = tmp_path / "out"
-    result = run_cli(*audit_args(world, out, **CASES[case](world, tmp_path, broken_models)))
+    result = run_cli_without_weights(*audit_args(world, out, **CASES[case](world, tmp_path, broken_models)))
     assert result.returncode == 2, (case, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
-    assert not (out / "results.json").exists() and not (out / "report.html").exists()
-    if case in READ_BEFORE_WRITING:
-        assert not out.exists()  # refused before the output folder is made
+    assert not out.exists()  # refused while the options are read, before the output folder is made
 
 
 def test_unwritable_out_dir(world, tmp_path):

@@ -110,13 +110,16 @@ def audit(**kw) -> None:
     from auditor.engine.audit import read_baseline, run_audit
     from auditor.engine.orchestrator import AuditConfig
     from auditor.engine.plan import make_plan
-    from auditor.lm.models import load_tokenizer
+    from auditor.lm.models import check_comparable_files, load_tokenizer
     from auditor.stats.policy import load_policy
 
     set_threads()
     original, unlearned = spec_of(kw["original"], kw), spec_of(kw["unlearned"], kw)
     reference = spec_of(kw["reference"], kw) if kw["reference"] else None
     prompts = prompt_format(load_tokenizer(original), kw)  # before anything is written: it may refuse
+    for role, spec in (("unlearned", unlearned), ("reference", reference)):
+        if spec is not None:
+            check_comparable_files(original, spec, role)
     inputs = [s.path for s in (original, unlearned, reference) if s] + [s.adapter for s in (unlearned,) if s.adapter]
     policy, baseline = load_policy(kw["policy"]), read_baseline(kw["baseline"])
     data = audit_data(kw)

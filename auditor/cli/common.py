@@ -78,6 +78,7 @@ def model_options(func):
 def spec_of(text: str, options: dict):
     """A ``ModelSpec`` from a model argument and the shared model options (a .gguf file: its safetensors copy)."""
     from auditor.lm.gguf import gguf_directory, is_gguf
+    from auditor.lm.models import check_model_files
     from auditor.types import ModelSpec
 
     spec = ModelSpec.parse(
@@ -89,7 +90,9 @@ def spec_of(text: str, options: dict):
         allow_pickle=options["allow_pickle"],
         trust_remote_code=options["trust_remote_code"],
     )
-    return replace(spec, path=str(gguf_directory(spec.path))) if is_gguf(spec.path) else spec
+    spec = replace(spec, path=str(gguf_directory(spec.path))) if is_gguf(spec.path) else spec
+    check_model_files(spec)  # a missing or damaged model is one line now, before any output is written
+    return spec
 
 
 def set_threads() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,9 +97,28 @@ def fingerprint_tensors(tensors: dict[str, torch.Tensor], prefix: str = "") -> s
     return digest.hexdigest()
 
 
+def _check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file whose header is unreadable or promises more bytes than the file holds."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            length = struct.unpack("<Q", handle.read(8))[0]
+            if length > size - 8:
+                raise ValueError(f"a {length}-byte header in a {size}-byte file")
+            header = json.loads(handle.read(length))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise UserError(f"{path} is not a readable safetensors file ({exc})") from None
+    if 8 + length + max(ends, default=0) > size:
+        missing = 8 + length + max(ends) - size
+        raise UserError(f"{path} is truncated: its header lists {missing} more bytes of tensors than the file holds")
+
+
 def _check_weights(root: Path, allow_pickle: bool) -> None:
     names = [f.name for f in root.iterdir() if f.is_file()]
     if any(n.endswith(".safetensors") for n in names):
+        for name in sorted(n for n in names if n.endswith(".safetensors")):
+            _check_safetensors(root / name)
         return
     pickled = [n for n in names if n.endswith((".bin", ".pt", ".pth"))]
     if pickled and not allow_pickle:
@@ -114,13 +134,25 @@ HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def _local_dir(name: str, what: str) -> Path | None:
-    """The directory for ``name``, None for a hub id, UserError for a missing local path."""
+    """The directory for ``name``, None for a hub id, UserError for a missing local path (or, offline, a hub id
+    that is not in the local cache)."""
     path = Path(name).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or not HUB_ID.match(name):
-        raise UserError(f"{what} not found: {name} (expected a directory or a hub id)")
+    if path.exists():
+        raise UserError(f"{what} {name} is a file, not a model directory")
+    if not HUB_ID.match(name):
+        raise UserError(f"{what} {name} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(name):
+        raise UserError(f"{what} {name} does not exist (no such directory, and offline no hub model of that name)")
     return None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the local hub cache holds ``repo_id``'s config."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def _hub_options(spec: ModelSpec) -> dict:
@@ -135,6 +167,7 @@ def load_tokenizer(spec: ModelSpec):
     """The tokenizer of the adapter directory if it has one, else of the base."""
     from transformers import AutoTokenizer
 
+    check_model_files(spec)
     source = spec.path
     if spec.adapter and (Path(spec.adapter) / "tokenizer_config.json").is_file():
         source = spec.adapter
@@ -142,6 +175,21 @@ def load_tokenizer(spec: ModelSpec):
         return AutoTokenizer.from_pretrained(source, **_hub_options(spec))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the tokenizer of {source}: {str(exc).splitlines()[0]}") from None
+
+
+def check_model_files(spec: ModelSpec) -> None:
+    """What can be checked of a model before loading it: its directory (and adapter's) exists and holds a config
+    and readable weights. A hub id is left to the hub."""
+    root = _local_dir(spec.path, "model")
+    if root is not None:
+        _check_weights(root, spec.allow_pickle)
+        if not (root / "config.json").is_file():
+            raise UserError(f"{root} has no config.json: not a Hugging Face model directory")
+    adapter_root = _local_dir(spec.adapter, "adapter") if spec.adapter else None
+    if adapter_root is not None:
+        if not (adapter_root / "adapter_config.json").is_file():
+            raise UserError(f"{adapter_root} has no adapter_config.json: not a PEFT adapter")
+        _check_weights(adapter_root, spec.allow_pickle)
 
 
 def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
@@ -152,11 +200,8 @@ def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
     """
     from transformers import AutoModelForCausalLM
 
-    root = _local_dir(spec.path, "model path")
-    if root is not None:
-        _check_weights(root, spec.allow_pickle)
-        if not (root / "config.json").is_file():
-            raise UserError(f"{root} has no config.json: not a Hugging Face model directory")
+    check_model_files(spec)
+    root = _local_dir(spec.path, "model")
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     tokenizer = load_tokenizer(spec)
@@ -187,11 +232,7 @@ def _merge_adapter(model: torch.nn.Module, spec: ModelSpec) -> tuple[torch.nn.Mo
     from peft import PeftModel
 
     assert spec.adapter is not None  # called only for a spec with an adapter
-    adapter_root = _local_dir(spec.adapter, "adapter path")
-    if adapter_root is not None:
-        if not (adapter_root / "adapter_config.json").is_file():
-            raise UserError(f"{adapter_root} has no adapter_config.json: not a PEFT adapter")
-        _check_weights(adapter_root, spec.allow_pickle)
+    adapter_root = _local_dir(spec.adapter, "adapter")
     try:
         peft_model = PeftModel.from_pretrained(model, spec.adapter, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:
@@ -231,7 +272,23 @@ def _tokenizer_signature(tokenizer) -> str:
 
 def check_compatible(reference: LoadedModel, other: LoadedModel, what: str) -> None:
     """Raise ``UserError`` when ``other`` cannot be compared with ``reference``."""
-    a, b = reference.model.config, other.model.config
+    _check_comparable(reference.model.config, reference.tokenizer, other.model.config, other.tokenizer, what)
+
+
+def check_comparable_files(reference: ModelSpec, other: ModelSpec, what: str) -> None:
+    """``check_compatible`` from the models' configs and tokenizers alone, before any weights are loaded."""
+    from transformers import AutoConfig
+
+    configs = []
+    for spec in (reference, other):
+        try:
+            configs.append(AutoConfig.from_pretrained(spec.path, **_hub_options(spec)))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the config of {spec.path}: {str(exc).splitlines()[0]}") from None
+    _check_comparable(configs[0], load_tokenizer(reference), configs[1], load_tokenizer(other), what)
+
+
+def _check_comparable(a, tokenizer_a, b, tokenizer_b, what: str) -> None:
     if (a.model_type, a.vocab_size, a.hidden_size, getattr(a, "num_hidden_layers", None)) != (
         b.model_type,
         b.vocab_size,
@@ -242,5 +299,5 @@ def check_compatible(reference: LoadedModel, other: LoadedModel, what: str) -> N
             f"architectures differ: original is {a.model_type} (hidden {a.hidden_size}, vocab {a.vocab_size}), "
             f"{what} is {b.model_type} (hidden {b.hidden_size}, vocab {b.vocab_size})"
         )
-    if _tokenizer_signature(reference.tokenizer) != _tokenizer_signature(other.tokenizer):
+    if _tokenizer_signature(tokenizer_a) != _tokenizer_signature(tokenizer_b):
         raise UserError(f"tokenizers differ between the original and the {what} model")
