@@ -117,7 +117,8 @@ def _to_item(row: dict[str, Any], mapping: dict[str, str], label: str, index: in
                 fields[key] = str(value)
             else:
                 raise UserError(f"{label}: field {mapping.get(key, key)!r} must be a string")
-        if key in REQUIRED_TEXT and isinstance(fields.get(key), str) and not fields[key].strip():
+        text = fields.get(key)
+        if key in REQUIRED_TEXT and isinstance(text, str) and not text.strip():
             raise UserError(f"{label}: field {mapping.get(key, key)!r} is empty")
     perturbed = fields.get("perturbed_answer")
     if isinstance(perturbed, str):
