@@ -249,8 +249,10 @@ def load_audit_data(
     holdout_texts: str | None = None,
     unrelated: str | None = None,
     mapping: dict[str, str] | None = None,
+    disjoint: bool = True,
 ) -> AuditData:
-    """Read every item set of an audit; the mapping applies to the QA files."""
+    """Read every item set of an audit; the mapping applies to the QA files. Unless told not to (``disjoint``:
+    a command that fills a set it was not given with another), sets that must not share items are checked."""
 
     def optional(source: str | None, name: str, kind: str | None = None) -> ItemSet | None:
         return load_items(source, name, mapping if kind != "text" else None, kind) if source else None
@@ -264,6 +266,8 @@ def load_audit_data(
         holdout_texts=optional(holdout_texts, "holdout_texts", "text"),
         unrelated=optional(unrelated, "unrelated", "text"),
     )
+    if not disjoint:
+        return data
     check_disjoint(data.forget, data.retain, "an item or subject is either forgotten or kept")
     pairs = ((data.forget, data.holdout), (data.forget_texts, data.holdout_texts), (data.forget, data.holdout_texts))
     for forgotten, held in pairs:

@@ -9,11 +9,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from auditor.engine.demo import world_data
+from auditor.engine.audit import run_audit
+from auditor.engine.demo import WORLD_AUDIT_FILES, world_data
+from auditor.engine.orchestrator import AuditConfig
+from auditor.engine.plan import DEMO_PRESET, make_plan
 from auditor.engine.unlearn_runner import unlearn_to_dir
 from auditor.lm.models import load_model
 from auditor.plugins import RunContext
 from auditor.registry import METHODS
+from auditor.stats.policy import Policy
 from auditor.types import ModelSpec
 from auditor.world import World, build_world
 
@@ -80,3 +84,33 @@ class Controls(dict):
 def controls(world, data, tmp_path_factory):
     """Control name -> its model directory, unlearned from the world's original when first asked for."""
     return Controls(world, data, tmp_path_factory.mktemp("controls"))
+
+
+def audit_world(world, data, unlearned: Path, out: Path, cache: Path, preset: str = DEMO_PRESET, **kw) -> dict:
+    """results.json of an audit of ``unlearned`` against the world's original and (unless ``controlled=False``)
+    reference; ``attacks``, ``probes`` and ``budget`` change the preset's plan. Pieces are reused from ``cache``."""
+    config = AuditConfig(
+        ModelSpec(str(world.original)),
+        ModelSpec(str(unlearned)),
+        ModelSpec(str(world.reference)) if kw.pop("controlled", True) else None,
+        make_plan(preset, kw.pop("attacks", ()), kw.pop("probes", ()), 0, budget=kw.pop("budget", None)),
+        cache_dir=cache,
+    )
+    return run_audit(config, data, Policy(), out, command="test", options={"preset": preset}, resume=True).results
+
+
+def world_data_args(world) -> list[str]:
+    """The CLI options that read the same files as the ``data`` fixture."""
+    return [
+        arg for opt, name in WORLD_AUDIT_FILES.items() for arg in (f"--{opt.replace('_', '-')}", str(world.file(name)))
+    ]
+
+
+def show_cells(results) -> str:
+    """The verdict and every cell, one per line: what an assertion about an audit prints when it fails."""
+    rows = [
+        f"{c['attack']:24s} {c['probe']:20s} {c['residual']} [{c['ci_low']}, {c['ci_high']}] {c['outcome']} "
+        f"{c['note'] or ''}"
+        for c in results["cells"]
+    ]
+    return results["verdict"]["label"] + "\n" + "\n".join(rows)

@@ -108,15 +108,17 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
         "load original",
         "load unlearned",
         "load reference",
-        "probe qa on original (retain sample)",  # one model at a time: the original is dropped once probed
+        "probe qa on original (retain sample)",
         "probe qa on original",
         "probe qa on unlearned (retain sample)",
         "probe qa on unlearned",
         "probe qa on reference",
-        "attack quant-rtn:bits=4 on unlearned",
-        "probe qa on unlearned@quant-rtn:bits=4",
+        "attack quant-rtn:bits=4 on original",  # the self-check, after which the original is dropped
+        "probe qa on original@quant-rtn:bits=4",
         "attack quant-rtn:bits=4 on reference",
         "probe qa on reference@quant-rtn:bits=4",
+        "attack quant-rtn:bits=4 on unlearned",
+        "probe qa on unlearned@quant-rtn:bits=4",
     ], run.stderr
     lines = run.stderr.splitlines()
     power = [i for i, line in enumerate(lines) if line.startswith("power: qa: a zero residual would reach")]
@@ -133,7 +135,7 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
     assert resumed.returncode == run.returncode, resumed.stderr
     printed = [m.group("phase") for m in map(PHASE_LINE.match, resumed.stderr.splitlines()) if m]
     assert printed == ["load original", "load unlearned", "load reference"], resumed.stderr  # every piece reused
-    assert "pieces computed 0, reused 7" in resumed.stderr
+    assert "pieces computed 0, reused 8" in resumed.stderr  # 2 collateral, 3 plain, 3 attacked (the self-check too)
 
     shutil.rmtree(out / "cache" / "pieces")  # the probes run again; quantized copies are rebuilt, never stored
     assert not [f for f in (out / "cache").rglob("*.safetensors")]

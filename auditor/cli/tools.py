@@ -149,7 +149,12 @@ def probe(
     set_threads()
     instance = PROBES.get(name)(**parse_param_pairs(params))
     data = load_audit_data(
-        items, retain or items, holdout=holdout, multihop=multihop, forget_texts=texts, holdout_texts=holdout_texts
+        *(items, retain or items),
+        holdout=holdout,
+        multihop=multihop,
+        forget_texts=texts,
+        holdout_texts=holdout_texts,
+        disjoint=retain is not None,
     )
     loaded = load_model(spec_of(model_path, options))
     reference_lm = ScoringModel(load_model(spec_of(reference, options))) if reference else None
@@ -199,7 +204,7 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, **opt
     out_dir = ensure_new_dir(out, protect=(spec.path, spec.adapter))
     if not (forget or retain):
         raise UserError("give --forget and/or --retain (the attack's data; relearning needs them)")
-    data = load_audit_data(forget or retain, retain or forget, unrelated=unrelated)
+    data = load_audit_data(forget or retain, retain or forget, unrelated=unrelated, disjoint=bool(forget and retain))
     loaded = load_model(spec)
     prompts = prompt_format(loaded.tokenizer, options)
     ctx = RunContext(data=data, seed=seed, work_dir=out_dir, progress=show_progress(), prompts=prompts)
