@@ -20,7 +20,7 @@ from attacks.common import outcome, skipped, variant_label
 from auditor.errors import UserError
 from auditor.lm.ablation import ablate_mean_difference
 from auditor.lm.adapters import shared_variant
-from auditor.lm.lens import lens_parts
+from auditor.lm.hooks import decoder_parts
 from auditor.lm.models import LoadedModel
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 
@@ -66,7 +66,7 @@ class AblateDirections(Attack):
         retain = [ctx.prompts.prompt(item.question) for item in ctx.data.retain.items if item.question]
         if not forget or not retain:
             return skipped(self, loaded, "the forget and retain sets both need questions", started)
-        parts = lens_parts(loaded.model)
+        parts = decoder_parts(loaded.model)
         if parts is None:
             return skipped(self, loaded, "the model exposes no decoder blocks to ablate", started)
         blocks = self.chosen_blocks(len(parts[0]))

@@ -24,7 +24,8 @@ import torch
 from attacks.common import calibration_texts, outcome, skipped, variant_label
 from auditor.errors import UserError
 from auditor.lm.adapters import shared_variant
-from auditor.lm.models import LARGE_MODEL, LoadedModel, save_model
+from auditor.lm.memory import LARGE_MODEL
+from auditor.lm.models import LoadedModel, save_model
 from auditor.lm.quant import RTNLinear, quantizable_linears, rtn_quantize_dequantize
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.types import ModelSpec

@@ -1,4 +1,5 @@
-"""Files written whole or not at all: a temporary file in the same directory, then a rename."""
+"""Where the cache lives, and files written whole or not at all: a temporary file in the same directory, then a
+rename."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+CACHE_ENV = "UNLEARN_AUDIT_CACHE"
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache root: ``cache_dir``, else ``$UNLEARN_AUDIT_CACHE``, else the user cache dir."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "unlearn-audit"
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -18,10 +18,11 @@ import torch
 
 from auditor.engine.demo import world_data
 from auditor.engine.leaderboard import steps_text
+from auditor.lm.knowledge import qa_accuracy
 from auditor.lm.models import ModelSpec, load_model
+from auditor.lm.quant import rtn_copy
 from auditor.plugins import RunContext, parse_param_pairs
 from auditor.registry import METHODS
-from auditor.unlearning.check import qa_accuracy, rtn_copy
 from auditor.world import build_world
 
 RTN_COLUMN = ("ga-kl-shallow", "npo-gd-shallow", "quant-hide", "noop")

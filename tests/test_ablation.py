@@ -7,7 +7,7 @@ import torch
 
 from attacks.ablation import AblateDirections
 from auditor.lm.ablation import DirectionAblation, last_token_means
-from auditor.lm.lens import lens_parts
+from auditor.lm.hooks import decoder_parts
 from auditor.lm.models import load_model
 from auditor.lm.scoring import ScoringModel
 from auditor.plugins import RunContext
@@ -24,7 +24,7 @@ def tiny(make_tiny_llama):
 
 
 def _block_outputs(model, ids) -> list[torch.Tensor]:
-    blocks = lens_parts(model)[0]
+    blocks = decoder_parts(model)[0]
     outs: list[torch.Tensor] = []
     hooks = [
         b.register_forward_hook(lambda _m, _i, o: outs.append((o[0] if isinstance(o, tuple) else o).clone()))
@@ -43,11 +43,11 @@ def test_projection_removes_exactly_the_direction(tiny):
     plain = _block_outputs(model, ids)
     directions = torch.randn(3, model.config.hidden_size)
     ablation = DirectionAblation(directions)
-    ablation.attach(lens_parts(model)[0])  # registered first: the capturing hooks see the ablated output
+    ablation.attach(decoder_parts(model)[0])  # registered first: the capturing hooks see the ablated output
     try:
         ablated = _block_outputs(model, ids)
     finally:
-        for block in lens_parts(model)[0]:
+        for block in decoder_parts(model)[0]:
             block._forward_hooks.clear()
     unit = directions / directions.norm(dim=-1, keepdim=True)
     for layer in range(3):
@@ -59,7 +59,7 @@ def test_projection_removes_exactly_the_direction(tiny):
 
 def test_means_are_the_last_tokens_mean(tiny):
     model, tokenizer = tiny
-    means = last_token_means(model, tokenizer, TEXTS[:2], lens_parts(model)[0])
+    means = last_token_means(model, tokenizer, TEXTS[:2], decoder_parts(model)[0])
     by_hand = [_block_outputs(model, torch.tensor([tokenizer(t)["input_ids"]])) for t in TEXTS[:2]]
     expected = torch.stack([(by_hand[0][layer][0, -1] + by_hand[1][layer][0, -1]) / 2 for layer in range(3)])
     assert torch.allclose(means, expected, atol=1e-5)

@@ -11,8 +11,9 @@ import torch
 from transformers import LlamaForCausalLM
 
 from auditor.errors import UserError
+from auditor.lm.knowledge import qa_accuracy
 from auditor.lm.models import LoadedModel, ModelSpec, clone, fingerprint_dir, fingerprint_module, load_model
-from auditor.lm.quant import quantizable_linears, rtn_quantize_dequantize
+from auditor.lm.quant import quantizable_linears, rtn_copy, rtn_quantize_dequantize
 from auditor.lm.rollback import BackOff
 from auditor.lm.scoring import ScoringModel
 from auditor.lm.training import Batch, Example, TrainConfig, bounded_nll, train
@@ -20,7 +21,6 @@ from auditor.plugins import RunContext, UnlearningMethod
 from auditor.registry import METHODS
 from auditor.types import AuditData, Item, ItemSet
 from auditor.unlearning.base import ga_term, kl_to_reference
-from auditor.unlearning.check import qa_accuracy, rtn_copy
 from auditor.unlearning.ext_sub import deficiency_part, extsub_rows
 from auditor.unlearning.goal import ForgetGoal
 from auditor.unlearning.grad_ascent import ga_kl_loss, graddiff_loss

@@ -47,7 +47,7 @@ def world_data(world) -> AuditData:
     """Every item set the world provides, as an audit reads them."""
     paths = {option: str(world.file(name)) for option, name in WORLD_AUDIT_FILES.items()}
     forget, retain = paths.pop("forget"), paths.pop("retain")
-    return load_audit_data(forget, retain, mapping=None, **paths)  # mapping named: the paths fill the rest
+    return load_audit_data(forget, retain, mapping=None, disjoint=True, **paths)  # named: the paths fill the rest
 
 
 def world_data_options(world) -> str:

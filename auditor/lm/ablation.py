@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from auditor.lm.lens import lens_parts
+from auditor.lm.hooks import block_states, decoder_parts, forward_hooks
 from auditor.lm.tokens import pad_token_id
 
 BATCH_ROWS = 32  # prompts per forward pass while measuring the means
@@ -30,12 +30,11 @@ def last_token_means(model, tokenizer, prompts: Sequence[str], blocks: nn.Module
     captured: list[torch.Tensor] = []
 
     def capture(_module, _inputs, output) -> None:
-        states = output[0] if isinstance(output, tuple) else output
+        states = block_states(output)
         captured.append(states[where["rows"].to(states.device), where["last"].to(states.device)].float().sum(0))
 
-    hooks = [block.register_forward_hook(capture) for block in blocks]
     total: torch.Tensor | None = None
-    try:
+    with forward_hooks(blocks, capture):
         for start in range(0, len(encoded), BATCH_ROWS):
             batch = encoded[start : start + BATCH_ROWS]
             ids = torch.full((len(batch), max(map(len, batch))), pad, dtype=torch.long)
@@ -47,9 +46,6 @@ def last_token_means(model, tokenizer, prompts: Sequence[str], blocks: nn.Module
             model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False)
             sums = torch.stack([c.cpu() for c in captured])
             total = sums if total is None else total + sums
-    finally:
-        for hook in hooks:
-            hook.remove()
     assert total is not None, "no prompts"
     return total / len(encoded)
 
@@ -68,7 +64,7 @@ class DirectionAblation(nn.Module):
 
     def _hook(self, index: int):
         def project_out(_module, _inputs, output):
-            states = output[0] if isinstance(output, tuple) else output
+            states = block_states(output)
             direction = self.directions[index].to(states.device, states.dtype)
             states = states - (states @ direction).unsqueeze(-1) * direction
             return (states, *output[1:]) if isinstance(output, tuple) else states
@@ -82,7 +78,7 @@ def ablate_mean_difference(
     """Attach to ``model`` a ``DirectionAblation`` of each block's mean difference, ``toward`` minus ``away``
     prompts (as the submodule ``direction_ablation``), in the ``chosen`` blocks (default: all); returns the
     differences of those blocks before normalising."""
-    parts = lens_parts(model)
+    parts = decoder_parts(model)
     if parts is None:
         raise ValueError("the model exposes no decoder blocks to take directions from")
     blocks = parts[0]

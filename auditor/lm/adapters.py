@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from auditor.lm.models import LARGE_MODEL, LoadedModel, fingerprint_module, fingerprint_tensors
+from auditor.lm.memory import LARGE_MODEL
+from auditor.lm.models import LoadedModel, fingerprint_module, fingerprint_tensors
 
 SMALL_MODEL = LARGE_MODEL  # parameters: below, variants are served merged (speed); from here on, shared (memory)
 

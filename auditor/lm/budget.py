@@ -4,14 +4,14 @@ A generation batch keeps every layer's keys and values for all its tokens, and
 on a deep, narrow model with a wide vocabulary that outgrows what a copy of
 the weights suggests: SmolLM2-135M (30 layers, 3 key-value heads of 64) holds
 46 KB per token in float32, so 8,192 tokens took 0.7 of its 513 MB copy. From
-``models.LARGE_MODEL`` parameters on, the cap keeps the cache to ``KV_SHARE`` of
+``memory.LARGE_MODEL`` parameters on, the cap keeps the cache to ``KV_SHARE`` of
 the weights' bytes; a smaller model keeps ``MAX_BATCH_TOKENS`` (its cache is a
 few MB, and larger batches are faster).
 """
 
 from __future__ import annotations
 
-from auditor.lm.models import LARGE_MODEL
+from auditor.lm.memory import LARGE_MODEL
 from auditor.lm.teacher_forcing import MAX_BATCH_TOKENS
 
 KV_SHARE = 0.25  # of the weights' bytes: the most one automatic batch's KV cache takes

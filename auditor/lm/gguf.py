@@ -26,8 +26,8 @@ def is_gguf(path: str) -> bool:
 
 def gguf_directory(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """The safetensors directory of the GGUF file ``path``, converting it on first use."""
+    from auditor.files import cache_root
     from auditor.lm.models import file_sha256
-    from auditor.world.cache import cache_root
 
     source = Path(path).expanduser()
     if not source.is_file():

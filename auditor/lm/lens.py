@@ -14,28 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from auditor.lm.hooks import block_states, decoder_parts, forward_hooks
 from auditor.lm.teacher_forcing import length_buckets, padded_batch
 from auditor.lm.tokens import encode_pairs, pad_token_id
-
-_NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm")
-_BLOCK_NAMES = ("layers", "h", "blocks")
-
-
-def lens_parts(model) -> tuple[torch.nn.ModuleList, torch.nn.Module, torch.nn.Module] | None:
-    """The decoder's blocks, its final norm and the output head; None where the model does not expose them."""
-    try:
-        decoder, head = model.get_decoder(), model.get_output_embeddings()
-    except (AttributeError, NotImplementedError):
-        return None
-    blocks = next(
-        (getattr(decoder, n) for n in _BLOCK_NAMES if isinstance(getattr(decoder, n, None), torch.nn.ModuleList)), None
-    )
-    norm = next(
-        (getattr(decoder, n) for n in _NORM_NAMES if isinstance(getattr(decoder, n, None), torch.nn.Module)), None
-    )
-    if blocks is None or norm is None or head is None:
-        return None
-    return blocks, norm, head
 
 
 @torch.no_grad()
@@ -43,8 +24,8 @@ def answer_ranks(
     model, tokenizer, pairs: Sequence[tuple[str, str]], max_rows: int, max_tokens: int
 ) -> list[np.ndarray]:
     """Per pair, the rank of each answer token after each layer ([answer tokens, layers] ints); the model must
-    have ``lens_parts``."""
-    parts = lens_parts(model)
+    have ``decoder_parts``."""
+    parts = decoder_parts(model)
     if parts is None:
         raise ValueError("the model exposes no decoder blocks, final norm and output head to read a lens from")
     blocks, norm, head = parts
@@ -54,13 +35,12 @@ def answer_ranks(
     captured: list[torch.Tensor] = []  # each block's output there, [answer tokens, hidden]
 
     def capture(_module, _inputs, output) -> None:
-        states = output[0] if isinstance(output, tuple) else output
+        states = block_states(output)
         captured.append(states[where["rows"].to(states.device), where["positions"].to(states.device)])
 
-    hooks = [block.register_forward_hook(capture) for block in blocks]
     head_device = next(head.parameters()).device
     results: list[np.ndarray] = [np.zeros((0, len(blocks)), dtype=int)] * len(encoded)
-    try:
+    with forward_hooks(blocks, capture):
         for bucket in length_buckets([len(e.input_ids) for e in encoded], max_rows, max_tokens):
             ids, attention, answer = padded_batch([encoded[i] for i in bucket], pad)
             rows, positions = torch.nonzero(answer[:, 1:], as_tuple=True)  # the state at t predicts token t+1
@@ -76,7 +56,4 @@ def answer_ranks(
             ends = np.cumsum(torch.bincount(rows, minlength=len(bucket)).numpy())  # rows come out in order
             for row, i in enumerate(bucket):
                 results[i] = table[(ends[row - 1] if row else 0) : ends[row]]
-    finally:
-        for hook in hooks:
-            hook.remove()
     return results

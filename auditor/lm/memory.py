@@ -9,7 +9,7 @@ fine-tune on 8 examples of that model (activations of 1.0 MB each, just under it
 still peaked 0.66 GB above its model, its freed blocks fragmenting the heap;
 with 256 KiB, 0.22 GB, in 1.5x the time. Each such block is mapped
 afresh, which costs time where a model's activations are small and many: the
-setting is made once a model of ``models.LARGE_MODEL`` parameters is loaded
+setting is made once a model of ``LARGE_MODEL`` parameters is loaded
 (the embedded world's demo took 250 s with it from the start, 181 s without).
 """
 
@@ -25,6 +25,8 @@ from pathlib import Path
 
 MMAP_THRESHOLD = 256 << 10  # bytes: larger blocks are mapped on their own, and unmapped when freed
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+LARGE_MODEL = 50_000_000  # parameters: from here on, freed activations go back to the system
 
 
 def tune_allocator() -> None:
@@ -49,11 +51,9 @@ def free_memory() -> None:
 
 
 def free_memory_of_large(model) -> None:
-    """``free_memory`` when ``model`` has ``models.LARGE_MODEL`` parameters or more: after a step that left
+    """``free_memory`` when ``model`` has ``LARGE_MODEL`` parameters or more: after a step that left
     garbage the size of activations (a fine-tune, an attack). A smaller model's garbage is a few MB, and a
     collection (0.1-0.2 s) after every step of the embedded world's demo would cost more than it frees."""
-    from auditor.lm.models import LARGE_MODEL
-
     if sum(p.numel() for p in model.parameters()) >= LARGE_MODEL:
         free_memory()
 

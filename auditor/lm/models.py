@@ -20,11 +20,10 @@ from pathlib import Path
 import torch
 
 from auditor.errors import UserError
-from auditor.lm.memory import tune_allocator
+from auditor.lm.memory import LARGE_MODEL, tune_allocator
 from auditor.types import ModelSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-LARGE_MODEL = 50_000_000  # parameters: from here on, freed activations go back to the system (lm.memory)
 FINGERPRINTED = ("config.json", "adapter_config.json", "tokenizer.json")
 
 

@@ -181,3 +181,15 @@ def dense_rtn(model: nn.Module) -> nn.Module:
         parent, _, child = name.rpartition(".")
         setattr(dense.get_submodule(parent), child, linear)
     return dense
+
+
+@torch.no_grad()
+def rtn_copy(loaded, bits: int = 4, group_size: int = 128, symmetric: bool = True):
+    """A copy of a ``LoadedModel`` with every decoder Linear replaced by its RTN quantize-dequantize (as the
+    quant-rtn attack)."""
+    from auditor.lm.models import clone
+
+    out = clone(loaded)
+    for _, linear in quantizable_linears(out.model):
+        linear.weight.copy_(rtn_quantize_dequantize(linear.weight, bits, group_size, symmetric))
+    return out

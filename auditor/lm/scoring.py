@@ -20,7 +20,8 @@ import torch
 
 from auditor.lm.budget import automatic_token_cap
 from auditor.lm.generation import generate_scored, greedy_generate, stop_token_ids
-from auditor.lm.lens import answer_ranks, lens_parts
+from auditor.lm.hooks import decoder_parts
+from auditor.lm.lens import answer_ranks
 from auditor.lm.teacher_forcing import (
     MAX_BATCH_ROWS,
     MAX_BATCH_TOKENS,
@@ -124,7 +125,7 @@ class ScoringModel:
     ) -> list[np.ndarray | None]:
         """The logit lens (``auditor.lm.lens``): the rank of each answer token after every layer ([tokens, layers]);
         None for a pair that does not fit, and for all when the model exposes no lens."""
-        if lens_parts(self.loaded.model) is None:
+        if decoder_parts(self.loaded.model) is None:
             return [None] * len(pairs)
         pairs = [(self._edit(p), a) for p, a in pairs]
         fitting = self.fits([p + a for p, a in pairs])

@@ -20,12 +20,12 @@ import torch
 
 from auditor.data import sample_items
 from auditor.errors import UserError
+from auditor.lm.knowledge import qa_accuracy
 from auditor.lm.models import LoadedModel, clone
 from auditor.lm.training import train
 from auditor.plugins import RunContext, UnlearnOutcome
 from auditor.types import ItemSet
 from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, examples, finish
-from auditor.unlearning.check import qa_accuracy
 from auditor.unlearning.goal import forget_goal
 
 PAPER = (

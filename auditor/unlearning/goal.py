@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import torch
 
 from auditor.data import sample_items
+from auditor.lm.knowledge import qa_accuracy
 from auditor.lm.models import LoadedModel
 from auditor.lm.rollback import BackOff
 from auditor.plugins import RunContext
 from auditor.types import ItemSet
-from auditor.unlearning.check import qa_accuracy
 
 GOAL_CHECK_ITEMS = 200  # forget questions answered at each check (checks were most of a run's time with 480)
 RETAIN_CHECK_ITEMS = 64  # retain questions answered at each check, for the retain floor

@@ -17,8 +17,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from auditor.files import cache_root
 from auditor.lm.quiet import quiet_libraries
-from auditor.world.cache import MARKER, build_entry, cache_root
+from auditor.world.cache import MARKER, build_entry
 from auditor.world.generator import (
     biography,
     make_persons,

@@ -17,19 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from auditor.errors import UserError
+from auditor.files import CACHE_ENV
 
-CACHE_ENV = "UNLEARN_AUDIT_CACHE"
 MARKER = "COMPLETE"
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache root: ``cache_dir``, else ``$UNLEARN_AUDIT_CACHE``, else the user cache dir."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "unlearn-audit"
 
 
 def ensure_writable(directory: Path) -> None:

@@ -51,8 +51,8 @@ def install(entry: Path, target: Path) -> None:
 def knowledge(world) -> dict[str, dict[str, float]]:
     """Greedy QA accuracy of each model of ``world`` on each split (what a rebuild is compared on)."""
     from auditor.data import load_items
+    from auditor.lm.knowledge import qa_accuracy
     from auditor.lm.models import ModelSpec, load_model
-    from auditor.unlearning.check import qa_accuracy
 
     models = {"original": world.original, "reference": world.reference}
     models |= {path.name: path for path in sorted(world.root.glob("retrain-seed*")) if (path / MARKER).is_file()}

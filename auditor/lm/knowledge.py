@@ -1,12 +1,9 @@
-"""Quick measurements used to tune and test the methods: QA accuracy, and the same after 4-bit RTN."""
+"""What a model answers of a QA set: the share of greedy answers that contain the true answer."""
 
 from __future__ import annotations
 
-import torch
-
-from auditor.lm.models import LoadedModel, clone
+from auditor.lm.models import LoadedModel
 from auditor.lm.prompts import DEFAULT_FORMAT, PromptFormat
-from auditor.lm.quant import quantizable_linears, rtn_quantize_dequantize
 from auditor.lm.scoring import ScoringModel
 from auditor.stats.metrics import contains_answer
 from auditor.types import ItemSet
@@ -20,12 +17,3 @@ def qa_accuracy(loaded: LoadedModel, items: ItemSet, prompts: PromptFormat = DEF
         for out, item in zip(outputs, items.items, strict=True)
     ]
     return sum(hits) / len(hits)
-
-
-@torch.no_grad()
-def rtn_copy(loaded: LoadedModel, bits: int = 4, group_size: int = 128, symmetric: bool = True) -> LoadedModel:
-    """A copy with every decoder Linear replaced by its RTN quantize-dequantize (as the quant-rtn attack)."""
-    out = clone(loaded)
-    for _, linear in quantizable_linears(out.model):
-        linear.weight.copy_(rtn_quantize_dequantize(linear.weight, bits, group_size, symmetric))
-    return out
