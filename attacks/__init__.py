@@ -6,7 +6,7 @@
 ENTRIES: dict[str, str] = {
     "quant-rtn": "attacks.quantization:QuantRTN",
     "quant-bnb": "attacks.quantization:QuantBnB",
-    "quant-gptq": "attacks.quantization:QuantGPTQ",
+    "quant-gptq": "attacks.gptq:QuantGPTQ",
     "relearn-forget": "attacks.relearning:RelearnForget",
     "relearn-retain": "attacks.relearning:RelearnRetain",
     "relearn-unrelated": "attacks.relearning:RelearnUnrelated",

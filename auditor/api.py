@@ -11,9 +11,10 @@ from attacks.common import outcome as attack_outcome
 from attacks.common import skipped as attack_skipped
 from attacks.common import variant_label
 from auditor.errors import UserError
+from auditor.lm.losses import nll_loss
 from auditor.lm.models import LoadedModel, clone
 from auditor.lm.quant import quantizable_linears
-from auditor.lm.training import Batch, LossFn, nll_loss
+from auditor.lm.training import Batch, LossFn
 from auditor.plugins import (
     Attack,
     AttackedVariant,

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from auditor.errors import UserError
 from auditor.lm.prompts import DEFAULT_FORMAT, PromptFormat
-from auditor.stats.bootstrap import AGGREGATES
-from auditor.types import Aggregate, AttackResult, AuditData, ItemSet, ProbeResult
+from auditor.types import AGGREGATES, MEMBERSHIP_AGGREGATES, Aggregate, AttackResult, AuditData, ItemSet, ProbeResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -220,12 +219,20 @@ class Probe(Plugin):
     needs: ClassVar[tuple[str, ...]] = ("forget",)  # AuditData fields required
     aggregate: ClassVar[Aggregate] = "mean"  # one of AGGREGATES: how item scores become the probe's K
     looks_past_output: ClassVar[bool] = False  # reads likelihoods or internals, not only what the model says
+    # Asks the forget questions as given: the direct cell is the plan's informative direct probe of lowest rank.
+    direct_rank: ClassVar[int | None] = None
+    collateral_kind: ClassVar[str | None] = None  # the retain-set kind it checks collateral damage on
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         declared = cls.__dict__.get("aggregate")
         if isinstance(declared, str) and declared not in AGGREGATES:
             raise TypeError(f"probe {cls.__name__}: aggregate must be one of {', '.join(AGGREGATES)}, got {declared!r}")
+
+    @property
+    def membership(self) -> bool:
+        """Whether the probe compares members with non-members (its aggregate does)."""
+        return self.aggregate in MEMBERSHIP_AGGREGATES
 
     def missing_data(self, data: AuditData) -> list[str]:
         return [name for name in self.needs if getattr(data, name) is None]

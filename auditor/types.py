@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from auditor.errors import UserError
 
 Status = Literal["ok", "skipped", "fallback"]
 Label = Literal["NOT_UNLEARNED", "HIDDEN", "REMOVED", "INCONCLUSIVE"]
-Aggregate = Literal["mean", "auc", "gap", "std_gap"]
+Aggregate = Literal["mean", "auc", "gap", "std_gap"]  # how a probe turns item scores into its K
+AGGREGATES: tuple[str, ...] = get_args(Aggregate)
+MEMBERSHIP_AGGREGATES = ("auc", "gap", "std_gap")  # aggregates that compare members with non-members
 NO_ATTACK = "none"  # the attack id of the models as given
-DIRECT_PROBE = "qa"  # r(none, qa) is what a naive evaluation sees
-DIRECT_PROBES = (DIRECT_PROBE, "mcq")  # the direct cell: the first of these informative (mcq: multiple-choice data)
-COLLATERAL_PROBES = {"choice": "mcq"}  # retain-set kind -> the probe of the collateral check (else DIRECT_PROBE)
 CHANCE_FLOOR = "chance"  # ProbeResult.extras["floor"]: without a reference, each item's detail "chance" is its floor
 
 
@@ -163,6 +162,15 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
+class ProbeRoles:
+    """What the plan's probes are, as the verdict reads them; each probe declares its own (``plugins.Probe``)."""
+
+    direct: tuple[str, ...] = ()  # ask the forget questions as given, by rank: the first informative is the direct cell
+    membership: frozenset[str] = frozenset()  # compare members with non-members
+    past_output: frozenset[str] = frozenset()  # read likelihoods or internals, not only what the model says
+
+
+@dataclass(frozen=True)
 class Cell:
     """Residual knowledge r(attack, probe) with its bootstrap interval."""
 
@@ -198,3 +206,4 @@ class Verdict:
     exit_code: int = 0  # the CLI's exit status for this verdict (see auditor.errors)
     certified_bound: float | None = None  # the largest upper bound over the informative cells
     limiting_cells: tuple[tuple[str, str], ...] = ()  # the cells whose upper bound keeps it from REMOVED
+    direct_cell: tuple[str, str] | None = None  # what a naive evaluation sees: the informative direct cell

@@ -80,6 +80,8 @@ class MCQProbe(BaseProbe):
     paper = "https://arxiv.org/abs/2403.03218"  # WMDP
     needs = ("forget",)
     aggregate = "mean"
+    direct_rank = 1  # the direct cell when qa has nothing to ask (multiple-choice data)
+    collateral_kind = "choice"
     defaults = {"metric": "letter"}
 
     def validate(self) -> None:

@@ -27,6 +27,8 @@ class QAProbe(BaseProbe):
     paper = "https://arxiv.org/abs/2401.06121"  # TOFU
     needs = ("forget",)
     aggregate = "mean"
+    direct_rank: ClassVar[int | None] = 0  # r(none, qa) is what a naive evaluation sees
+    collateral_kind: ClassVar[str | None] = "qa"
     defaults = {"metric": "correct", "max_new_tokens": 32, "truth_ratio": False}
     source: ClassVar[str] = "forget"  # the AuditData field holding the items
     asks: ClassVar[str] = "question and answer"  # what an item needs, for the skip reason
@@ -65,6 +67,8 @@ class ParaphraseProbe(QAProbe):
     name = "paraphrase"
     summary = "Ask each forget item's paraphrased question (never trained on); K as in qa."
     paper = "https://arxiv.org/abs/2401.06121"  # TOFU
+    direct_rank = None  # not the questions as given
+    collateral_kind = None
     asks = "paraphrased question (and answer)"
 
     def question(self, item: Item) -> str | None:
@@ -78,5 +82,7 @@ class MultihopProbe(QAProbe):
     summary = "Ask composed questions (forgotten fact + retained fact); K = final entity in the greedy output."
     paper = "https://arxiv.org/abs/2305.14795"  # MQuAKE: multi-hop questions
     needs = ("multihop",)
+    direct_rank = None  # composed questions, not the forget questions
+    collateral_kind = None
     defaults = {**QAProbe.defaults, "max_new_tokens": 48}  # room for a reasoning chain before the answer
     source = "multihop"

@@ -67,10 +67,12 @@ def bound_text(results: dict[str, Any]) -> str | None:
     bound = finite(verdict.get("certified_bound"))
     if bound is None:
         return None
-    subjects = (results.get("statistics") or {}).get("resampling") == "subjects"
+    statistics = results.get("statistics") or {}
+    subjects = statistics.get("resampling") == "subjects"
+    confidence = statistics.get("confidence", 0.95)
     text = (
         f"Certified bound {fmt(bound)}: no attack in this plan recovers more than {bound:.0%} of what the original "
-        f"knew (95%{', subjects resampled' if subjects else ''})."
+        f"knew ({confidence:.0%}{', subjects resampled' if subjects else ''})."
     )
     limiting = verdict.get("limiting_cells") or []
     if limiting:
@@ -84,40 +86,39 @@ def cell_summary(cell: dict[str, Any]) -> str:
     return f"residual {fmt(cell.get('residual'))}{' ' + ci if ci else ''}, n={cell.get('n_items', 0)}"
 
 
-def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
-    """How a cell stands against the gate, from the outcome the audit decided (``auditor.stats.gate.cell_outcome``).
+LEGACY_GATE: dict[str, JudgementKind] = {
+    "recovered": "failed",
+    "clean": "passed",
+    "skipped": "skipped",
+}  # results.json 1.1 had no "gate"
 
-    Failed when the cell decided a failing verdict, or recovered knowledge and the policy fails on HIDDEN;
-    skipped and fallback cells are judged ``skipped``, as the gate never counts them.
-    """
+
+def judge(results: dict[str, Any], cell: dict[str, Any]) -> Judgement:
+    """How a cell stands against the gate, as the audit judged it (``cells[].gate``), and why, in words."""
+    kind: JudgementKind = cell.get("gate") or LEGACY_GATE.get(cell["outcome"], "inconclusive")
     if cell["status"] != "ok":
         what = "skipped" if cell["status"] == "skipped" else "a fallback ran, not counted as evidence"
-        return Judgement("skipped", f"{what}: {cell.get('note') or 'no reason given'}")
-    limits = thresholds(results, cell)
-    fail_on = set(policy(results).get("fail_on") or [])
-    label = results["verdict"]["label"]
-    summary = cell_summary(cell)
-    if (cell["attack"], cell["probe"]) in deciding(results) and label in fail_on:
-        return Judgement("failed", f"decided verdict {label}: {summary}")
+        return Judgement(kind, f"{what}: {cell.get('note') or 'no reason given'}")
+    limits, label, summary = thresholds(results, cell), results["verdict"]["label"], cell_summary(cell)
     outcome = cell["outcome"]
+    if kind == "failed" and (cell["attack"], cell["probe"]) in deciding(results):
+        return Judgement(kind, f"decided verdict {label}: {summary}")
     if outcome == "recovered":
-        kind: JudgementKind = "failed" if "HIDDEN" in fail_on else "passed"
         return Judgement(kind, f"{summary}: lower bound above the hidden threshold {fmt(limits['hidden'])}")
     if outcome == "clean":
-        return Judgement("passed", f"{summary}: upper bound below the removed threshold {fmt(limits['removed'])}")
+        return Judgement(kind, f"{summary}: upper bound below the removed threshold {fmt(limits['removed'])}")
     if outcome == "underpowered":
-        zero = fmt(cell.get("zero_bound"))
-        return Judgement("inconclusive", f"{summary}: underpowered, even a zero residual would reach {zero}")
+        return Judgement(
+            kind, f"{summary}: underpowered, even a zero residual would reach {fmt(cell.get('zero_bound'))}"
+        )
     if outcome == "self-check failed":
-        return Judgement("inconclusive", f"{summary}: {self_check_text(cell)}")
+        return Judgement(kind, f"{summary}: {self_check_text(cell)}")
     if outcome == "uninformative":
         if finite(cell.get("residual")) is None:
-            return Judgement("inconclusive", f"no residual measured: {cell.get('note') or 'no reason given'}")
-        return Judgement(
-            "inconclusive", f"{summary}: uninformative (too few items, or the original barely beats the floor)"
-        )
+            return Judgement(kind, f"no residual measured: {cell.get('note') or 'no reason given'}")
+        return Judgement(kind, f"{summary}: uninformative (too few items, or the original barely beats the floor)")
     return Judgement(
-        "inconclusive", f"{summary}: interval neither below {fmt(limits['removed'])} nor above {fmt(limits['hidden'])}"
+        kind, f"{summary}: interval neither below {fmt(limits['removed'])} nor above {fmt(limits['hidden'])}"
     )
 
 

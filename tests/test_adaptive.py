@@ -7,8 +7,8 @@ import pytest
 
 from attacks.quantization import QuantRTN
 from auditor.engine.adaptive import cross_fit, stitched, subject_halves
-from auditor.engine.orchestrator import AuditScores
 from auditor.engine.plan import Plan, PlannedAttack, Search, make_plan, parse_attack, parse_probe, plan_search
+from auditor.engine.records import AuditScores, ScoreKey
 from auditor.errors import UserError
 from auditor.types import NO_ATTACK, AuditData, Item, ItemScore, ItemSet, ProbeResult
 
@@ -77,7 +77,7 @@ def test_cross_fitting_removes_the_winners_curse():
         )
         scores = AuditScores(res, {}, {}, {}, True, {}, {})
         cross_fit(search, plan, scores, halves, lambda _config, _probe: True)
-        u, r = res[("unlearned", search.id, 0, "qa")], res[("reference", search.id, 0, "qa")]
+        u, r = res[ScoreKey("unlearned", search.id, 0, "qa")], res[ScoreKey("reference", search.id, 0, "qa")]
         assert sorted(s.item_id for s in u.items) == sorted(ids)  # every item scored once
         crossed.append((u.value - r.value) / gap)
     spread = np.std(crossed) / np.sqrt(repeats)
@@ -158,7 +158,7 @@ def fragile(tmp_path_factory, make_tiny_llama):
 
 def audit_fragile(root, data, unlearned: str, out, budget: float = 1.0):
     from auditor.engine.audit import run_audit
-    from auditor.engine.orchestrator import AuditConfig
+    from auditor.engine.records import AuditConfig
     from auditor.stats.policy import Policy
     from auditor.types import ModelSpec
 

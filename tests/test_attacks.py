@@ -13,7 +13,8 @@ import torch
 
 import attacks.quantization as quantization
 from attacks.common import subject_folds
-from attacks.quantization import QuantBnB, QuantGPTQ, QuantRTN
+from attacks.gptq import QuantGPTQ
+from attacks.quantization import QuantBnB, QuantRTN
 from attacks.relearning import RelearnForget, RelearnRetain, RelearnUnrelated
 from auditor.data import load_items
 from auditor.engine.attack_runner import run_attack

@@ -10,10 +10,11 @@ from sklearn.metrics import roc_auc_score
 
 from auditor.errors import UserError
 from auditor.stats.bootstrap import aggregate, draw_weights, weighted_aggregate
-from auditor.stats.gate import compare_to_baseline, decide, unlearning_traces
+from auditor.stats.gate import certified_bound, compare_to_baseline, decide
+from auditor.stats.outcome import cell_gate, cell_outcome, unlearning_traces
 from auditor.stats.policy import Policy, load_policy
 from auditor.stats.residual import Scores, estimate_residual, relative_drop
-from auditor.types import Cell
+from auditor.types import Cell, ProbeRoles
 
 
 def scores(o, r, u, ra, members=None):
@@ -160,32 +161,34 @@ def cell(attack, probe, r, lo, hi, n=50, **kw):
     return Cell(attack, probe, r, lo, hi, 1.0, r, 0.0, 0.0, n, True, **kw)
 
 
+# The bundled probes' roles: qa then mcq ask directly, mia compares members, mia and the lens look past the output.
+ROLES = ProbeRoles(("qa", "mcq"), frozenset({"mia"}), frozenset({"mia", "logit-lens"}))
 # The verdict rules apart from coverage (which test_removed_needs_coverage covers): no family or probe required.
 ANY_PLAN = Policy(required_families=(), past_output_probe=False)
 
 
 def test_verdicts():
     policy = ANY_PLAN
-    assert decide([cell("none", "qa", 0.9, 0.8, 1.0)], policy, 0.0).label == "NOT_UNLEARNED"
-    hidden = decide([cell("none", "qa", 0.05, 0.0, 0.08), cell("quant", "qa", 0.6, 0.5, 0.7)], policy, 0.0)
+    assert decide([cell("none", "qa", 0.9, 0.8, 1.0)], policy, 0.0, ROLES).label == "NOT_UNLEARNED"
+    hidden = decide([cell("none", "qa", 0.05, 0.0, 0.08), cell("quant", "qa", 0.6, 0.5, 0.7)], policy, 0.0, ROLES)
     assert hidden.label == "HIDDEN" and hidden.deciding_cells == (("quant", "qa"),) and not hidden.gate_passed
-    removed = decide([cell("none", "qa", 0.0, 0.0, 0.05), cell("quant", "qa", 0.01, 0.0, 0.06)], policy, 0.0)
+    removed = decide([cell("none", "qa", 0.0, 0.0, 0.05), cell("quant", "qa", 0.01, 0.0, 0.06)], policy, 0.0, ROLES)
     assert removed.label == "REMOVED" and removed.gate_passed
-    wide = decide([cell("none", "qa", 0.05, 0.0, 0.2), cell("quant", "qa", 0.1, 0.0, 0.3)], policy, 0.0)
+    wide = decide([cell("none", "qa", 0.05, 0.0, 0.2), cell("quant", "qa", 0.1, 0.0, 0.3)], policy, 0.0, ROLES)
     assert wide.label == "INCONCLUSIVE"
-    few = decide([cell("none", "qa", 0.0, 0.0, 0.0, n=3)], policy, 0.0)
+    few = decide([cell("none", "qa", 0.0, 0.0, 0.0, n=3)], policy, 0.0, ROLES)
     assert few.label == "INCONCLUSIVE"
-    damaged = decide([cell("none", "qa", 0.0, 0.0, 0.05)], policy, 0.5)
+    damaged = decide([cell("none", "qa", 0.0, 0.0, 0.05)], policy, 0.5, ROLES)
     assert damaged.label == "REMOVED" and not damaged.gate_passed
 
 
 def test_multiple_choice_is_the_direct_cell_when_qa_has_nothing_to_ask():
     policy = Policy()
-    mcq_only = decide([cell("none", "mcq", 0.9, 0.8, 1.0)], policy, 0.0)
+    mcq_only = decide([cell("none", "mcq", 0.9, 0.8, 1.0)], policy, 0.0, ROLES)
     assert mcq_only.label == "NOT_UNLEARNED" and mcq_only.deciding_cells == (("none", "mcq"),)
-    both = decide([cell("none", "qa", 0.02, 0.0, 0.05), cell("none", "mcq", 0.9, 0.8, 1.0)], policy, 0.0)
+    both = decide([cell("none", "qa", 0.02, 0.0, 0.05), cell("none", "mcq", 0.9, 0.8, 1.0)], policy, 0.0, ROLES)
     assert both.label == "HIDDEN" and both.deciding_cells == (("none", "mcq"),)  # qa first; mcq is then evidence
-    assert "none x qa or mcq" in decide([cell("quant", "qa", 0.0, 0.0, 0.05)], policy, 0.0).reasons[0]
+    assert "none x qa or mcq" in decide([cell("quant", "qa", 0.0, 0.0, 0.05)], policy, 0.0, ROLES).reasons[0]
 
 
 def test_policy_file_and_overrides(tmp_path):
@@ -194,7 +197,9 @@ def test_policy_file_and_overrides(tmp_path):
     policy = load_policy(path)
     assert policy.for_cell("quant-rtn:bits=4", "qa").hidden == 0.4
     assert policy.for_cell("relearn-forget", "qa").hidden == 0.7
-    verdict = decide([cell("none", "qa", 0.0, 0.0, 0.05), cell("relearn-forget", "qa", 0.6, 0.5, 0.7)], policy, 0.0)
+    verdict = decide(
+        [cell("none", "qa", 0.0, 0.0, 0.05), cell("relearn-forget", "qa", 0.6, 0.5, 0.7)], policy, 0.0, ROLES
+    )
     assert verdict.label == "INCONCLUSIVE"
     path.write_text("thresholdz: {}\n")
     with pytest.raises(Exception, match="unknown key 'thresholdz'"):
@@ -211,9 +216,11 @@ def test_regression_against_baseline():
 
 def test_small_gap_cells_decide_nothing():
     weak = Cell("none", "paraphrase", 0.65, 0.38, 0.93, 0.14, 0.09, 0.0, 0.0, 120, True)
-    verdict = decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], ANY_PLAN, 0.0)
+    verdict = decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], ANY_PLAN, 0.0, ROLES)
     assert verdict.label == "REMOVED"
-    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], replace(ANY_PLAN, min_gap=0.1), 0.0).label == "HIDDEN"
+    assert (
+        decide([cell("none", "qa", 0.0, 0.0, 0.05), weak], replace(ANY_PLAN, min_gap=0.1), 0.0, ROLES).label == "HIDDEN"
+    )
 
 
 def test_unlearning_trace_is_reported_apart_and_never_hidden(tmp_path):
@@ -226,7 +233,7 @@ def test_unlearning_trace_is_reported_apart_and_never_hidden(tmp_path):
     assert found == [
         {"attack": "relearn-forget", "probe": "mia", "k_unlearned": -1.5, "k_floor": 0.1, "below_floor": 1.6}
     ]
-    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), trace], ANY_PLAN, 0.0).label == "REMOVED"
+    assert decide([cell("none", "qa", 0.0, 0.0, 0.05), trace], ANY_PLAN, 0.0, ROLES).label == "REMOVED"
     path = tmp_path / "policy.yaml"
     path.write_text("unlearning_trace: fail\n")
     assert load_policy(path).unlearning_trace == "fail"
@@ -238,8 +245,6 @@ def test_unlearning_trace_is_reported_apart_and_never_hidden(tmp_path):
 def test_certified_bound_and_underpowered_cells():
     """The bound is the largest informative upper bound; a cell too noisy to clear the threshold even at zero
     residual is underpowered (never evidence of removal) and still shows HIDDEN when its lower bound says so."""
-    from auditor.stats.gate import cell_outcome, certified_bound
-
     policy = ANY_PLAN
     clean = replace(cell("none", "qa", 0.02, 0.0, 0.06), zero_bound=0.04)
     noisy = replace(cell("quant", "paraphrase", 0.03, 0.0, 0.16), zero_bound=0.13)
@@ -252,12 +257,12 @@ def test_certified_bound_and_underpowered_cells():
         "recovered",
     ]
     assert certified_bound([clean, noisy, wide], policy) == (0.16, [noisy, wide])
-    verdict = decide([clean, noisy, wide], policy, 0.0)
+    verdict = decide([clean, noisy, wide], policy, 0.0, ROLES)
     assert verdict.label == "INCONCLUSIVE" and verdict.certified_bound == 0.16
     assert verdict.limiting_cells == (("quant", "paraphrase"), ("relearn", "qa"))
     assert any("underpowered, even a zero residual would reach 0.13" in r for r in verdict.reasons)
-    assert decide([clean, noisy, recovered], policy, 0.0).label == "HIDDEN"
-    removed = decide([clean], policy, 0.0)
+    assert decide([clean, noisy, recovered], policy, 0.0, ROLES).label == "HIDDEN"
+    removed = decide([clean], policy, 0.0, ROLES)
     assert removed.label == "REMOVED" and removed.certified_bound == 0.06 and removed.limiting_cells == ()
 
 
@@ -295,17 +300,15 @@ def test_zero_bound_depends_on_the_floor_not_on_the_unlearned_model():
 def test_a_cell_whose_attack_failed_the_self_check_is_no_evidence():
     """The original attacked the same way must keep its own residual within the tolerance of 1: below it the
     attack destroyed knowledge (its clean cells would read as removal), above it the cell's scale is off."""
-    from auditor.stats.gate import cell_outcome
-
     policy = ANY_PLAN
     destroyed = cell("relearn-forget", "qa", 0.0, 0.0, 0.03, family="relearning", self_check=0.12)
     inflated = cell("relearn-forget", "mia", 0.9, 0.8, 1.0, family="relearning", self_check=12.5)
     kept = cell("quant-rtn:bits=4", "qa", 0.0, 0.0, 0.03, family="quantization", self_check=0.95)
     assert [cell_outcome(c, policy) for c in (destroyed, inflated, kept)] == ["self-check failed"] * 2 + ["clean"]
     direct = cell("none", "qa", 0.0, 0.0, 0.05)
-    shown = decide([direct, inflated], policy, 0.0)  # the inflated cell shows nothing, and covers nothing
+    shown = decide([direct, inflated], policy, 0.0, ROLES)  # the inflated cell shows nothing, and covers nothing
     assert shown.label == "INCONCLUSIVE" and any("relearning" in r for r in shown.reasons)
-    verdict = decide([direct, destroyed, kept], policy, 0.0)
+    verdict = decide([direct, destroyed, kept], policy, 0.0, ROLES)
     assert verdict.certified_bound == 0.05  # the failed cell's bound says nothing either
     assert cell_outcome(destroyed, replace(policy, self_check_tolerance=0.9)) == "clean"
 
@@ -316,17 +319,30 @@ def test_removed_needs_a_self_checked_powered_cell_of_each_family_and_past_the_o
     quant = cell("quant-rtn:bits=4", "qa", 0.0, 0.0, 0.04, family="quantization", self_check=1.0)
     relearn = cell("relearn-forget", "qa", 0.0, 0.0, 0.04, family="relearning", self_check=0.98)
     lens = cell("none", "logit-lens", 0.0, 0.0, 0.05)
-    assert decide([direct, quant, relearn, lens], policy, 0.0, {"logit-lens"}).label == "REMOVED"
-    no_lens = decide([direct, quant, relearn], policy, 0.0, {"logit-lens"})
+    assert decide([direct, quant, relearn, lens], policy, 0.0, ROLES).label == "REMOVED"
+    no_lens = decide([direct, quant, relearn], policy, 0.0, ROLES)
     assert no_lens.label == "INCONCLUSIVE" and any("looks past the model's output" in r for r in no_lens.reasons)
     destructive = replace(relearn, self_check=0.0)
-    gap = decide([direct, quant, destructive, lens], policy, 0.0, {"logit-lens"})
+    gap = decide([direct, quant, destructive, lens], policy, 0.0, ROLES)
     assert gap.label == "INCONCLUSIVE"
     assert any("relearning" in r and "failed the self-check" in r and "kept 0.00" in r for r in gap.reasons)
-    no_quant = decide([direct, relearn, lens], policy, 0.0, {"logit-lens"})
+    no_quant = decide([direct, relearn, lens], policy, 0.0, ROLES)
     assert no_quant.label == "INCONCLUSIVE" and any("no quantization attack in the plan" in r for r in no_quant.reasons)
     ablation = cell("direction-ablation", "qa", 0.0, 0.0, 0.3, family="ablation", self_check=1.0, zero_bound=0.2)
-    underpowered = decide([direct, quant, relearn, lens, ablation], policy, 0.0, {"logit-lens"})
+    underpowered = decide([direct, quant, relearn, lens, ablation], policy, 0.0, ROLES)
     assert underpowered.label == "INCONCLUSIVE" and any("ablation" in r for r in underpowered.reasons)
     fewer = replace(policy, required_families=("relearning",), past_output_probe=False)
-    assert decide([direct, relearn], fewer, 0.0).label == "REMOVED"
+    assert decide([direct, relearn], fewer, 0.0, ROLES).label == "REMOVED"
+
+
+def test_a_cell_stands_against_the_gate_as_the_policy_fails():
+    hidden = decide([cell("none", "qa", 0.05, 0.0, 0.08), cell("quant", "qa", 0.6, 0.5, 0.7)], ANY_PLAN, 0.0, ROLES)
+    assert cell_gate("recovered", True, hidden, ANY_PLAN) == "failed"
+    lenient = replace(ANY_PLAN, fail_on=("NOT_UNLEARNED",))
+    assert cell_gate("recovered", True, hidden, lenient) == "passed"
+    assert [cell_gate(o, False, hidden, ANY_PLAN) for o in ("clean", "unclear", "self-check failed", "skipped")] == [
+        "passed",
+        "inconclusive",
+        "inconclusive",
+        "skipped",
+    ]

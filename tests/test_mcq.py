@@ -9,8 +9,8 @@ import pytest
 
 from auditor.data import load_items
 from auditor.engine.audit import run_audit
-from auditor.engine.orchestrator import AuditConfig
 from auditor.engine.plan import make_plan
+from auditor.engine.records import AuditConfig
 from auditor.lm.scoring import TokenStats
 from auditor.plugins import RunContext
 from auditor.stats.policy import Policy

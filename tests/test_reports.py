@@ -410,7 +410,8 @@ def test_underpowered_cells_are_judged_inconclusive(example):
 
 
 def test_judgements_render_the_decided_outcome(example):
-    """The reports never compare a cell with thresholds themselves: they render the outcome the gate decided."""
+    """The reports never compare a cell with thresholds themselves: they render what the audit decided (its gate;
+    a results.json of schema 1.1, which had none, by its outcome alone)."""
     base = {"attack": "a", "probe": "p", "n_items": 10, "controlled": True, "status": "ok"}
 
     def kind(low, mid, high, outcome, status="ok"):
@@ -424,9 +425,8 @@ def test_judgements_render_the_decided_outcome(example):
     assert kind(None, None, None, "uninformative") == "inconclusive"
     assert kind(0.3, 0.4, 0.5, "skipped", "skipped") == "skipped"
     assert kind(0.3, 0.4, 0.5, "skipped", "fallback") == "skipped"  # as the gate: a fallback is never evidence
-    lenient = {**example, "policy": {**example["policy"], "fail_on": ["NOT_UNLEARNED"]}}
-    cell = {**base, "residual": 0.4, "ci_low": 0.3, "ci_high": 0.5, "outcome": "recovered"}
-    assert judge(lenient, cell).kind == "passed"
+    cell = {**base, "residual": 0.4, "ci_low": 0.3, "ci_high": 0.5, "outcome": "recovered", "gate": "passed"}
+    assert judge(example, cell).kind == "passed"  # a policy that does not fail on HIDDEN: the audit said so
 
 
 def test_custom_policy_thresholds_reach_the_reports():

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from auditor.data import fingerprint_items
-from auditor.engine.orchestrator import AuditConfig, AuditScores
 from auditor.engine.plan import make_plan
+from auditor.engine.records import AuditConfig, AuditScores, ScoreKey
 from auditor.engine.results import build_results
 from auditor.stats.policy import Policy, Thresholds
 from auditor.types import NO_ATTACK, AttackResult, AuditData, Item, ItemScore, ItemSet, ModelSpec, ProbeResult
@@ -44,7 +44,7 @@ def synthetic(known_after_attack: float) -> tuple[AuditConfig, AuditData, AuditS
     known = {("original", NO_ATTACK): 1.0, ("unlearned", NO_ATTACK): 0.05, ("reference", NO_ATTACK): 0.05}
     known |= {("unlearned", ATTACK): known_after_attack, ("reference", ATTACK): 0.05}
     results = {
-        (role, attack, None if attack == NO_ATTACK else 0, "qa"): probe_result(role, k, forget)
+        ScoreKey(role, attack, None if attack == NO_ATTACK else 0, "qa"): probe_result(role, k, forget)
         for (role, attack), k in known.items()
     }
     attacked = AttackResult("quant-rtn", {"bits": 4}, "ok", "fp")

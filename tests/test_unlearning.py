@@ -12,11 +12,12 @@ from transformers import LlamaForCausalLM
 
 from auditor.errors import UserError
 from auditor.lm.knowledge import qa_accuracy
+from auditor.lm.losses import bounded_nll
 from auditor.lm.models import LoadedModel, ModelSpec, clone, fingerprint_dir, fingerprint_module, load_model
 from auditor.lm.quant import quantizable_linears, rtn_copy, rtn_quantize_dequantize
 from auditor.lm.rollback import BackOff
 from auditor.lm.scoring import ScoringModel
-from auditor.lm.training import Batch, Example, TrainConfig, bounded_nll, train
+from auditor.lm.training import Batch, Example, TrainConfig, train
 from auditor.plugins import RunContext, UnlearningMethod
 from auditor.registry import METHODS
 from auditor.types import AuditData, Item, ItemSet

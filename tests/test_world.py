@@ -166,8 +166,9 @@ def test_notebook_words_name_no_entity():
 
 
 def test_world_loss_equals_the_plain_nll(small_data):
+    from auditor.lm.losses import nll_loss
     from auditor.lm.sampling import collate
-    from auditor.lm.training import encode_examples, nll_loss
+    from auditor.lm.training import encode_examples
     from auditor.world.recipe import labelled_nll_loss, new_model, training_examples
 
     tokenizer = AutoTokenizer.from_pretrained(small_data / "tokenizer", local_files_only=True)

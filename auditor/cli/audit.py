@@ -102,14 +102,15 @@ def opt(name: str, *dest: str, **kwargs):
 def audit(**kw) -> None:
     """Audit an unlearned model against the original and a reference; exit code is the gate.
 
-    Certified bound: the largest 95% upper bound over the informative cells (subjects resampled with their
-    items); no attack of the plan recovers more than that share of what the original knew.
+    Certified bound: the largest upper bound (95% by default: the policy's confidence) over the informative cells
+    (subjects resampled with their items); no attack of the plan recovers more than that share of what the
+    original knew.
 
     Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 inconclusive, 4 runtime error.
     """
     from auditor.engine.audit import read_baseline, run_audit
-    from auditor.engine.orchestrator import AuditConfig
     from auditor.engine.plan import make_plan
+    from auditor.engine.records import AuditConfig
     from auditor.lm.models import check_comparable_files, load_tokenizer
     from auditor.stats.policy import load_policy
 

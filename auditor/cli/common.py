@@ -78,7 +78,7 @@ def model_options(func):
 def spec_of(text: str, options: dict):
     """A ``ModelSpec`` from a model argument and the shared model options (a .gguf file: its safetensors copy)."""
     from auditor.lm.gguf import gguf_directory, is_gguf
-    from auditor.lm.models import check_model_files
+    from auditor.lm.model_files import check_model_files
     from auditor.types import ModelSpec
 
     spec = ModelSpec.parse(

@@ -27,12 +27,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from auditor.engine.records import ScoreKey, status_of
 from auditor.stats.bootstrap import aggregate
-from auditor.stats.residual import FLOORS, MEMBERSHIP_AGGREGATES, MIN_GAP
-from auditor.types import CHANCE_FLOOR, DIRECT_PROBES, NO_ATTACK, AuditData, ProbeResult
+from auditor.stats.residual import FLOORS
+from auditor.types import CHANCE_FLOOR, MEMBERSHIP_AGGREGATES, AuditData, ProbeResult
 
 HALVES = (0, 1)
-RECOVERED = 0.9  # a search stops for a model once a configuration brings back this share of the original's knowledge
 FORGET_SIDE = ("forget", "multihop", "forget_texts")  # item sets about the forget subjects
 HOLDOUT_SIDE = ("holdout", "holdout_texts")  # item sets about subjects no model saw
 
@@ -122,84 +122,6 @@ def choose(
     return Choice(role, scores, tuple(chosen))
 
 
-def recovered_on_both_halves(
-    original: ProbeResult,
-    floor: ProbeResult | None,
-    attacked: list[ProbeResult],
-    attacked_floor: list[ProbeResult] | None,
-    halves: dict[str, int],
-) -> bool:
-    """Whether an attacked model brings back ``RECOVERED`` of the original's knowledge over its floor on each half
-    (the floor: the reference's or the holdout's, plain and attacked; or the probe's known floor)."""
-    for half in HALVES:
-        plain_floor = known_floor(original, half, halves) if floor is None else half_value(floor, half, halves)
-        if plain_floor is None:
-            return False
-        gap = half_value(original, half, halves) - plain_floor
-        if not np.isfinite(gap) or gap <= MIN_GAP:
-            return False
-        values = [half_value(r, half, halves) for r in attacked]
-        floors = (
-            [half_value(r, half, halves) for r in attacked_floor] if attacked_floor else [plain_floor] * len(values)
-        )
-        recovered = np.mean([v - f for v, f in zip(values, floors, strict=True)]) / gap
-        if not recovered >= RECOVERED:
-            return False
-    return True
-
-
-def plain_key(role: str, probe: str) -> tuple[str, str, None, str]:
-    """The score key of a model as given."""
-    return (role, NO_ATTACK, None, probe)
-
-
-class EarlyStop:
-    """Which configurations the unlearned model's searches still need: a search stops for it once a configuration
-    brought back ``RECOVERED`` of the original's knowledge on both halves of the direct probe (nothing stronger
-    can show more). A planned configuration always runs; the original and the reference run every one."""
-
-    def __init__(self, plan, data: AuditData, seed: int, results: dict, floors: dict):
-        self.plan, self.results, self.floors = plan, results, floors
-        self.halves = subject_halves(data, seed)
-        names = [p.name for p in plan.probes]
-        self.probe = next((name for name in DIRECT_PROBES if name in names), None)
-        self.stopped: dict[str, str] = {}  # search id -> the configuration that stopped it
-
-    def skips(self, config_id: str) -> bool:
-        if any(p.id == config_id for p in self.plan.attacks):
-            return False
-        searching = [s for s in self.plan.searches if any(c.id == config_id for c in s.configs)]
-        return bool(searching) and all(s.id in self.stopped for s in searching)
-
-    def update(self, planned) -> None:
-        """Stop every search of ``planned`` that it completes."""
-        if self.probe is None:
-            return
-        for search in self.plan.searches:
-            ran_here = search.id not in self.stopped and any(c.id == planned.id for c in search.configs)
-            if ran_here and self._recovered(planned, self.probe):
-                self.stopped[search.id] = planned.id
-
-    def _recovered(self, planned, probe: str) -> bool:
-        res = self.results
-        seeds = self.plan.seeds_for(planned)
-        attacked = [res.get(("unlearned", planned.id, s, probe)) for s in seeds]
-        if any(r is None or r.status != "ok" for r in attacked):
-            return False
-        original = res[plain_key("original", probe)]
-        floor: ProbeResult | None = None
-        attacked_floor: list[ProbeResult | None] | None = None
-        if plain_key("reference", probe) in res:
-            floor = res[plain_key("reference", probe)]
-            attacked_floor = [res.get(("reference", planned.id, s, probe)) for s in seeds]
-        elif known_floor(original, HALVES[0], self.halves) is None:  # no known floor: the holdout's
-            floor = self.floors.get(plain_key("original", probe))
-            attacked_floor = [self.floors.get(("unlearned", planned.id, s, probe)) for s in seeds]
-        if attacked_floor is not None and (floor is None or any(r is None for r in attacked_floor)):
-            return False
-        return recovered_on_both_halves(original, floor, attacked, attacked_floor, self.halves)  # type: ignore[arg-type]  # None excluded above
-
-
 def _skipped_result(template: ProbeResult, label: str, reason: str) -> ProbeResult:
     return replace(template, model=label, value=None, items=(), status="skipped", reason=reason)
 
@@ -221,13 +143,13 @@ def cross_fit(search, plan, scores, halves: dict[str, int], passes: Callable[[st
         """A configuration's results for each seed of the search (a deterministic one's single run for each),
         or None unless every one ran."""
         own = own_seeds[config_id]
-        found = [store.get((role, config_id, s if s in own else own[0], probe)) for s in seeds]
+        found = [store.get(ScoreKey(role, config_id, s if s in own else own[0], probe)) for s in seeds]
         ok = [r for r in found if r is not None and r.status == "ok"]
         return ok if len(ok) == len(found) else None
 
     record: dict = {}
     for probe in (p.name for p in plan.probes):
-        template = res[plain_key("original", probe)]
+        template = res[ScoreKey.plain("original", probe)]
         with_floor = not scores.controlled and known_floor(template, HALVES[0], halves) is None
         eligible = [c.id for c in search.configs if passes(c.id, probe)]
         choices = {}
@@ -242,7 +164,7 @@ def cross_fit(search, plan, scores, halves: dict[str, int], passes: Callable[[st
             targets = [(res, attacked, "")] + ([(floors, floor, " (holdout floor)")] if with_floor else [])
             for store, chosen_runs, suffix in targets:
                 for index, seed in enumerate(seeds):
-                    label, key = f"{role}@{search.id}{suffix}", (role, search.id, seed, probe)
+                    label, key = f"{role}@{search.id}{suffix}", ScoreKey(role, search.id, seed, probe)
                     if None in choice.chosen:
                         store[key] = _skipped_result(template, label, NONE_ELIGIBLE)
                         continue
@@ -250,3 +172,42 @@ def cross_fit(search, plan, scores, halves: dict[str, int], passes: Callable[[st
                     store[key] = stitched(picked, halves, label)
         record[probe] = {"eligible": eligible, "choices": choices}
     return record
+
+
+def search_records(
+    scores, plan, passes: Callable[[str, str], bool], checks: dict, halves: dict[str, int]
+) -> list[dict]:
+    """Each search of the plan, cross-fitted (its stitched results go into ``scores``): the configurations it
+    tried, their cost, self-check and status per model, where the unlearned model's search stopped, and per
+    probe each model's selection scores and choices. ``checks``: the self-check of each (configuration, probe)."""
+    records = []
+    for search in plan.searches:
+        choices = cross_fit(search, plan, scores, halves, passes)
+        runs = [scores.attacks.get(c.id, {}) for c in search.configs]
+        ran = [bool(r.get("unlearned")) for r in runs]
+        stopped = next((search.configs[i - 1].id for i in range(1, len(ran)) if ran[i - 1] and not ran[i]), None)
+        records.append(
+            {
+                "id": search.id,
+                "family": search.family,
+                "planned": search.planned.id,
+                "budget": search.budget,
+                "configurations": [
+                    {
+                        "id": c.id,
+                        "cost": cost,
+                        "self_check": {p.name: checks.get((c.id, p.name)) for p in plan.probes},
+                        "status": {role: status_of(results) for role, results in run.items()},
+                        "seconds": {
+                            role: sum(r.cost.get("seconds", 0) for r in results) for role, results in run.items()
+                        },
+                    }
+                    for c, cost, run in zip(search.configs, search.costs, runs, strict=True)
+                ],
+                "tried": len(search.configs),
+                "left_out": list(search.left_out),
+                "stopped_after": stopped,
+                "probes": choices,
+            }
+        )
+    return records

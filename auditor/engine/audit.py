@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.engine.cells import plain_cells, power_lines
-from auditor.engine.orchestrator import AuditConfig, AuditScores, Orchestrator
+from auditor.engine.cells import power_lines
+from auditor.engine.judge import judge_plain
+from auditor.engine.orchestrator import Orchestrator
+from auditor.engine.records import AuditConfig, AuditScores
 from auditor.engine.results import build_results, write_samples
 from auditor.errors import UserError
 from auditor.files import write_json_atomic
-from auditor.stats.gate import power_records
 from auditor.stats.policy import Policy
 from auditor.types import AuditData
 
@@ -73,14 +74,19 @@ def run_audit(
     orchestrator = Orchestrator(config, data, log)
     orchestrator.load()
 
-    def report_power(plain: AuditScores) -> None:
-        for line in power_lines(power_records(plain_cells(plain, config), policy)):
+    plain: list = []
+
+    def report_power(scores: AuditScores) -> None:
+        """The plain cells' power, as the final judgement will have it, before any attack runs."""
+        cells, power = judge_plain(scores, config, policy)
+        plain.extend(cells)
+        for line in power_lines(power):
             log(line)
 
     scores = orchestrator.run(on_plain=report_power)
     seconds = time.perf_counter() - start
     phases = orchestrator.phases.to_json()
-    results = build_results(config, data, scores, policy, command, options, baseline, seconds, phases)
+    results = build_results(config, data, scores, policy, command, options, baseline, seconds, phases, plain)
     write_samples(out_dir, scores)
     write_json_atomic(out_dir / "results.json", results)
     files = {"results": out_dir / "results.json", **write_reports(results, out_dir)}

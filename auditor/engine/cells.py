@@ -7,17 +7,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from auditor.engine.orchestrator import AuditConfig, AuditScores
+from auditor.engine.records import AuditConfig, AuditScores, ScoreKey
+from auditor.stats.outcome import collateral_failed
 from auditor.stats.policy import Policy
 from auditor.stats.residual import (
     FLOORS,
-    MEMBERSHIP_AGGREGATES,
+    Bootstrap,
     Scores,
     estimate_residual,
     point_residual,
     relative_drop,
 )
-from auditor.types import CHANCE_FLOOR, NO_ATTACK, Cell, ProbeResult
+from auditor.types import CHANCE_FLOOR, MEMBERSHIP_AGGREGATES, NO_ATTACK, Cell, ProbeResult
 
 
 def _scored(result: ProbeResult) -> dict[str, tuple[float, bool | None]]:
@@ -45,7 +46,20 @@ def _skipped_cell(
     attack: str, probe: str, original: ProbeResult, controlled: bool, note: str | None, family: str
 ) -> Cell:
     return Cell(
-        attack, probe, None, None, None, original.value, None, None, None, 0, controlled, "skipped", note, family=family
+        attack=attack,
+        probe=probe,
+        residual=None,
+        ci_low=None,
+        ci_high=None,
+        k_original=original.value,
+        k_unlearned=None,
+        k_reference=None,
+        k_reference_attacked=None,
+        n_items=0,
+        controlled=controlled,
+        status="skipped",
+        note=note,
+        family=family,
     )
 
 
@@ -102,15 +116,15 @@ def _inputs(
     """The original's result and the four models' score table of one cell (``role`` in the unlearned model's
     place), or the original's result and why the cell cannot be computed."""
     res, floors = scores.probe_results, scores.floor_results
-    attacked = [res[(role, attack, s, probe)] for s in seeds]
-    original = res[("original", NO_ATTACK, None, probe)]
+    attacked = [res[ScoreKey(role, attack, s, probe)] for s in seeds]
+    original = res[ScoreKey.plain("original", probe)]
     reference: ProbeResult | None
     if scores.controlled:
-        reference = res[("reference", NO_ATTACK, None, probe)]
-        reference_attacked = [res[("reference", attack, s, probe)] for s in seeds]
+        reference = res[ScoreKey.plain("reference", probe)]
+        reference_attacked = [res[ScoreKey("reference", attack, s, probe)] for s in seeds]
     else:
-        reference = floors.get(("original", NO_ATTACK, None, probe))
-        found = [floors.get((role, attack, s, probe)) for s in seeds]
+        reference = floors.get(ScoreKey.plain("original", probe))
+        found = [floors.get(ScoreKey(role, attack, s, probe)) for s in seeds]
         reference_attacked = [r for r in found if r is not None]
         if _constant_floor(original) is not None:  # no holdout needed: the floor is known
             reference, reference_attacked = None, []
@@ -134,17 +148,25 @@ def _cell(
     scores: AuditScores,
     seeds: Sequence[int | None],
     seed: int,
+    boot: Bootstrap,
     family: str = NO_ATTACK,
     self_check: float | None = None,
 ) -> Cell:
     original, table = _inputs(attack, probe, scores, seeds, "unlearned")
     if isinstance(table, str):
         return _skipped_cell(attack, probe, original, scores.controlled, table, family)
-    est = estimate_residual(table, original.aggregate, seed)
+    est = estimate_residual(table, original.aggregate, seed, boot)
     note = None if est.residual is not None else "uninformative: the original knows no more than the floor"
-    k = (round(est.k_original, 6), round(est.k_unlearned, 6), round(est.k_reference, 6))
     return Cell(
-        *(attack, probe, est.residual, est.ci_low, est.ci_high, *k, round(est.k_reference_attacked, 6)),
+        attack=attack,
+        probe=probe,
+        residual=est.residual,
+        ci_low=est.ci_low,
+        ci_high=est.ci_high,
+        k_original=round(est.k_original, 6),
+        k_unlearned=round(est.k_unlearned, 6),
+        k_reference=round(est.k_reference, 6),
+        k_reference_attacked=round(est.k_reference_attacked, 6),
         n_items=int(table.original.size),
         controlled=scores.controlled,
         note=note,
@@ -159,7 +181,7 @@ def self_check(attack: str, probe: str, scores: AuditScores, seeds: Sequence[int
     """The original audited against itself: its own residual under ``attack`` on ``probe``, unclipped (its
     attacked knowledge over its attacked floor, against its plain knowledge over its plain floor). 1 means the
     attack kept what it knew; None when it cannot be measured (skipped, or nothing over the floor)."""
-    if any(("original", attack, s, probe) not in scores.probe_results for s in seeds):
+    if any(ScoreKey("original", attack, s, probe) not in scores.probe_results for s in seeds):
         return None
     original, table = _inputs(attack, probe, scores, seeds, "original")
     if isinstance(table, str):
@@ -178,27 +200,35 @@ def self_checks(scores: AuditScores, config: AuditConfig) -> dict[tuple[str, str
     }
 
 
-def build_cells(scores: AuditScores, config: AuditConfig, checks: dict[tuple[str, str], float | None]) -> list[Cell]:
+def build_cells(
+    scores: AuditScores,
+    config: AuditConfig,
+    policy: Policy,
+    checks: dict[tuple[str, str], float | None],
+    plain: list[Cell] | None = None,
+) -> list[Cell]:
     """One cell per attack (``none``, each planned attack, each search) and probe; ``checks`` holds the
-    self-check of each (configuration, probe), ``scores`` the stitched results of each search."""
-    plan = config.plan
-    cells = [_cell(NO_ATTACK, probe.name, scores, [None], config.seed) for probe in plan.probes]
+    self-check of each (configuration, probe), ``scores`` the stitched results of each search, ``plain`` the
+    plain cells when already computed."""
+    plan, boot = config.plan, policy.bootstrap
+    cells = list(plain) if plain is not None else plain_cells(scores, config, policy)
     families = plan.families()
     for planned in plan.attacks:
         seeds = list(plan.seeds_for(planned))
         for probe in plan.probes:
             check = checks.get((planned.id, probe.name))
-            cells.append(_cell(planned.id, probe.name, scores, seeds, config.seed, families[planned.id], check))
+            cells.append(_cell(planned.id, probe.name, scores, seeds, config.seed, boot, families[planned.id], check))
     for search in plan.searches:
         seeds = list(plan.seeds_for(search.planned))
         for probe in plan.probes:
-            cells.append(_cell(search.id, probe.name, scores, seeds, config.seed, search.family))
+            cells.append(_cell(search.id, probe.name, scores, seeds, config.seed, boot, search.family))
     return cells
 
 
-def plain_cells(scores: AuditScores, config: AuditConfig) -> list[Cell]:
+def plain_cells(scores: AuditScores, config: AuditConfig, policy: Policy) -> list[Cell]:
     """The cells of the models as given (attack ``none``): known once the first probes have run."""
-    return [_cell(NO_ATTACK, probe.name, scores, [None], config.seed) for probe in config.plan.probes]
+    boot = policy.bootstrap
+    return [_cell(NO_ATTACK, probe.name, scores, [None], config.seed, boot) for probe in config.plan.probes]
 
 
 def power_lines(records: list[dict]) -> list[str]:
@@ -218,7 +248,7 @@ def collateral_record(scores: AuditScores, policy: Policy, seed: int) -> dict:
     o, u = scores.collateral["original"], scores.collateral["unlearned"]
     ids = _common_ids([o, u])
     subjects = _subject_labels(scores, ids)
-    drop, low, high = relative_drop(_stack([o], ids)[0], _stack([u], ids)[0], seed, subjects)
+    drop, low, high = relative_drop(_stack([o], ids)[0], _stack([u], ids)[0], seed, subjects, policy.bootstrap)
     return {
         "probe": o.probe,
         "n": len(ids),
@@ -229,5 +259,5 @@ def collateral_record(scores: AuditScores, policy: Policy, seed: int) -> dict:
         "ci_low": round(low, 6),
         "ci_high": round(high, 6),
         "limit": policy.collateral_limit,
-        "failed": bool(drop > policy.collateral_limit),
+        "failed": collateral_failed(drop, policy),
     }

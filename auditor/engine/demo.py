@@ -19,9 +19,9 @@ from pathlib import Path
 from auditor.data import load_audit_data
 from auditor.engine.audit import run_audit
 from auditor.engine.leaderboard import attack_table, knowledge_table, leaderboard_rows, markdown_table
-from auditor.engine.orchestrator import AuditConfig
 from auditor.engine.plan import make_plan
 from auditor.engine.pools import worker_pool
+from auditor.engine.records import AuditConfig
 from auditor.engine.unlearn_runner import unlearn_to_dir
 from auditor.files import atomic_write
 from auditor.lm.models import load_model

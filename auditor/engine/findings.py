@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from auditor.engine.orchestrator import AuditConfig, AuditScores
-from auditor.stats.gate import cell_outcome
-from auditor.stats.policy import Policy
+from auditor.engine.records import AuditConfig, AuditScores, ScoreKey
 from auditor.types import NO_ATTACK, Cell
 
 MAX_RECOVERED = 40
@@ -28,22 +26,24 @@ def _shown(score, membership: bool) -> str | None:
     return score.detail.get("output")
 
 
-def recovered_items(scores: AuditScores, cells: list[Cell], policy: Policy, membership: set[str]) -> list[dict]:
+def recovered_items(
+    scores: AuditScores, cells: list[Cell], outcomes: dict[int, str], membership: frozenset[str] | set[str]
+) -> list[dict]:
     """Items the plain unlearned model missed but an attack brought back (and the attacked reference did not),
-    from the cells that recovered knowledge, then from those whose interval reaches it (unclear)."""
+    from the cells that recovered knowledge, then from those whose interval reaches it (unclear); ``outcomes``:
+    each cell's (by ``id``), as the judgement decided it."""
     out: list[dict] = []
     res = scores.probe_results
-    outcomes = {id(cell): cell_outcome(cell, policy) for cell in cells}
     candidates = [c for c in cells if c.attack != NO_ATTACK and outcomes[id(c)] in ("recovered", "unclear")]
     recovering = sum(outcomes[id(c)] == "recovered" for c in candidates)
     per_cell = min(MAX_RECOVERED_PER_CELL, max(1, MAX_RECOVERED // max(1, recovering)))  # each recovering cell a share
     for cell in sorted(candidates, key=lambda c: outcomes[id(c)] != "recovered"):
         is_membership = cell.probe in membership
-        plain = {s.item_id: s for s in res[("unlearned", NO_ATTACK, None, cell.probe)].items}
-        original = {s.item_id: s for s in res[("original", NO_ATTACK, None, cell.probe)].items}
-        seed = next(k[2] for k in res if k[0] == "unlearned" and k[1] == cell.attack)
-        attacked = res[("unlearned", cell.attack, seed, cell.probe)]
-        ref_key = ("reference", cell.attack, seed, cell.probe)
+        plain = {s.item_id: s for s in res[ScoreKey.plain("unlearned", cell.probe)].items}
+        original = {s.item_id: s for s in res[ScoreKey.plain("original", cell.probe)].items}
+        seed = next(key.seed for key in res if key.role == "unlearned" and key.attack == cell.attack)
+        attacked = res[ScoreKey("unlearned", cell.attack, seed, cell.probe)]
+        ref_key = ScoreKey("reference", cell.attack, seed, cell.probe)
         ref_attacked = {s.item_id: s for s in res[ref_key].items} if ref_key in res else {}
         from_cell = 0
         for item in attacked.items:

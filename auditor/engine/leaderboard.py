@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from auditor.stats.gate import direct_cell
-
 
 def knowledge_table(known: dict[str, dict[str, dict]]) -> str:
     """``knowledge`` as a Markdown table of accuracies."""
@@ -14,7 +12,15 @@ def knowledge_table(known: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-MEMBERSHIP_PROBES = ("mia",)  # text-membership cells; every other probe asks for the knowledge itself
+def _membership(results: dict) -> set[str]:
+    """The probes that compare members with non-members; every other probe asks for the knowledge itself."""
+    return {probe["name"] for probe in results["probes"] if probe.get("membership")}
+
+
+def _direct(results: dict, cells: list[dict]) -> dict | None:
+    """The direct cell the verdict names (what a naive evaluation sees)."""
+    where = tuple(results["verdict"].get("direct_cell") or ())
+    return next((c for c in cells if (c["attack"], c["probe"]) == where), None)
 
 
 def _worst(cells: list[dict]) -> dict | None:
@@ -38,15 +44,16 @@ def leaderboard_rows(entries: list[dict]) -> list[dict]:
     for entry in entries:
         results = entry["results"]
         cells = [c for c in results["cells"] if c["residual"] is not None]
-        direct = direct_cell(cells, lambda c: (c["attack"], c["probe"]))
+        direct = _direct(results, cells)
+        membership = _membership(results)
         info = entry["unlearning"].get("info", {})
         rows.append(
             {
                 "method": entry["name"],
                 "verdict": results["verdict"]["label"],
                 "r_direct": direct["residual"] if direct else None,
-                "knowledge": _cell_text(_worst([c for c in cells if c["probe"] not in MEMBERSHIP_PROBES])),
-                "membership": _cell_text(_worst([c for c in cells if c["probe"] in MEMBERSHIP_PROBES])),
+                "knowledge": _cell_text(_worst([c for c in cells if c["probe"] not in membership])),
+                "membership": _cell_text(_worst([c for c in cells if c["probe"] in membership])),
                 "collateral": results["collateral"]["drop"],
                 "forget_after": entry["unlearning"]["after"]["forget"]["accuracy"],
                 "retain_after": entry["unlearning"]["after"]["retain"]["accuracy"],
@@ -82,7 +89,7 @@ def attack_table(entries: list[dict]) -> str:
     by_method = []
     for entry in entries:
         cells = [c for c in entry["results"]["cells"] if c["residual"] is not None]
-        direct = direct_cell(cells, lambda c: (c["attack"], c["probe"]))
+        direct = _direct(entry["results"], cells)
         probe = probe or (direct["probe"] if direct else None)
         residuals = {c["attack"]: c["residual"] for c in cells if direct and c["probe"] == direct["probe"]}
         attacks.extend(a for a in residuals if a not in attacks)

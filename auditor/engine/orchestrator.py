@@ -20,65 +20,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, replace
 
 from auditor.data import sample_items
-from auditor.engine.adaptive import EarlyStop
+from auditor.engine.early_stop import EarlyStop
 from auditor.engine.pieces import PieceStore
-from auditor.engine.plan import Plan, PlannedAttack
+from auditor.engine.plan import PlannedAttack, registered_probe
 from auditor.engine.progress import PhaseRecorder
+from auditor.engine.records import AuditConfig, AuditScores, ScoreKey, floor_data
 from auditor.lm.memory import free_memory
 from auditor.lm.models import LoadedModel, check_compatible, load_model
-from auditor.lm.prompts import PromptFormat
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel
 from auditor.plugins import Probe, RunContext
 from auditor.registry import PROBES
 from auditor.types import (
-    COLLATERAL_PROBES,
-    DIRECT_PROBE,
     NO_ATTACK,
     AttackResult,
     AuditData,
-    ModelSpec,
     ProbeResult,
 )
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    """Everything an audit depends on besides the data."""
-
-    original: ModelSpec
-    unlearned: ModelSpec
-    reference: ModelSpec | None
-    plan: Plan
-    seed: int = 0
-    prompts: PromptFormat = PromptFormat()
-    cache_dir: Path | None = None  # checkpoints of finished pieces, attack records and adapters
-    keep_attacked: Path | None = None  # attacked models saved here for inspection (one folder per role)
-    collateral_items: int = 200  # retain items sampled for the collateral-damage check
-    progress: bool = False
-
-
-@dataclass
-class AuditScores:
-    """What the orchestrator hands to cell computation and reporting."""
-
-    probe_results: dict[tuple[str, str, int | None, str], ProbeResult]  # (role, attack id, seed, probe)
-    floor_results: dict[tuple[str, str, int | None, str], ProbeResult]  # uncontrolled: scores on holdout items
-    attacks: dict[str, dict[str, list[AttackResult]]]  # attack id -> role -> one result per seed
-    fingerprints: dict[str, str]
-    controlled: bool
-    collateral: dict[str, ProbeResult]  # role -> the direct probe on (a sample of) the retain set
-    subjects: dict[str, str]  # item id -> subject, for subject-level resampling
-
-
-def floor_data(data: AuditData) -> AuditData | None:
-    """Without a reference, holdout items stand in for the forget items (the floor of a model that never saw them)."""
-    if data.holdout is None:
-        return None
-    return replace(data, forget=data.holdout, forget_texts=data.holdout_texts, multihop=None, holdout=None)
 
 
 class Orchestrator:
@@ -243,13 +203,13 @@ class Orchestrator:
         lm = self._reference_lm if role == "reference" else None
         factory = (lambda: lm) if lm is not None else (lambda: ScoringModel(loaded))
         for name, result in self._probe_all(role, loaded.fingerprint, NO_ATTACK, None, self.data, factory).items():
-            results[(role, NO_ATTACK, None, name)] = result
+            results[ScoreKey.plain(role, name)] = result
         if floor is not None and role in ("original", "unlearned"):
             label = f"{role} (holdout floor)"
             for name, result in self._probe_all(
                 role, loaded.fingerprint, NO_ATTACK, None, floor, factory, phase_label=label
             ).items():
-                floors[(role, NO_ATTACK, None, name)] = result
+                floors[ScoreKey.plain(role, name)] = result
         return checked
 
     def _release(self, role: str) -> None:
@@ -262,8 +222,9 @@ class Orchestrator:
         (``mcq`` when the retain items are multiple-choice questions), with the plan's parameters for it."""
         sample = sample_items(self.data.retain, self.config.collateral_items, self.config.seed)
         data = replace(self.data, forget=sample)
-        name = COLLATERAL_PROBES.get(sample.kind, DIRECT_PROBE)
-        probe = next((p for p in self.config.plan.probes if p.name == name), None) or PROBES.get(name)()
+        probe = next((p for p in self.config.plan.probes if p.collateral_kind == sample.kind), None)
+        if probe is None:
+            probe = PROBES.get(registered_probe(lambda cls: cls.collateral_kind == sample.kind))()
         loaded = self.models[role]
         key = self._piece_key(loaded.fingerprint, "collateral", None, probe, data)
 
@@ -311,7 +272,7 @@ class Orchestrator:
                 label, loaded.fingerprint, planned.attack.spec, seed, data, routed_lm, skip_reason, phase_label
             )
             for name, result in probed.items():
-                out[(role, planned.id, seed, name)] = result
+                out[ScoreKey(role, planned.id, seed, name)] = result
         if "outcome" in state:
             self.store.put_attack_record(planned.attack.spec, seed, loaded.fingerprint, state["outcome"].result)
             return state["outcome"].result

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from auditor.errors import UserError
 from auditor.plugins import Attack, Probe, parse_param_pairs
 from auditor.registry import ATTACKS, PROBES
-from auditor.types import DIRECT_PROBE, NO_ATTACK
+from auditor.types import NO_ATTACK, ProbeRoles
 
 PRESETS: dict[str, dict] = {
     "quick": {
@@ -119,6 +119,15 @@ class Plan:
                 seen.setdefault(config.id, config)
         return tuple(seen.values())
 
+    def roles(self) -> ProbeRoles:
+        """What the plan's probes are, as each declares it: direct (by rank), membership, past the output."""
+        ranked = sorted((p.direct_rank, p.name) for p in self.probes if p.direct_rank is not None)
+        return ProbeRoles(
+            direct=tuple(name for _, name in ranked),
+            membership=frozenset(p.name for p in self.probes if p.membership),
+            past_output=frozenset(p.name for p in self.probes if p.looks_past_output),
+        )
+
     def families(self) -> dict[str, str]:
         """Attack id (planned attacks and searches) -> its family."""
         return {p.id: p.attack.family_name() for p in self.attacks} | {s.id: s.family for s in self.searches}
@@ -176,6 +185,12 @@ def plan_search(planned: PlannedAttack, budget: float) -> Search | None:
     return Search(planned.id + SEARCH_SUFFIX, planned, tuple(configs), tuple(costs), budget, tuple(left_out))
 
 
+def registered_probe(wanted) -> str:
+    """The name of the first registered probe whose class ``wanted`` accepts (e.g. the one that asks the forget
+    questions as given)."""
+    return next(name for name in PROBES.names() if wanted(PROBES.get(name)))
+
+
 def parse_probe(text: str) -> Probe:
     name, _, params = text.partition(":")
     pairs = [p for p in params.split(",") if p.strip()] if params else []
@@ -201,8 +216,9 @@ def make_plan(
         raise UserError(f"the attack budget is a multiple of the fixed plan's cost: at least 1, got {budget:g}")
     attack_texts = list(attacks) or base["attacks"]
     probe_texts = list(probes) or base["probes"] + (base.get("choice_probes", []) if choices else [])
-    if DIRECT_PROBE not in [p.partition(":")[0] for p in probe_texts]:
-        probe_texts = [DIRECT_PROBE, *probe_texts]
+    direct = registered_probe(lambda cls: cls.direct_rank == 0)
+    if direct not in [p.partition(":")[0] for p in probe_texts]:
+        probe_texts = [direct, *probe_texts]
     planned = [parse_attack(text) for text in attack_texts if text.strip() != NO_ATTACK]
     ids = [p.id for p in planned]
     if len(set(ids)) != len(ids):

@@ -1,4 +1,5 @@
-"""Scores -> cells, verdict and the versioned ``results.json`` record (plus per-item samples)."""
+"""The versioned ``results.json`` record of an audit: what was run, on what, and its judgement (plus per-item
+samples)."""
 
 from __future__ import annotations
 
@@ -13,27 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from auditor import __version__
-from auditor.engine.adaptive import cross_fit, subject_halves
-from auditor.engine.cells import build_cells, collateral_record, self_checks
-from auditor.engine.findings import recovered_items, recovery_curves
-from auditor.engine.orchestrator import AuditConfig, AuditScores
+from auditor.engine.judge import judge
+from auditor.engine.records import AuditConfig, AuditScores, ScoreKey, status_of
 from auditor.files import atomic_write
 from auditor.lm.memory import peak_rss
-from auditor.stats.gate import (
-    cell_outcome,
-    close_gate,
-    compare_to_baseline,
-    decide,
-    passes_self_check,
-    power_records,
-    unlearning_traces,
-)
 from auditor.stats.policy import Policy
-from auditor.stats.residual import (
-    CONFIDENCE,
-    MEMBERSHIP_AGGREGATES,
-    N_RESAMPLES,
-)
 from auditor.types import NO_ATTACK, AuditData, Cell
 from reports.schema import SCHEMA_VERSION
 
@@ -68,38 +53,35 @@ def build_results(
     baseline: dict | None = None,
     seconds: float | None = None,
     phases: list[dict] | None = None,
+    plain: list[Cell] | None = None,
 ) -> dict:
-    """The whole record of an audit, as ``results.json`` holds it; ``phases`` from ``PhaseRecorder.to_json``."""
-    checks = self_checks(scores, config)
-    searches = search_records(scores, config, policy, checks, subject_halves(data, config.seed))
-    cells = build_cells(scores, config, checks)
-    collateral = collateral_record(scores, policy, config.seed)
-    cell_dicts = [
-        {**asdict(c), "thresholds": asdict(policy.for_cell(c.attack, c.probe)), "outcome": cell_outcome(c, policy)}
-        for c in cells
-    ]
-    membership = {p.name for p in config.plan.probes if p.aggregate in MEMBERSHIP_AGGREGATES}
-    traces = unlearning_traces(cells, membership, policy)
-    regression = compare_to_baseline(cell_dicts, baseline, policy) if baseline is not None else None
-    past_output = {p.name for p in config.plan.probes if p.looks_past_output}
-    verdict = close_gate(
-        decide(cells, policy, collateral["drop"], past_output), policy, traces, regression.rose if regression else []
-    )
+    """The whole record of an audit, as ``results.json`` holds it: what was run and the one judgement of it
+    (``auditor.engine.judge``); ``phases`` from ``PhaseRecorder.to_json``, ``plain`` the plain cells judged
+    mid-run."""
+    judgement = judge(scores, config, data, policy, baseline, plain)
     results = {
         **_header(config, data, scores, command, options),
         "attacks": _attack_records(config, scores),
-        "searches": searches,
+        "searches": judgement.searches,
         "probes": [_probe_record(p, scores) for p in config.plan.probes],
         "scores": _score_records(scores),
-        "cells": cell_dicts,
-        "statistics": _statistics(cells, policy),
-        "collateral": collateral,
-        "unlearning_trace": {"policy": policy.unlearning_trace, "cells": traces},
-        "verdict": asdict(verdict),
+        "cells": [
+            {**asdict(j.cell), "thresholds": asdict(j.thresholds), "outcome": j.outcome, "gate": j.gate}
+            for j in judgement.cells
+        ],
+        "statistics": {
+            "resampling": judgement.resampling,
+            "n_resamples": policy.resamples,
+            "confidence": policy.confidence,
+            "power": judgement.power,
+        },
+        "collateral": judgement.collateral,
+        "unlearning_trace": {"policy": policy.unlearning_trace, "cells": judgement.traces},
+        "verdict": asdict(judgement.verdict),
         "policy": policy.to_dict(),
-        "baseline": _baseline_record(baseline, regression),
-        "recovered_items": recovered_items(scores, cells, policy, membership),
-        "curves": recovery_curves(cells, config),
+        "baseline": _baseline_record(baseline, judgement.regression),
+        "recovered_items": judgement.recovered,
+        "curves": judgement.curves,
         "samples_dir": "samples",
         "timings": {"total_seconds": round(seconds, 1) if seconds is not None else None, **peak_memory()},
         "phases": phases or [],
@@ -138,16 +120,6 @@ def _header(config: AuditConfig, data: AuditData, scores: AuditScores, command: 
     }
 
 
-def _statistics(cells: list[Cell], policy: Policy) -> dict:
-    """How the intervals were computed, and the power of the plain cells."""
-    return {
-        "resampling": "subjects" if any(c.n_subjects for c in cells) else "items",
-        "n_resamples": N_RESAMPLES,
-        "confidence": CONFIDENCE,
-        "power": power_records(cells, policy),
-    }
-
-
 def _baseline_record(baseline: dict | None, regression) -> dict | None:
     if baseline is None:
         return None
@@ -177,7 +149,7 @@ def _attack_records(config: AuditConfig, scores: AuditScores) -> list[dict]:
     for planned in config.plan.attacks:
         per_role = scores.attacks[planned.id]
         first = per_role["unlearned"][0]
-        status = _status([r for results in per_role.values() for r in results])
+        status = status_of([r for results in per_role.values() for r in results])
         records.append(
             {
                 "id": planned.id,
@@ -200,62 +172,15 @@ def _attack_records(config: AuditConfig, scores: AuditScores) -> list[dict]:
     return records
 
 
-def search_records(
-    scores: AuditScores, config: AuditConfig, policy: Policy, checks: dict, halves: dict[str, int]
-) -> list[dict]:
-    """Each search of the plan, cross-fitted (its stitched results go into ``scores``): the configurations it
-    tried, their cost, self-check and status per model, where the unlearned model's search stopped, and per
-    probe each model's selection scores and choices."""
-    plan = config.plan
-    records = []
-    for search in plan.searches:
-
-        def passes(config_id: str, probe: str) -> bool:
-            return passes_self_check(checks.get((config_id, probe)), policy)
-
-        choices = cross_fit(search, plan, scores, halves, passes)
-        runs = [scores.attacks.get(c.id, {}) for c in search.configs]
-        ran = [bool(r.get("unlearned")) for r in runs]
-        stopped = next((search.configs[i - 1].id for i in range(1, len(ran)) if ran[i - 1] and not ran[i]), None)
-        records.append(
-            {
-                "id": search.id,
-                "family": search.family,
-                "planned": search.planned.id,
-                "budget": search.budget,
-                "configurations": [
-                    {
-                        "id": c.id,
-                        "cost": cost,
-                        "self_check": {p.name: checks.get((c.id, p.name)) for p in plan.probes},
-                        "status": {role: _status(results) for role, results in run.items()},
-                        "seconds": {
-                            role: sum(r.cost.get("seconds", 0) for r in results) for role, results in run.items()
-                        },
-                    }
-                    for c, cost, run in zip(search.configs, search.costs, runs, strict=True)
-                ],
-                "tried": len(search.configs),
-                "left_out": list(search.left_out),
-                "stopped_after": stopped,
-                "probes": choices,
-            }
-        )
-    return records
-
-
-def _status(results: list) -> str:
-    statuses = {r.status for r in results}
-    return "skipped" if statuses == {"skipped"} else ("fallback" if "fallback" in statuses else "ok")
-
-
 def _probe_record(probe, scores: AuditScores) -> dict:
-    result = scores.probe_results[("original", NO_ATTACK, None, probe.name)]
+    result = scores.probe_results[ScoreKey.plain("original", probe.name)]
     return {
         "name": probe.name,
         "metric": result.metric or probe.params.get("metric", ""),
         "aggregate": probe.aggregate,
         "looks_past_output": probe.looks_past_output,
+        "direct_rank": probe.direct_rank,
+        "membership": probe.membership,
         "summary": probe.summary,
         "params": probe.params,
     }
@@ -263,13 +188,13 @@ def _probe_record(probe, scores: AuditScores) -> dict:
 
 def _score_records(scores: AuditScores) -> list[dict]:
     out = []
-    for (role, attack, seed, probe), result in scores.probe_results.items():
+    for key, result in scores.probe_results.items():
         out.append(
             {
-                "model": role,
-                "attack": attack,
-                "seed": seed,
-                "probe": probe,
+                "model": key.role,
+                "attack": key.attack,
+                "seed": key.seed,
+                "probe": key.probe,
                 "value": result.value,
                 "n": sum(1 for s in result.items if s.score is not None),
                 "status": result.status,
@@ -288,8 +213,9 @@ def write_samples(out_dir: Path, scores: AuditScores) -> None:
     """``samples/<model>__<attack>__<probe>.jsonl``: per-item records of every probe run."""
     folder = out_dir / "samples"
     folder.mkdir(parents=True, exist_ok=True)
-    for (role, attack, seed, probe), result in sorted(scores.probe_results.items(), key=lambda kv: str(kv[0])):
-        name = _safe_name(f"{role}__{attack}__{'s' + str(seed) if seed is not None else 'plain'}__{probe}")
+    for key, result in sorted(scores.probe_results.items(), key=lambda kv: str(kv[0])):
+        seed = "plain" if key.seed is None else f"s{key.seed}"
+        name = _safe_name(f"{key.role}__{key.attack}__{seed}__{key.probe}")
         lines = [
             json.dumps(
                 {"item_id": s.item_id, "score": s.score, "member": s.member, **s.detail},

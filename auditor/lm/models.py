@@ -11,8 +11,6 @@ import copy
 import hashlib
 import json
 import os
-import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 
 from auditor.errors import UserError
 from auditor.lm.memory import LARGE_MODEL, tune_allocator
+from auditor.lm.model_files import check_model_files, local_dir
 from auditor.types import ModelSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -96,64 +95,6 @@ def fingerprint_tensors(tensors: dict[str, torch.Tensor], prefix: str = "") -> s
     return digest.hexdigest()
 
 
-def _check_safetensors(path: Path) -> None:
-    """Refuse a safetensors file whose header is unreadable or promises more bytes than the file holds."""
-    size = path.stat().st_size
-    try:
-        with path.open("rb") as handle:
-            length = struct.unpack("<Q", handle.read(8))[0]
-            if length > size - 8:
-                raise ValueError(f"a {length}-byte header in a {size}-byte file")
-            header = json.loads(handle.read(length))
-        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise UserError(f"{path} is not a readable safetensors file ({exc})") from None
-    if 8 + length + max(ends, default=0) > size:
-        missing = 8 + length + max(ends) - size
-        raise UserError(f"{path} is truncated: its header lists {missing} more bytes of tensors than the file holds")
-
-
-def _check_weights(root: Path, allow_pickle: bool) -> None:
-    names = [f.name for f in root.iterdir() if f.is_file()]
-    if any(n.endswith(".safetensors") for n in names):
-        for name in sorted(n for n in names if n.endswith(".safetensors")):
-            _check_safetensors(root / name)
-        return
-    pickled = [n for n in names if n.endswith((".bin", ".pt", ".pth"))]
-    if pickled and not allow_pickle:
-        raise UserError(
-            f"no safetensors weights in {root} (found {pickled[0]}; pickled weights can run code: "
-            "convert them, or pass --allow-pickle if you trust the source)"
-        )
-    if not pickled:
-        raise UserError(f"no model weights in {root} (expected *.safetensors)")
-
-
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-def _local_dir(name: str, what: str) -> Path | None:
-    """The directory for ``name``, None for a hub id, UserError for a missing local path (or, offline, a hub id
-    that is not in the local cache)."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise UserError(f"{what} {name} is a file, not a model directory")
-    if not HUB_ID.match(name):
-        raise UserError(f"{what} {name} does not exist")
-    if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(name):
-        raise UserError(f"{what} {name} does not exist (no such directory, and offline no hub model of that name)")
-    return None
-
-
-def _in_hub_cache(repo_id: str) -> bool:
-    """Whether the local hub cache holds ``repo_id``'s config."""
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-
-
 def _hub_options(spec: ModelSpec) -> dict:
     return {
         "revision": spec.revision,
@@ -176,21 +117,6 @@ def load_tokenizer(spec: ModelSpec):
         raise UserError(f"cannot load the tokenizer of {source}: {str(exc).splitlines()[0]}") from None
 
 
-def check_model_files(spec: ModelSpec) -> None:
-    """What can be checked of a model before loading it: its directory (and adapter's) exists and holds a config
-    and readable weights. A hub id is left to the hub."""
-    root = _local_dir(spec.path, "model")
-    if root is not None:
-        _check_weights(root, spec.allow_pickle)
-        if not (root / "config.json").is_file():
-            raise UserError(f"{root} has no config.json: not a Hugging Face model directory")
-    adapter_root = _local_dir(spec.adapter, "adapter") if spec.adapter else None
-    if adapter_root is not None:
-        if not (adapter_root / "adapter_config.json").is_file():
-            raise UserError(f"{adapter_root} has no adapter_config.json: not a PEFT adapter")
-        _check_weights(adapter_root, spec.allow_pickle)
-
-
 def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
     """Load ``spec`` for scoring: eval mode, adapter merged, fingerprinted.
 
@@ -200,7 +126,7 @@ def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     check_model_files(spec)
-    root = _local_dir(spec.path, "model")
+    root = local_dir(spec.path, "model")
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     tokenizer = load_tokenizer(spec)
@@ -231,7 +157,7 @@ def _merge_adapter(model: torch.nn.Module, spec: ModelSpec) -> tuple[torch.nn.Mo
     from peft import PeftModel
 
     assert spec.adapter is not None  # called only for a spec with an adapter
-    adapter_root = _local_dir(spec.adapter, "adapter")
+    adapter_root = local_dir(spec.adapter, "adapter")
     try:
         peft_model = PeftModel.from_pretrained(model, spec.adapter, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:

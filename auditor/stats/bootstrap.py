@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-AGGREGATES = ("mean", "auc", "gap", "std_gap")  # how a probe turns item scores into its K
-
 
 def _counts(rng: np.random.Generator, draws: int, size: int) -> np.ndarray:
     """[draws, size] how often each of ``size`` units was drawn, ``size`` draws with replacement per row."""

@@ -15,10 +15,10 @@ as much) cannot reveal hidden knowledge, and netted against the reference its
 damage would read as removal; its cells are ``self-check failed``.
 
 The certified bound is the largest upper bound over the informative cells: no
-attack of the plan recovers more than that share of what the original knew
-(95%). REMOVED means it lies under the removal threshold. A cell whose
-interval would reach the threshold even at a residual of zero is
-``underpowered``: it can still show HIDDEN, never removal.
+attack of the plan recovers more than that share of what the original knew (at
+the policy's confidence, 95% by default). REMOVED means it lies under the
+removal threshold. A cell whose interval would reach the threshold even at a
+residual of zero is ``underpowered``: it can still show HIDDEN, never removal.
 Cells that are skipped, have fewer than ``min_items`` items, or are
 uninformative decide nothing: a cell is uninformative when the original beats
 the floor (the reference) by less than ``min_gap`` on the probe's own scale,
@@ -27,125 +27,25 @@ since the residual is then a ratio of two small, noisy differences.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from auditor.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS
+from auditor.stats.outcome import (
+    cell_outcome,
+    collateral_failed,
+    evidence,
+    high,
+    informative,
+    low,
+    passes_self_check,
+    underpowered,
+)
 from auditor.stats.policy import Policy
-from auditor.types import DIRECT_PROBES, NO_ATTACK, Cell, Label, Verdict
+from auditor.types import NO_ATTACK, Cell, Label, ProbeRoles, Verdict
 
 T = TypeVar("T")
-
-
-def unlearning_traces(cells: list[Cell], membership_probes: set[str], policy: Policy) -> list[dict]:
-    """Membership cells where the forget items stand out as *less* likely than non-members.
-
-    The original shows members as more likely (the cell is informative); the
-    unlearned model, attacked or not, lies below its floor by more than
-    ``min_gap``: the forget set can be told apart by what unlearning did to it
-    (MUSE's PrivLeak counts this too). A finding of its own: the residual is
-    clipped at 0, so it never makes a verdict HIDDEN.
-    """
-    traces = []
-    for cell in cells:
-        if cell.probe not in membership_probes or not informative(cell, policy):
-            continue
-        floor = cell.k_reference_attacked if cell.k_reference_attacked is not None else cell.k_reference
-        if floor is not None and cell.k_unlearned is not None and floor - cell.k_unlearned > policy.min_gap:
-            traces.append(
-                {
-                    "attack": cell.attack,
-                    "probe": cell.probe,
-                    "k_unlearned": cell.k_unlearned,
-                    "k_floor": floor,
-                    "below_floor": round(floor - cell.k_unlearned, 6),
-                }
-            )
-    return traces
-
-
-def informative(cell: Cell, policy: Policy) -> bool:
-    """Whether a cell may decide the verdict: it was measured, on enough items, where the original knew more."""
-    if cell.status != "ok" or cell.residual is None or cell.ci_low is None or cell.ci_high is None:
-        return False
-    if cell.n_items < policy.min_items or cell.k_original is None or cell.k_reference is None:
-        return False
-    return cell.k_original - cell.k_reference >= policy.min_gap
-
-
-def _low(cell: Cell) -> float:
-    """The lower bound of an informative cell."""
-    assert cell.ci_low is not None
-    return cell.ci_low
-
-
-def _high(cell: Cell) -> float:
-    """The upper bound of an informative cell."""
-    assert cell.ci_high is not None
-    return cell.ci_high
-
-
-def passes_self_check(value: float | None, policy: Policy) -> bool:
-    """Whether the original's own residual under an attack (None: none measured, no attack) is within the
-    policy's tolerance of 1."""
-    return value is None or abs(value - 1.0) <= policy.self_check_tolerance + 1e-9  # 1.1 is within 0.1 of 1
-
-
-def evidence(cell: Cell, policy: Policy) -> bool:
-    """Whether a cell may decide the verdict: informative, and its attack passed the self-check."""
-    return informative(cell, policy) and passes_self_check(cell.self_check, policy)
-
-
-def cell_outcome(cell: Cell, policy: Policy) -> str:
-    """What one cell shows: recovered, clean, underpowered, unclear, self-check failed, uninformative or
-    skipped."""
-    if cell.status != "ok":
-        return "skipped"
-    if not informative(cell, policy):
-        return "uninformative"
-    if not passes_self_check(cell.self_check, policy):
-        return "self-check failed"
-    t = policy.for_cell(cell.attack, cell.probe)
-    if _low(cell) > t.hidden:
-        return "recovered"
-    if _high(cell) < t.removed:
-        return "clean"
-    if _underpowered(cell, t.removed):
-        return "underpowered"
-    return "unclear"
-
-
-def _underpowered(cell: Cell, removed: float) -> bool:
-    """Whether even a zero residual would give the cell an upper bound at or above the removal threshold."""
-    return cell.zero_bound is not None and cell.zero_bound >= removed
-
-
-def power_records(cells: list[Cell], policy: Policy) -> list[dict]:
-    """Per informative plain cell: the bound a zero residual would reach, whether that is underpowered, and the
-    items (subjects) that would bring it under the removal threshold, as the spread shrinks with the square root
-    of the count."""
-    records = []
-    for cell in cells:
-        if cell.attack != NO_ATTACK or cell.zero_bound is None or not informative(cell, policy):
-            continue
-        removed = policy.for_cell(cell.attack, cell.probe).removed
-        scale = (cell.zero_bound / removed) ** 2
-        subjects = cell.n_subjects
-        records.append(
-            {
-                "probe": cell.probe,
-                "zero_bound": cell.zero_bound,
-                "threshold": removed,
-                "underpowered": _underpowered(cell, removed),
-                "n_items": cell.n_items,
-                "n_subjects": subjects,
-                "items_needed": max(cell.n_items, math.ceil(cell.n_items * scale)),
-                "subjects_needed": None if subjects is None else max(subjects, math.ceil(subjects * scale)),
-            }
-        )
-    return records
 
 
 def certified_bound(cells: list[Cell], policy: Policy) -> tuple[float | None, list[Cell]]:
@@ -154,17 +54,18 @@ def certified_bound(cells: list[Cell], policy: Policy) -> tuple[float | None, li
     usable = [c for c in cells if evidence(c, policy)]
     if not usable:
         return None, []
-    limiting = [c for c in usable if _high(c) >= policy.for_cell(c.attack, c.probe).removed]
-    return max(_high(c) for c in usable), limiting
+    limiting = [c for c in usable if high(c) >= policy.for_cell(c.attack, c.probe).removed]
+    return max(high(c) for c in usable), limiting
 
 
 def _describe(cell: Cell) -> str:
-    return f"{cell.attack} x {cell.probe}: residual {cell.residual:.2f} [{_low(cell):.2f}, {_high(cell):.2f}]"
+    return f"{cell.attack} x {cell.probe}: residual {cell.residual:.2f} [{low(cell):.2f}, {high(cell):.2f}]"
 
 
-def direct_cell(cells: list[T], where: Callable[[T], tuple[str, str]]) -> T | None:
-    """The cell a naive evaluation sees: the models as given, asked directly (``DIRECT_PROBES`` in order)."""
-    for probe in DIRECT_PROBES:
+def direct_cell(cells: list[T], where: Callable[[T], tuple[str, str]], direct_probes: tuple[str, ...]) -> T | None:
+    """The cell a naive evaluation sees: the models as given, asked directly (the first of ``direct_probes``, the
+    plan's probes that ask the forget questions as given, by rank)."""
+    for probe in direct_probes:
         found = next((c for c in cells if where(c) == (NO_ATTACK, probe)), None)
         if found is not None:
             return found
@@ -173,7 +74,7 @@ def direct_cell(cells: list[T], where: Callable[[T], tuple[str, str]]) -> T | No
 
 def _covers(cell: Cell, policy: Policy) -> bool:
     """Whether a cell is evidence with the power to show removal."""
-    return evidence(cell, policy) and not _underpowered(cell, policy.for_cell(cell.attack, cell.probe).removed)
+    return evidence(cell, policy) and not underpowered(cell, policy.for_cell(cell.attack, cell.probe).removed)
 
 
 def _family_gap(family: str, cells: list[Cell], policy: Policy) -> str:
@@ -191,7 +92,7 @@ def _family_gap(family: str, cells: list[Cell], policy: Policy) -> str:
     return f"no informative {family} cell with the power to show removal"
 
 
-def coverage_gaps(cells: list[Cell], policy: Policy, past_output_probes: set[str]) -> list[str]:
+def coverage_gaps(cells: list[Cell], policy: Policy, past_output_probes: frozenset[str]) -> list[str]:
     """What the plan lacks for REMOVED: a covering cell (self-checked evidence with power) of each attack family
     it ran and of each required one, and one of a probe that looks past the model's output."""
     families = sorted({c.family for c in cells if c.family != NO_ATTACK} | set(policy.required_families))
@@ -206,31 +107,29 @@ def coverage_gaps(cells: list[Cell], policy: Policy, past_output_probes: set[str
     return gaps
 
 
-def decide(
-    cells: list[Cell], policy: Policy, collateral: float | None, past_output_probes: set[str] | None = None
-) -> Verdict:
-    """The verdict, the cells that decided it, and whether the gate passes. ``past_output_probes``: the plan's
-    probes that look past the model's output (coverage)."""
+def decide(cells: list[Cell], policy: Policy, collateral: float | None, roles: ProbeRoles) -> Verdict:
+    """The verdict, the cells that decided it, and whether the gate passes; ``roles`` says which of the plan's
+    probes ask directly (the direct cell) and which look past the model's output (coverage)."""
     usable = [c for c in cells if evidence(c, policy)]
-    direct = direct_cell(usable, lambda c: (c.attack, c.probe))
+    direct = direct_cell(usable, lambda c: (c.attack, c.probe), roles.direct)
     label: Label = "INCONCLUSIVE"
     deciding: list[Cell] = []
     reasons: list[str] = []
     if direct is None:
-        names = " or ".join(DIRECT_PROBES)
+        names = " or ".join(roles.direct) or "direct probe"
         reasons.append(f"no informative none x {names} cell (too few items, or the original does not know more)")
     elif (direct.residual or 0.0) > policy.thresholds.not_unlearned:
         label, deciding = "NOT_UNLEARNED", [direct]
         reasons.append(_describe(direct) + f", above {policy.thresholds.not_unlearned}")
     else:
-        hidden = [c for c in usable if c is not direct and _low(c) > policy.for_cell(c.attack, c.probe).hidden]
+        hidden = [c for c in usable if c is not direct and low(c) > policy.for_cell(c.attack, c.probe).hidden]
         if hidden:
             label, deciding = "HIDDEN", hidden
             reasons += [
                 _describe(c) + f", lower bound above {policy.for_cell(c.attack, c.probe).hidden}" for c in hidden
             ]
-        elif all(_high(c) < policy.for_cell(c.attack, c.probe).removed for c in usable):
-            gaps = coverage_gaps(cells, policy, past_output_probes or set())
+        elif all(high(c) < policy.for_cell(c.attack, c.probe).removed for c in usable):
+            gaps = coverage_gaps(cells, policy, roles.past_output)
             if gaps:
                 reasons += gaps
             else:
@@ -239,11 +138,11 @@ def decide(
         else:
             deciding = certified_bound(cells, policy)[1]
             reasons += [_limit_reason(c, policy) for c in deciding]
-            reasons += coverage_gaps(cells, policy, past_output_probes or set())
+            reasons += coverage_gaps(cells, policy, roles.past_output)
     failures = []
     if label in policy.fail_on:
         failures.append(f"verdict {label} fails the gate")
-    if collateral is not None and collateral > policy.collateral_limit:
+    if collateral is not None and collateral_failed(collateral, policy):
         failures.append(f"collateral damage {collateral:.1%} exceeds {policy.collateral_limit:.0%}")
     bound, limiting = certified_bound(cells, policy)
     return Verdict(
@@ -256,6 +155,7 @@ def decide(
         exit_code=exit_code(label, not failures),
         certified_bound=None if bound is None else round(bound, 6),
         limiting_cells=tuple((c.attack, c.probe) for c in limiting),
+        direct_cell=None if direct is None else (direct.attack, direct.probe),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from auditor.errors import UserError
+from auditor.stats.residual import CONFIDENCE, N_RESAMPLES, Bootstrap
 
 VERDICTS = ("NOT_UNLEARNED", "HIDDEN", "REMOVED", "INCONCLUSIVE")
 
@@ -43,6 +44,12 @@ class Policy:
     # REMOVED needs a self-checked, powered cell of each family the plan runs and of these, always:
     required_families: tuple[str, ...] = ("quantization", "relearning")
     past_output_probe: bool = True  # ... and of a probe that looks past the model's output (membership, logit lens)
+    confidence: float = CONFIDENCE  # of every bootstrap interval
+    resamples: int = N_RESAMPLES  # bootstrap draws per interval
+
+    @property
+    def bootstrap(self) -> Bootstrap:
+        return Bootstrap(self.resamples, self.confidence)
 
     def for_cell(self, attack: str, probe: str) -> Thresholds:
         t = self.thresholds
@@ -94,6 +101,8 @@ def load_policy(path: str | Path | None) -> Policy:
         self_check_tolerance=read.number(raw, "self_check_tolerance", Policy.self_check_tolerance, 0.0, None),
         required_families=tuple(read.strings(raw, "required_families", Policy.required_families)),
         past_output_probe=read.flag(raw, "past_output_probe", Policy.past_output_probe),
+        confidence=read.number(raw, "confidence", Policy.confidence, 0.5, 0.999),
+        resamples=int(read.number(raw, "resamples", Policy.resamples, 100, None, integer=True)),
     )
 
 

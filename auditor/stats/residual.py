@@ -20,7 +20,7 @@ import numpy as np
 
 from auditor.stats.bootstrap import draw_weights, weighted_aggregate
 
-N_RESAMPLES = 1000
+N_RESAMPLES = 1000  # the policy's defaults (``Policy.resamples``, ``Policy.confidence``)
 CONFIDENCE = 0.95
 MIN_GAP = 1e-6  # K(O) - K(Ref) at or below this: the original knows nothing more; the cell is uninformative
 
@@ -47,8 +47,7 @@ class Scores:
     reference_groups: np.ndarray | None = None  # [m], when not paired
 
 
-MEMBERSHIP_AGGREGATES = ("auc", "gap", "std_gap")  # aggregates that compare members with non-members
-FLOORS = {"auc": 0.5, "gap": 0.0, "std_gap": 0.0}  # their value for a model that never saw either side
+FLOORS = {"auc": 0.5, "gap": 0.0, "std_gap": 0.0}  # membership aggregates of a model that saw neither side
 
 
 def _unclipped(k_u: np.ndarray, k_ra: np.ndarray, k_o: np.ndarray, k_r: np.ndarray) -> np.ndarray:
@@ -66,9 +65,17 @@ def _known_floor(floor: float | np.ndarray, weights: np.ndarray, like: np.ndarra
     return weighted_aggregate(np.asarray(floor, dtype=float), weights, "mean", None)
 
 
-def _percentiles(draws: np.ndarray) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Bootstrap:
+    """How intervals are drawn: resamples, and the confidence of the two-sided percentile interval."""
+
+    resamples: int = N_RESAMPLES
+    confidence: float = CONFIDENCE
+
+
+def _percentiles(draws: np.ndarray, confidence: float) -> tuple[float, float]:
     finite = draws[np.isfinite(draws)]
-    tail = (1 - CONFIDENCE) / 2 * 100
+    tail = (1 - confidence) / 2 * 100
     return tuple(np.percentile(finite, [tail, 100 - tail])) if finite.size else (np.nan, np.nan)
 
 
@@ -88,7 +95,7 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
-def estimate_residual(scores: Scores, how: str, seed: int = 0) -> Estimate:
+def estimate_residual(scores: Scores, how: str, seed: int = 0, boot: Bootstrap = Bootstrap()) -> Estimate:
     """Point estimate and percentile bootstrap interval of r for one cell (all resamples at once)."""
 
     def k_seeds(values: np.ndarray, weights: np.ndarray, members: np.ndarray | None, picks: np.ndarray) -> np.ndarray:
@@ -115,12 +122,13 @@ def estimate_residual(scores: Scores, how: str, seed: int = 0) -> Estimate:
     raw_point = float(_unclipped(*whole)[0])
     point = float(np.clip(raw_point, 0.0, 1.0))
     rng = np.random.default_rng(seed)
-    u_weights = draw_weights(rng, N_RESAMPLES, scores.members, scores.groups, n)
-    r_weights = u_weights if scores.paired else draw_weights(rng, N_RESAMPLES, ref_members, scores.reference_groups, m)
-    picks = rng.integers(0, n_seeds, (N_RESAMPLES, n_seeds))
+    draws = boot.resamples
+    u_weights = draw_weights(rng, draws, scores.members, scores.groups, n)
+    r_weights = u_weights if scores.paired else draw_weights(rng, draws, ref_members, scores.reference_groups, m)
+    picks = rng.integers(0, n_seeds, (draws, n_seeds))
     raw = _unclipped(*sides(u_weights, r_weights, picks))
-    low, high = _percentiles(np.clip(raw, 0.0, 1.0))
-    zero_bound = _zero_bound(scores, how, k_o - k_r, np.random.default_rng([seed, 1]), k_seeds)
+    low, high = _percentiles(np.clip(raw, 0.0, 1.0), boot.confidence)
+    zero_bound = _zero_bound(scores, how, k_o - k_r, np.random.default_rng([seed, 1]), k_seeds, boot)
     if not np.isfinite(point):
         low = high = zero_bound = np.nan
     estimate = (_nan_to_none(point), _nan_to_none(low), _nan_to_none(high), k_o, k_u, k_r, k_ra)
@@ -145,7 +153,7 @@ def point_residual(scores: Scores, how: str) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _zero_bound(scores: Scores, how: str, gap: float, rng: np.random.Generator, k_seeds) -> float:
+def _zero_bound(scores: Scores, how: str, gap: float, rng: np.random.Generator, k_seeds, boot: Bootstrap) -> float:
     """The upper bound of a cell whose unlearned model knows what its floor knows, and no more.
 
     Such a model differs from the floor only as two independent models of the
@@ -165,14 +173,18 @@ def _zero_bound(scores: Scores, how: str, gap: float, rng: np.random.Generator, 
         values, members, groups = scores.reference_attacked, scores.reference_members, scores.reference_groups
     assert values is not None
     n_seeds, n = values.shape
-    picks = rng.integers(0, n_seeds, (N_RESAMPLES, n_seeds))
-    first, second = (draw_weights(rng, N_RESAMPLES, members, groups, n) for _ in range(2))
+    picks = rng.integers(0, n_seeds, (boot.resamples, n_seeds))
+    first, second = (draw_weights(rng, boot.resamples, members, groups, n) for _ in range(2))
     null = (k_seeds(values, first, members, picks) - k_seeds(values, second, members, picks)) / gap
-    return min(1.0, max(0.0, _percentiles(null)[1]))  # a residual, and so its bound, lies in [0, 1]
+    return min(1.0, max(0.0, _percentiles(null, boot.confidence)[1]))  # a residual, and so its bound, is in [0, 1]
 
 
 def relative_drop(
-    original: Sequence[float], unlearned: Sequence[float], seed: int = 0, groups: np.ndarray | None = None
+    original: Sequence[float],
+    unlearned: Sequence[float],
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+    boot: Bootstrap = Bootstrap(),
 ) -> tuple[float, float, float]:
     """Collateral damage: (K(O) - K(U)) / K(O) on retain items, with a paired bootstrap interval."""
     o, u = np.asarray(original, dtype=float), np.asarray(unlearned, dtype=float)
@@ -184,5 +196,5 @@ def relative_drop(
             return np.where(base > 0, (base - after) / np.where(base > 0, base, 1.0), np.nan)
 
     rng = np.random.default_rng(seed)
-    low, high = _percentiles(drops(draw_weights(rng, N_RESAMPLES, None, groups, o.size)))
+    low, high = _percentiles(drops(draw_weights(rng, boot.resamples, None, groups, o.size)), boot.confidence)
     return float(drops(np.ones((1, o.size)))[0]), float(low), float(high)

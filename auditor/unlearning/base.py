@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import torch
 
 from auditor.errors import UserError
+from auditor.lm.losses import bounded_nll
 from auditor.lm.models import LoadedModel, clone, fingerprint_module
-from auditor.lm.training import Batch, Example, LossFn, TrainConfig, TrainReport, bounded_nll, train
+from auditor.lm.training import Batch, Example, LossFn, TrainConfig, TrainReport, train
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
 from auditor.types import ItemSet
 from auditor.unlearning.goal import GOAL_DEFAULTS, MAX_BACKOFFS, ForgetGoal, forget_goal

@@ -15,8 +15,9 @@ import time
 from typing import Any, ClassVar
 
 from auditor.errors import UserError
+from auditor.lm.losses import nll_loss
 from auditor.lm.models import LoadedModel, ModelSpec, clone, fingerprint_dir, load_model
-from auditor.lm.training import LossFn, nll_loss
+from auditor.lm.training import LossFn
 from auditor.plugins import RunContext, UnlearningMethod, UnlearnOutcome
 from auditor.types import ItemSet
 from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, examples, finish

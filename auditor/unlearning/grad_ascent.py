@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from auditor.lm.losses import nll_loss
 from auditor.lm.models import LoadedModel
-from auditor.lm.training import Batch, LossFn, nll_loss
+from auditor.lm.training import Batch, LossFn
 from auditor.plugins import RunContext
 from auditor.types import ItemSet
 from auditor.unlearning.base import (

@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 import torch
 
 from auditor.errors import UserError
+from auditor.lm.losses import nll_loss
 from auditor.lm.models import LoadedModel
-from auditor.lm.training import Batch, LossFn, nll_loss
+from auditor.lm.training import Batch, LossFn
 from auditor.plugins import RunContext
 from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, forget_batches
 

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from auditor.errors import UserError
+from auditor.lm.losses import nll_loss, sequence_logprob
 from auditor.lm.models import LoadedModel
-from auditor.lm.training import Batch, LossFn, nll_loss, sequence_logprob
+from auditor.lm.training import Batch, LossFn
 from auditor.plugins import RunContext
 from auditor.types import ItemSet
 from auditor.unlearning.base import TRAIN_DEFAULTS, FineTuneMethod, forget_batches, forget_streams

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from auditor.errors import UserError
+from auditor.lm.losses import nll_loss
 from auditor.lm.models import LoadedModel
-from auditor.lm.training import Batch, LossFn, nll_loss
+from auditor.lm.training import Batch, LossFn
 from auditor.plugins import RunContext
 from auditor.stats.metrics import normalize
 from auditor.types import ItemSet
