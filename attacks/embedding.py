@@ -31,6 +31,7 @@ from auditor.lm.prompts import PromptEdit
 from auditor.lm.soft_prompt import soft_prompt_variant, soft_table
 from auditor.lm.training import Example, TrainConfig, train
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
+from auditor.types import AuditData
 
 PAPER = "https://arxiv.org/abs/2402.09063"  # Schwinn et al., Soft Prompt Threats (tampering: arXiv 2502.05209)
 
@@ -55,7 +56,7 @@ class EmbeddingAttack(Attack):
         "folds": 2,
     }
 
-    def cost(self) -> float:
+    def cost(self, data: AuditData | None = None) -> float:
         p = self.params
         return p["steps"] * p["batch_size"] * p["folds"]
 

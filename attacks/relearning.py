@@ -16,6 +16,7 @@ steps, or learning rate 3e-4 or 3e-3, gave 0.83-0.93 on the control as well.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -35,7 +36,7 @@ from auditor.lm.adapters import SMALL_MODEL, serving_model, shared_variant
 from auditor.lm.models import LoadedModel, clone
 from auditor.lm.training import Example, TrainConfig, train
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
-from auditor.types import Item
+from auditor.types import AuditData, Item
 
 PAPER_DEEB = "https://arxiv.org/abs/2410.08827"
 # ``checkpointing=auto`` recomputes activations from this many parameters on: a 135M model's fine-tune
@@ -44,7 +45,9 @@ CHECKPOINT_PARAMS = SMALL_MODEL
 PAPER_LUCKI = "https://arxiv.org/abs/2409.18025"
 
 BUDGET: dict[str, Any] = {
-    "steps": 40,  # optimiser steps per fine-tune
+    "epochs": 3.0,  # passes over the training examples ...
+    "steps": 40,  # ... in at most this many optimiser steps per fine-tune ...
+    "min_steps": 5,  # ... and at least this many
     "learning_rate": 1e-3,
     "batch_size": 16,  # examples per step
     "mode": "lora",  # "lora" (an adapter on the shared input weights) or "full" (a whole copy)
@@ -68,27 +71,24 @@ def subjects(items: Sequence[Item]) -> frozenset[str]:
 class Relearn(Attack):
     """Shared budget, validation and fine-tune of the relearning attacks.
 
-    The adaptive search tries gentler fine-tunes first (a real 135M model lost the held-out capitals it knew under
-    the world-tuned default: 40 steps at 1e-3 on 17 subjects taught it its training fold's cities), then
-    stronger ones: a higher learning rate, a full fine-tune, a longer run. Cost: examples seen (a full fine-tune
-    counts twice: it steps every weight)."""
+    The budget is in passes over the training examples, within a floor and a ceiling of steps: 40 steps of 16
+    examples were 37 passes over a 17-subject fold of capitals, and taught a real 135M model its training fold's
+    cities in place of the held-out ones. The adaptive search tries lower learning rates (SmolLM2-135M-Instruct
+    lost held-out capitals even at 1e-4 for 10 steps), fewer passes, then stronger fine-tunes: a higher rate, a
+    full fine-tune, more passes. Cost: examples seen (a full fine-tune counts twice: it steps every weight)."""
 
     tier = "white-box-compute"
     family = "relearning"
     stochastic = True
     defaults: ClassVar[dict[str, Any]] = dict(BUDGET)
     search_space = (
-        "steps=10,learning_rate=0.0003",
-        "steps=20,learning_rate=0.0001",
-        "steps=20,learning_rate=0.0003",
+        "epochs=1,learning_rate=0.0003",
+        "learning_rate=0.0001",
+        "learning_rate=0.00003,epochs=6",
         "learning_rate=0.003",
         "learning_rate=0.0001,mode=full",
-        "steps=120",
+        "epochs=9,steps=120",
     )
-
-    def cost(self) -> float:
-        p = self.params
-        return p["steps"] * p["batch_size"] * (2.0 if p["mode"] == "full" else 1.0) * self._runs()
 
     def _runs(self) -> int:
         """Fine-tunes one application runs."""
@@ -98,6 +98,8 @@ class Relearn(Attack):
         p = self.params
         if p["mode"] not in ("lora", "full"):
             raise UserError(f"{self.name}: mode must be lora or full, got {p['mode']!r}")
+        if p["epochs"] <= 0 or p["min_steps"] < 1:
+            raise UserError(f"{self.name}: epochs and min_steps must be positive")
         if p["steps"] < 1 or p["batch_size"] < 1 or p["learning_rate"] <= 0:
             raise UserError(f"{self.name}: steps, batch_size and learning_rate must be positive")
         if str(p["checkpointing"]).lower() not in ("auto", "true", "false"):
@@ -111,10 +113,27 @@ class Relearn(Attack):
             return raw
         return tuple(part.strip() for part in raw.replace(",", "|").split("|") if part.strip())
 
-    def config(self, seed: int) -> TrainConfig:
+    def training_steps(self, examples: int) -> int:
+        """Optimiser steps of one fine-tune on ``examples``: ``epochs`` passes over them, at least ``min_steps`` and at
+        most ``steps`` (40 steps of 16 were 37 passes over a 17-subject fold and 2.7 over the world's 60 subjects)."""
+        p = self.params
+        return min(p["steps"], max(p["min_steps"], math.ceil(p["epochs"] * examples / p["batch_size"])))
+
+    def training_examples(self, data: AuditData) -> int:
+        """Examples one fine-tune of this attack trains on."""
+        raise NotImplementedError
+
+    def cost(self, data: AuditData | None = None) -> float:
+        """Examples seen over the attack's fine-tunes (a full fine-tune counts twice: it steps every weight); without
+        data, as many steps as allowed."""
+        p = self.params
+        steps = self.training_steps(self.training_examples(data)) if data is not None else p["steps"]
+        return steps * p["batch_size"] * (2.0 if p["mode"] == "full" else 1.0) * self._runs()
+
+    def config(self, seed: int, examples: int) -> TrainConfig:
         p = self.params
         return TrainConfig(
-            steps=p["steps"],
+            steps=self.training_steps(examples),
             learning_rate=p["learning_rate"],
             batch_size=p["batch_size"],
             lora=p["mode"] == "lora",
@@ -134,7 +153,9 @@ class Relearn(Attack):
         """
         label, lora = variant_label(loaded, self, name), self.params["mode"] == "lora"
         copy = shared_variant(loaded, label) if lora else clone(loaded, label)
-        config = replace(self.config(ctx.seed), merge_lora=False, checkpointing=self._checkpointing(loaded))
+        config = replace(
+            self.config(ctx.seed, len(examples)), merge_lora=False, checkpointing=self._checkpointing(loaded)
+        )
         report = train(copy.model, copy.tokenizer, {"train": examples}, config, progress=ctx.progress)
         trained = report.model.eval()
         copy.model = serving_model(trained) if lora else trained
@@ -161,7 +182,8 @@ class Relearn(Attack):
     def _settings(self) -> dict[str, Any]:
         p = self.params
         lora = {"lora_rank": p["lora_rank"], "lora_alpha": p["lora_alpha"], "lora_targets": self._targets()}
-        return {"mode": p["mode"], "steps": p["steps"], **(lora if p["mode"] == "lora" else {})}
+        budget = {"epochs": p["epochs"], "min_steps": p["min_steps"], "max_steps": p["steps"]}
+        return {"mode": p["mode"], **budget, **(lora if p["mode"] == "lora" else {})}
 
 
 class RelearnForget(Relearn):
@@ -179,6 +201,11 @@ class RelearnForget(Relearn):
 
     def _runs(self) -> int:
         return self.params["folds"]
+
+    def training_examples(self, data: AuditData) -> int:
+        """The items of every fold but one."""
+        folds = self.params["folds"]
+        return len(data.forget) * (folds - 1) // folds
 
     def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
         started = time.perf_counter()
@@ -208,6 +235,9 @@ class RelearnRetain(Relearn):
     summary = "Fine-tune on the retain set's QA (in-distribution data the model was allowed to keep)."
     paper = PAPER_DEEB
 
+    def training_examples(self, data: AuditData) -> int:
+        return len(data.retain)
+
     def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
         return self.single(loaded, ctx, ctx.data.retain.items, "retain")
 
@@ -218,6 +248,9 @@ class RelearnUnrelated(Relearn):
     name = "relearn-unrelated"
     summary = "Fine-tune on text unrelated to the forget set (benign fine-tuning)."
     paper = PAPER_LUCKI
+
+    def training_examples(self, data: AuditData) -> int:
+        return len(data.unrelated) if data.unrelated is not None else 0
 
     def apply(self, loaded: LoadedModel, ctx: RunContext) -> AttackOutcome:
         if ctx.data.unrelated is None:

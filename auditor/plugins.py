@@ -205,8 +205,9 @@ class Attack(Plugin):
         """The family this attack belongs to (its own name when it declares none)."""
         return cls.family or cls.name
 
-    def cost(self) -> float:
-        """What this configuration costs, in any unit shared by the family (the search compares ratios)."""
+    def cost(self, data: AuditData | None = None) -> float:
+        """What this configuration costs on ``data`` (None: data not known), in any unit its family shares (the
+        search compares ratios)."""
         return 1.0
 
     def apply(self, model, ctx: RunContext) -> AttackOutcome:

@@ -93,7 +93,7 @@ def audit_world(world, data, unlearned: Path, out: Path, cache: Path, preset: st
         ModelSpec(str(world.original)),
         ModelSpec(str(unlearned)),
         ModelSpec(str(world.reference)) if kw.pop("controlled", True) else None,
-        make_plan(preset, kw.pop("attacks", ()), kw.pop("probes", ()), 0, budget=kw.pop("budget", None)),
+        make_plan(preset, kw.pop("attacks", ()), kw.pop("probes", ()), 0, budget=kw.pop("budget", None), data=data),
         cache_dir=cache,
     )
     return run_audit(config, data, Policy(), out, command="test", options={"preset": preset}, resume=True).results

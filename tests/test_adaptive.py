@@ -156,30 +156,37 @@ def fragile(tmp_path_factory, make_tiny_llama):
     return root, data
 
 
+# 53 passes over a training fold of 12 capitals, 40 steps of 16 (the fixed default before budgets were passes):
+# the real model's case, where the fine-tune teaches the training fold's answers.
+OVERFITTING = "relearn-forget:epochs=53"
+
+
 def audit_fragile(root, data, unlearned: str, out, budget: float = 1.0):
     from auditor.engine.audit import run_audit
     from auditor.engine.records import AuditConfig
     from auditor.stats.policy import Policy
     from auditor.types import ModelSpec
 
-    plan = make_plan("quick", ("quant-rtn:bits=4", "relearn-forget"), ("qa", "mia"), 0, budget=budget)
+    attacks = ("quant-rtn:bits=4", OVERFITTING)
+    plan = make_plan("quick", attacks, ("qa", "mia"), 0, budget=budget, data=data)
     config = AuditConfig(ModelSpec(str(root / "original")), ModelSpec(str(root / unlearned)), None, plan)
     return run_audit(config, data, Policy(), out, command="test", options={}).results
 
 
 @pytest.mark.slow
-def test_a_destructive_relearning_default_is_reported_and_never_counts(fragile, tmp_path):
-    """The model audited against itself: today's default relearning (40 steps at 1e-3 on 12 capitals) takes its
-    held-out capitals away; the self-check says so and its cells count for nothing. A refusal that hides the
-    capitals is then INCONCLUSIVE, never REMOVED, and the verdict names relearning as the family missing."""
+def test_a_destructive_relearning_is_reported_and_never_counts(fragile, tmp_path):
+    """The model audited against itself: a relearning that overfits its fold (40 steps at 1e-3 on 12 capitals,
+    the fixed default before budgets were passes) takes its held-out capitals away; the self-check says so and
+    its cells count for nothing. A refusal that hides the capitals is then INCONCLUSIVE, never REMOVED, and the
+    verdict names relearning as the family missing."""
     root, data = fragile
     itself = audit_fragile(root, data, "original", tmp_path / "self")
     cells = {(c["attack"], c["probe"]): c for c in itself["cells"]}
-    relearned = cells[("relearn-forget", "qa")]
+    relearned = cells[(OVERFITTING, "qa")]
     assert relearned["self_check"] < 0.5 and relearned["outcome"] == "self-check failed", relearned
     assert cells[("quant-rtn:bits=4", "qa")]["outcome"] != "self-check failed"
     hidden = audit_fragile(root, data, "idk", tmp_path / "idk")
-    assert cells_outcome(hidden, "relearn-forget", "qa") == "self-check failed"
+    assert cells_outcome(hidden, OVERFITTING, "qa") == "self-check failed"
     assert hidden["verdict"]["label"] == "INCONCLUSIVE", hidden["verdict"]
     assert any("relearning" in reason for reason in hidden["verdict"]["reasons"]), hidden["verdict"]
 
@@ -190,13 +197,13 @@ def cells_outcome(results: dict, attack: str, probe: str) -> str:
 
 @pytest.mark.slow
 def test_the_search_keeps_only_configurations_that_keep_what_the_original_knew(fragile, tmp_path):
-    """With a budget, the gentler relearning configurations pass the self-check and the destructive default is
+    """With a budget, the gentler relearning configurations pass the self-check and the destructive planned one is
     left out of the choice on the probe it fails."""
     root, data = fragile
-    results = audit_fragile(root, data, "idk", tmp_path / "idk", budget=4.0)
+    results = audit_fragile(root, data, "idk", tmp_path / "idk", budget=2.0)
     search = next(s for s in results["searches"] if s["family"] == "relearning")
     checks = {c["id"]: c["self_check"]["qa"] for c in search["configurations"]}
     eligible = search["probes"]["qa"]["eligible"]
-    assert "relearn-forget" not in eligible and eligible, checks
+    assert OVERFITTING not in eligible and eligible, checks
     assert all(abs(checks[c] - 1) <= 0.1 for c in eligible)
     assert results["verdict"]["label"] in ("INCONCLUSIVE", "HIDDEN"), results["verdict"]

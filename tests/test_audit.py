@@ -104,7 +104,8 @@ def test_a_small_forget_set_says_how_far_it_can_see(world, data, demo_run, tmp_p
     """20 subjects instead of 120: the exact retrain cannot be certified REMOVED; the audit says how far it sees
     (a certified bound above the threshold, far below the hidden one), and the hiding controls stay HIDDEN."""
     small = subjects_subset(data, 20)
-    plan = {"attacks": ("quant-rtn:bits=4", "relearn-forget"), "probes": ("qa", "paraphrase", "multihop")}
+    # the 40 relearning steps the default takes on the whole world (its 3 passes would be 8 steps here)
+    plan = {"attacks": ("quant-rtn:bits=4", "relearn-forget:epochs=16"), "probes": ("qa", "paraphrase", "multihop")}
     runs = {
         name: audit_world(world, small, demo_run / "models" / name, tmp_path / name, tmp_path / "cache", **plan)
         for name in ("retrain", "idk", "quant-hide")

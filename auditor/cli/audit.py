@@ -125,7 +125,7 @@ def audit(**kw) -> None:
     policy, baseline = load_policy(kw["policy"]), read_baseline(kw["baseline"])
     data = audit_data(kw)
     choices = any(item.choices for item in data.forget.items)
-    plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"], choices, kw["attack_budget"])
+    plan = make_plan(kw["preset"], kw["attacks"], kw["probes"], kw["seed"], choices, kw["attack_budget"], data)
     out_dir = ensure_new_dir(kw["out"], protect=tuple(inputs))  # only once every option read is valid
     keep = ensure_new_dir(kw["keep_attacked"], protect=tuple(inputs)) if kw["keep_attacked"] else None
     config = AuditConfig(

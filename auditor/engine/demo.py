@@ -114,7 +114,7 @@ def shared_part(shared: SharedPart, log: Callable[[str], None] = print) -> None:
 
     start = time.perf_counter()
     world, data = _world(shared.job)
-    config = audit_config(world, world.original, shared.job.preset, shared.job.out_dir)
+    config = audit_config(world, data, world.original, shared.job.preset, shared.job.out_dir)
     attacks = config.plan.attacks[shared.part :: shared.parts]
     config = replace(config, plan=replace(config.plan, attacks=attacks))
     Orchestrator(config, data).run_shared(plain=shared.part == 0)
@@ -144,7 +144,7 @@ def audit_method(method: MethodJob, log: Callable[[str], None] = print) -> dict:
     world, data = _world(method.job)
     out_dir, preset = method.job.out_dir, method.job.preset
     model_dir = out_dir / "models" / method.name
-    config = audit_config(world, model_dir, preset, out_dir)
+    config = audit_config(world, data, model_dir, preset, out_dir)
     command = (
         f"unlearn-audit audit --original {world.original} --unlearned {model_dir} --reference {world.reference} "
         f"{world_data_options(world)} --preset {preset} --out {out_dir / method.name}"
@@ -170,9 +170,10 @@ def _print_flushed(message: str) -> None:
 DEMO_METHODS = ("retrain", "noop", "idk", "quant-hide", "quant-hide-3bit", "ga-gd", "npo-gd", "ext-sub", "prune")
 
 
-def audit_config(world, unlearned: Path, preset: str, out_dir: Path) -> AuditConfig:
-    """The audit of ``unlearned`` against the world's original and reference, pieces cached under ``out_dir``."""
-    plan = make_plan(preset, (), (), 0)
+def audit_config(world, data: AuditData, unlearned: Path, preset: str, out_dir: Path) -> AuditConfig:
+    """The audit of ``unlearned`` against the world's original and reference on ``data``, pieces cached under
+    ``out_dir``."""
+    plan = make_plan(preset, (), (), 0, data=data)
     return AuditConfig(
         ModelSpec(str(world.original)),
         ModelSpec(str(unlearned)),

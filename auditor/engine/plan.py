@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from auditor.errors import UserError
 from auditor.plugins import Attack, Probe, parse_param_pairs
 from auditor.registry import ATTACKS, PROBES
-from auditor.types import NO_ATTACK, ProbeRoles
+from auditor.types import NO_ATTACK, AuditData, ProbeRoles
 
 PRESETS: dict[str, dict] = {
     "quick": {
@@ -42,7 +42,7 @@ PRESETS: dict[str, dict] = {
             "quant-bnb:mode=fp4",
             "quant-gptq",
             "relearn-forget",
-            "relearn-forget:steps=120",
+            "relearn-forget:epochs=9,steps=120",
             "relearn-retain",
             "relearn-unrelated",
             "direction-ablation",
@@ -161,15 +161,15 @@ def _search_entry(planned: PlannedAttack, entry: str) -> PlannedAttack:
     return parse_attack(name + ":" + ",".join(f"{k}={v}" for k, v in merged.items()))
 
 
-def plan_search(planned: PlannedAttack, budget: float) -> Search | None:
+def plan_search(planned: PlannedAttack, budget: float, data: AuditData | None = None) -> Search | None:
     """The configurations a search of ``planned`` tries within ``budget`` (a multiple of its cost): the planned
     one, then its search space cheapest first (the listed order among equals), while the costs add up to at most
     the budget. None when the attack declares no search space."""
     space = [_search_entry(planned, entry) for entry in type(planned.attack).search_space]
     if not space:
         return None
-    unit = planned.attack.cost()
-    relative = {c.id: max(MIN_CONFIG_COST, c.attack.cost() / unit if unit > 0 else 1.0) for c in space}
+    unit = planned.attack.cost(data)
+    relative = {c.id: max(MIN_CONFIG_COST, c.attack.cost(data) / unit if unit > 0 else 1.0) for c in space}
     configs, costs, spent, left_out = [planned], [1.0], 1.0, []
     seen = {planned.attack.spec}
     for config in sorted(space, key=lambda c: relative[c.id]):
@@ -204,10 +204,12 @@ def make_plan(
     seed: int,
     choices: bool = False,
     budget: float | None = None,
+    data: AuditData | None = None,
 ) -> Plan:
     """Explicit attacks/probes replace the preset's; the direct probe is always included. The preset's
     ``choice_probes`` join it when the forget items have ``choices``. ``budget`` (default: the preset's, else
-    1) above 1 searches each attack's strength within that multiple of its planned configuration's cost."""
+    1) above 1 searches each attack's strength within that multiple of its planned configuration's cost on
+    ``data`` (when given: a fine-tune's steps follow the size of what it trains on)."""
     if preset is not None and preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
     base = PRESETS[preset or "standard"]
@@ -227,6 +229,6 @@ def make_plan(
     names = [p.name for p in probe_list]
     if len(set(names)) != len(names):
         raise UserError("the same probe is listed twice")
-    searches = [plan_search(p, budget) for p in planned] if budget > FIXED_BUDGET else []
+    searches = [plan_search(p, budget, data) for p in planned] if budget > FIXED_BUDGET else []
     seeds = tuple(seed + i for i in range(base["seeds"]))
     return Plan(tuple(planned), tuple(probe_list), seeds, tuple(s for s in searches if s is not None), budget)
