@@ -62,8 +62,7 @@ from auditor.lm.scoring import TokenStats
 from auditor.plugins import LanguageModel, RunContext
 from auditor.stats.bootstrap import aggregate
 from auditor.stats.metrics import roc_auc, roc_curve_points, tpr_at_fpr
-from auditor.types import MEMBERSHIP_AGGREGATES
-from auditor.types import Aggregate, AuditData, Item, ItemScore, ProbeResult
+from auditor.types import MEMBERSHIP_AGGREGATES, Aggregate, AuditData, Item, ItemScore, ProbeResult
 from probes.common import UNSCORED, BaseProbe, check_choice, qa_items
 
 STATISTICS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
