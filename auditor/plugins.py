@@ -60,6 +60,12 @@ def parse_param_pairs(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+def parse_spec(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME[:k=v,...]`` -> the name and its parameters, as every command writes a plugin."""
+    name, _, params = text.partition(":")
+    return name.strip(), parse_param_pairs([p for p in params.split(",") if p.strip()])
+
+
 class Plugin:
     """Shared metadata and parameter handling."""
 

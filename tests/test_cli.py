@@ -197,8 +197,8 @@ def test_unlearn_measures_the_neighbours(world, tmp_path):
 
 def test_attack_saves_a_relearning_adapter_that_loads_on_its_base(world, tmp_path):
     out, retain = tmp_path / "relearned", str(world.file("retain"))
-    result = run_cli("attack", "relearn-retain", "--model", str(world.original), "--retain", retain,
-                     "--param", "steps=2", "--out", str(out))  # fmt: skip
+    result = run_cli("attack", "relearn-retain:steps=2", "--model", str(world.original), "--retain", retain,
+                     "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     assert json.loads((out / "attack.json").read_text())["saved"] == {"main": str(out)}

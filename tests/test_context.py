@@ -64,7 +64,9 @@ def test_in_context_prompts_drop_shots_until_they_fit(short_llama, data):
 
 @pytest.mark.parametrize("probe", ["qa", "in-context", "in-context-relearn", "verbatim", "mia"])
 def test_a_short_learned_position_model_never_crashes(short_gpt2, data, probe):
+    """Each item is scored, or unscored for want of context: never a crash, and never all of them (the verbatim
+    probe shortens a passage's prefix to leave room for its continuation)."""
     result = run(probe, short_gpt2, data)
     unscored = [s for s in result.items if s.score is None]
-    assert result.status in ("ok", "skipped") and len(unscored) < len(result.items) or probe == "verbatim", result
-    assert all("context" in s.detail.get("unscored", "context") for s in unscored)
+    assert result.status == "ok" and len(unscored) < len(result.items), result
+    assert all("context" in s.detail.get("unscored", "") for s in unscored), unscored[:2]

@@ -75,8 +75,8 @@ def test_installed_plugins_run_in_an_audit_and_unlearn(installed, world, tmp_pat
     unlearned = tmp_path / "unlearned"
     method = cli(
         installed,
-        *("unlearn", "--method", "graddiff-half", "--model", str(world.original)),
-        *("--forget", str(forget), "--retain", str(retain), "--out", str(unlearned), "--param", "steps=3"),
+        *("unlearn", "--method", "graddiff-half:steps=3", "--model", str(world.original)),
+        *("--forget", str(forget), "--retain", str(retain), "--out", str(unlearned)),
     )
     assert method.returncode == 0, method.stderr
     record = json.loads((unlearned / "unlearning.json").read_text())

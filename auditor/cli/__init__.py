@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click  # noqa: E402
 
 from auditor import __version__  # noqa: E402
-from auditor.cli.common import cache_dir_option, set_threads
+from auditor.cli.common import cache_dir_option, set_threads, with_envvars
 from auditor.errors import EXIT_PASS, EXIT_RUNTIME, EXIT_USAGE, UserError
 from auditor.lm.quiet import quiet_libraries
 from auditor.world.spec import WorldSpec
@@ -159,7 +159,8 @@ def _register_commands() -> None:
     from auditor.cli.tools import attack, probe, score, unlearn
 
     for command in (demo, audit, report, compare, score, probe, attack, unlearn):
-        cli.add_command(command)
+        cli.add_command(with_envvars(command))
+    with_envvars(world_build, prefix="UNLEARN_AUDIT_WORLD")
 
 
 _register_commands()

@@ -50,6 +50,7 @@ def opt(name: str, *dest: str, **kwargs):
 @click.command("audit")
 @click.option(
     "--config",
+    envvar=_env("config"),
     type=click.Path(dir_okay=False),
     callback=_load_config_file,
     is_eager=True,

@@ -119,3 +119,41 @@ def ensure_new_dir(path: str | Path, protect: tuple = ()) -> Path:
     except OSError as exc:
         raise UserError(f"cannot write to {out}: {exc.strerror or exc}") from None
     return out
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr for a spelling that still works."""
+    click.echo(f"note: {old} is deprecated; write {new}", err=True)
+
+
+def plugin_spec(text: str, params: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """The name and parameters of ``NAME[:k=v,...]``, with those of the deprecated ``--param k=v`` added."""
+    from auditor.plugins import parse_param_pairs, parse_spec
+
+    name, values = parse_spec(text)
+    if params:
+        deprecated("--param k=v", f"{name}:k=v,...")
+        values = {**values, **parse_param_pairs(params)}
+    return name, values
+
+
+def renamed(new: str | None, old: str | None, new_flag: str, old_flag: str) -> str | None:
+    """The value of ``new_flag``, else that of its deprecated spelling ``old_flag`` (with a line saying so)."""
+    if old is not None:
+        deprecated(old_flag, new_flag)
+        if new is not None:
+            raise UserError(f"give {new_flag} only (not also {old_flag})")
+    return new if new is not None else old
+
+
+def with_envvars(command: click.Command, prefix: str = "UNLEARN_AUDIT") -> click.Command:
+    """Let every option of ``command`` without a variable of its own (the model and prompt options, every option
+    of ``audit``: ``UNLEARN_AUDIT_<OPTION>``) read ``UNLEARN_AUDIT_<COMMAND>_<OPTION>`` (``--seed`` of ``probe``:
+    ``UNLEARN_AUDIT_PROBE_SEED``); ``--help`` shows each."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name != "help" and not param.hidden:
+            if not param.envvar:
+                flag = max(param.opts, key=len).lstrip("-")
+                param.envvar = f"{prefix}_{command.name}_{flag}".upper().replace("-", "_")
+            param.show_envvar = True
+    return command

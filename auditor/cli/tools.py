@@ -7,10 +7,19 @@ from pathlib import Path
 
 import click
 
-from auditor.cli.common import echo_json, ensure_new_dir, model_options, set_threads, show_progress, spec_of
+from auditor.cli.common import (
+    echo_json,
+    ensure_new_dir,
+    model_options,
+    plugin_spec,
+    renamed,
+    set_threads,
+    show_progress,
+    spec_of,
+)
 from auditor.errors import UserError
 
-PARAM_HELP = "Plugin parameter key=value (repeatable); see 'unlearn-audit list'."
+PARAM_HELP = "Deprecated: write NAME:k=v,... instead."
 
 
 def prompt_options(func):
@@ -29,9 +38,14 @@ def prompt_options(func):
             help="The prompt around {question}: the whole prompt in plain mode (default "
             "'Question: {question}\\nAnswer:'), the user turn with a chat template (default '{question}').",
         ),
-        click.option("--system-prompt", help="A system turn before each question (chat templates only)."),
+        click.option(
+            "--system-prompt",
+            envvar="UNLEARN_AUDIT_SYSTEM_PROMPT",
+            help="A system turn before each question (chat templates only).",
+        ),
         click.option(
             "--answer-prefix",
+            envvar="UNLEARN_AUDIT_ANSWER_PREFIX",
             help="What precedes each answer (default: one space in plain mode, what the chat template writes).",
         ),
     ]
@@ -110,49 +124,45 @@ def write_items(path: str, items) -> None:
 
 
 @click.command("probe")
-@click.argument("name")
+@click.argument("name", metavar="NAME[:k=v,...]")
 @click.option("--model", "model_path", required=True, help="Model directory, hub id, or base=...,adapter=....")
-@click.option("--items", required=True, type=click.Path(), help="Forget items (QA).")
-@click.option("--retain", type=click.Path(), help="Retain QA (few-shot examples); default: --items.")
+@click.option("--forget", type=click.Path(), help="Forget items (QA).")
+@click.option("--items", type=click.Path(), hidden=True, help="Deprecated: --forget.")
+@click.option("--retain", type=click.Path(), help="Retain QA (few-shot examples); default: --forget.")
 @click.option("--holdout", type=click.Path(), help="Holdout QA (MIA non-members).")
 @click.option("--multihop", type=click.Path(), help="Multi-hop QA about the forget subjects.")
-@click.option("--texts", type=click.Path(), help="Forget texts (verbatim, text MIA).")
+@click.option("--forget-texts", type=click.Path(), help="Forget texts (verbatim, text MIA).")
+@click.option("--texts", type=click.Path(), hidden=True, help="Deprecated: --forget-texts.")
 @click.option("--holdout-texts", type=click.Path(), help="Holdout texts (text MIA).")
 @click.option("--reference", help="Reference model for reference-based MIA.")
-@click.option("--param", "params", multiple=True, help=PARAM_HELP)
+@click.option("--param", "params", multiple=True, hidden=True, help=PARAM_HELP)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with every item.")
 @prompt_options
 @model_options
-def probe(
-    name,
-    model_path,
-    items,
-    retain,
-    holdout,
-    multihop,
-    texts,
-    holdout_texts,
-    reference,
-    params,
-    seed,
-    as_json,
-    **options,
-) -> None:
-    """Run one probe on one model and print its result."""
+def probe(name, model_path, forget, items, retain, holdout, multihop, forget_texts, texts, **options) -> None:
+    """Run one probe (NAME, or NAME:k=v,... with its parameters) on one model and print its result."""
     from auditor.data import load_audit_data
     from auditor.lm.models import load_model
     from auditor.lm.scoring import ScoringModel
-    from auditor.plugins import RunContext, parse_param_pairs
+    from auditor.plugins import RunContext
     from auditor.registry import PROBES
 
     set_threads()
-    instance = PROBES.get(name)(**parse_param_pairs(params))
+    holdout_texts, reference, seed, as_json = (
+        options.pop(k) for k in ("holdout_texts", "reference", "seed", "as_json")
+    )
+    probe_name, values = plugin_spec(name, options.pop("params"))
+    instance = PROBES.get(probe_name)(**values)
+    forget = renamed(forget, items, "--forget", "--items")
+    forget_texts = renamed(forget_texts, texts, "--forget-texts", "--texts")
+    if forget is None:
+        raise UserError("give --forget (the forget set's QA file)")
     data = load_audit_data(
-        *(items, retain or items),
+        *(forget, retain or forget),
         holdout=holdout,
         multihop=multihop,
-        forget_texts=texts,
+        forget_texts=forget_texts,
         holdout_texts=holdout_texts,
         disjoint=retain is not None,
     )
@@ -179,27 +189,28 @@ def probe(
 
 
 @click.command("attack")
-@click.argument("name")
+@click.argument("name", metavar="NAME[:k=v,...]")
 @click.option("--model", "model_path", required=True, help="Model to attack (never written).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Where the attacked model(s) go.")
 @click.option("--forget", type=click.Path(), help="Forget QA (relearn-forget).")
 @click.option("--retain", type=click.Path(), help="Retain QA (relearn-retain, GPTQ calibration).")
 @click.option("--unrelated", type=click.Path(), help="Unrelated texts (relearn-unrelated).")
-@click.option("--param", "params", multiple=True, help=PARAM_HELP)
+@click.option("--param", "params", multiple=True, hidden=True, help=PARAM_HELP)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @prompt_options
 @model_options
 def attack(name, model_path, out, forget, retain, unrelated, params, seed, **options) -> None:
-    """Apply one attack to a model and save the result(s): LoRA adapters as PEFT folders (load one with
-    --model base=MODEL,adapter=DIR), other models as Hugging Face folders."""
+    """Apply one attack (NAME, or NAME:k=v,... with its parameters) to a model and save the result(s): LoRA
+    adapters as PEFT folders (load one with --model base=MODEL,adapter=DIR), other models as Hugging Face folders."""
     from auditor.data import load_audit_data
     from auditor.engine.attack_runner import save_variant
     from auditor.lm.models import load_model
-    from auditor.plugins import RunContext, parse_param_pairs
+    from auditor.plugins import RunContext
     from auditor.registry import ATTACKS
 
     set_threads()
-    instance = ATTACKS.get(name)(**parse_param_pairs(params))
+    attack_name, values = plugin_spec(name, params)
+    instance = ATTACKS.get(attack_name)(**values)
     spec = spec_of(model_path, options)
     out_dir = ensure_new_dir(out, protect=(spec.path, spec.adapter))
     if not (forget or retain):
@@ -226,7 +237,12 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, **opt
 
 
 @click.command("unlearn")
-@click.option("--method", required=True, help="Unlearning method (see 'unlearn-audit list methods').")
+@click.option(
+    "--method",
+    required=True,
+    metavar="NAME[:k=v,...]",
+    help="Unlearning method and its parameters (see 'unlearn-audit list methods').",
+)
 @click.option("--model", "model_path", required=True, help="The original model (never written).")
 @click.option("--forget", required=True, type=click.Path(), help="What to remove (QA).")
 @click.option("--retain", required=True, type=click.Path(), help="What to keep (QA).")
@@ -237,7 +253,7 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, **opt
     help="Facts of the forget set's kind in neither set (QA), measured before and after: what else the method broke.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--param", "params", multiple=True, help=PARAM_HELP)
+@click.option("--param", "params", multiple=True, hidden=True, help=PARAM_HELP)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--lora/--full", default=None, help="LoRA (merged) or full fine-tuning; default: the method's.")
 @prompt_options
@@ -247,13 +263,13 @@ def unlearn(method, model_path, forget, retain, forget_texts, neighbours, out, p
     from auditor.data import load_items
     from auditor.engine.unlearn_runner import unlearn_to_dir
     from auditor.lm.models import load_model
-    from auditor.plugins import RunContext, parse_param_pairs
+    from auditor.plugins import RunContext
     from auditor.registry import METHODS
     from auditor.types import AuditData
 
     set_threads()
+    method, values = plugin_spec(method, params)
     cls = METHODS.get(method)
-    values = parse_param_pairs(params)
     if lora is not None:
         if "lora" not in cls.defaults:
             raise UserError(f"{method} has no LoRA/full choice")

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +34,25 @@ from auditor.lm.memory import free_memory_of_large
 from auditor.lm.models import LoadedModel, save_model
 from auditor.lm.quant import dense_rtn
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
+from auditor.provenance import code_digest, runtime_versions
 from auditor.types import AttackResult, VariantRecord
 
 RESULT_FILE = "result.json"
 VARIANTS_DIR = "variants"
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "missing"
-
-
 def cache_key(attack: Attack, model_fingerprint: str, ctx: RunContext) -> str:
-    """sha256 of everything the attack's outcome on this model depends on."""
+    """sha256 of everything the attack's outcome on this model depends on, its code included."""
     data = {name: getattr(ctx.data, name).fingerprint for name in ctx.data.available()}
     payload = {
         "attack": f"{type(attack).__module__}:{type(attack).__qualname__}",
+        "code": code_digest(type(attack)),
         "params": attack.params,
         "model": model_fingerprint,
         "seed": ctx.seed if attack.stochastic else None,
         "data": data,
-        "prompts": [ctx.prompts.template, ctx.prompts.answer_prefix],
-        "versions": {name: _version(name) for name in ("unlearn-audit", "torch", "transformers", *attack.requires)},
+        "prompt": ctx.prompts.key,
+        "versions": runtime_versions(*attack.requires),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -47,8 +47,10 @@ def read_baseline(path: str | Path | None) -> dict | None:
         raise UserError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"baseline {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(baseline, dict) or "cells" not in baseline:
-        raise UserError(f"baseline {path} is not an unlearn-audit results.json")
+    cells = baseline.get("cells") if isinstance(baseline, dict) else None
+    wanted = {"attack", "probe", "residual"}
+    if not isinstance(cells, list) or not all(isinstance(c, dict) and wanted <= c.keys() for c in cells):
+        raise UserError(f"baseline {path} is not an unlearn-audit results.json (no list of cells)")
     return {**baseline, "_source": str(path)}
 
 

@@ -22,9 +22,9 @@ from auditor.engine.leaderboard import attack_table, knowledge_table, leaderboar
 from auditor.engine.plan import make_plan
 from auditor.engine.pools import worker_pool
 from auditor.engine.records import AuditConfig
-from auditor.engine.unlearn_runner import unlearn_to_dir
+from auditor.engine.unlearn_runner import is_current, recipe_key, unlearn_to_dir
 from auditor.files import atomic_write
-from auditor.lm.models import load_model
+from auditor.lm.models import fingerprint_dir, load_model
 from auditor.lm.quiet import quiet_libraries
 from auditor.plugins import RunContext
 from auditor.registry import METHODS
@@ -124,13 +124,16 @@ def shared_part(shared: SharedPart, log: Callable[[str], None] = print) -> None:
 
 
 def unlearn_method(method: MethodJob, log: Callable[[str], None] = print) -> None:
-    """Unlearn with one method into ``OUT/models/NAME``, unless a finished model is there."""
+    """Unlearn with one method into ``OUT/models/NAME``, unless a model made from the same recipe (method, its
+    code and parameters, data, source model, seed) is there."""
     world, data = _world(method.job)
     model_dir = method.job.out_dir / "models" / method.name
-    if (model_dir / "unlearning.json").is_file():
+    unlearner = METHODS.get(method.name)()
+    measured = {"forget": data.forget, "retain": data.retain}
+    if is_current(model_dir, recipe_key(unlearner, fingerprint_dir(world.original), measured, seed=0)):
         return
     ctx = RunContext(data=data, seed=0)
-    unlearner, original = METHODS.get(method.name)(), load_model(ModelSpec(str(world.original)))
+    original = load_model(ModelSpec(str(world.original)))
     record = unlearn_to_dir(unlearner, original, data.forget, data.retain, model_dir, ctx, before=method.before)
     log(
         f"[{method.name}] unlearned: forget {record['before']['forget']['accuracy']:.2f} -> "

@@ -4,7 +4,7 @@ Every attack runs on the unlearned model and, with the same seed and budget, on
 the reference; every probe runs on the original, the unlearned model, the
 reference and each attacked model. A probe result is stored as soon as it is
 finished, under a key made of everything it depends on (model fingerprints,
-attack, seed, probe, data, prompt format), so a resumed or repeated run
+attack, seed, probe, the code of both, data, prompt format), so a resumed or repeated run
 recomputes nothing that finished, and an interrupted run resumed gives the same
 scores as an uninterrupted one. Every model load, attack and computed probe
 result is a timed phase (``auditor.engine.progress``); a reused piece is not.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 from auditor.data import sample_items
 from auditor.engine.early_stop import EarlyStop
@@ -32,6 +32,7 @@ from auditor.lm.memory import free_memory
 from auditor.lm.models import LoadedModel, check_compatible, load_model
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel
 from auditor.plugins import Probe, RunContext
+from auditor.provenance import code_digest, runtime_versions
 from auditor.registry import PROBES
 from auditor.types import (
     NO_ATTACK,
@@ -50,6 +51,7 @@ class Orchestrator:
         self.phases = PhaseRecorder(log)
         self.models: dict[str, LoadedModel] = {}
         self._reference_lm: ScoringModel | None = None  # the reference's scorer, shared by its probes
+        self._attack_code = {p.attack.spec: code_digest(type(p.attack)) for p in config.plan.configurations()}
 
     def load(self, unlearned: bool = True) -> None:
         """Load the models (the unlearned one unless told not to) and check that they can be compared.
@@ -89,8 +91,10 @@ class Orchestrator:
                 "attack": attack,
                 "seed": seed,
                 "probe": probe.spec,
+                "code": {"probe": code_digest(type(probe)), "attack": self._attack_code.get(attack)},
+                "versions": runtime_versions(),
                 "data": {name: getattr(data, name).fingerprint for name in data.available()},
-                "prompt": asdict(self.config.prompts),
+                "prompt": self.config.prompts.key,
             }
         )
 
@@ -273,7 +277,8 @@ class Orchestrator:
             )
             for name, result in probed.items():
                 out[ScoreKey(role, planned.id, seed, name)] = result
+        record = (planned.attack.spec, self._attack_code[planned.attack.spec], seed, loaded.fingerprint)
         if "outcome" in state:
-            self.store.put_attack_record(planned.attack.spec, seed, loaded.fingerprint, state["outcome"].result)
+            self.store.put_attack_record(*record, state["outcome"].result)
             return state["outcome"].result
-        return self.store.attack_record(planned.attack.spec, seed, loaded.fingerprint) or outcome().result
+        return self.store.attack_record(*record) or outcome().result

@@ -1,8 +1,8 @@
 """Finished pieces of an audit on disk: probe results and attack records, keyed by what they depend on.
 
 A piece is written atomically once it is finished, so a killed run leaves only whole pieces, and a
-resumed or repeated run reuses every one whose inputs (model fingerprints, attack, seed, probe, data,
-prompt format) are the same.
+resumed or repeated run reuses every one whose inputs (model fingerprints, attack, seed, probe, the code of
+both, data, prompt format) are the same.
 """
 
 from __future__ import annotations
@@ -57,19 +57,20 @@ class PieceStore:
 
     # Attack records are small; they are kept beside the pieces so that a resumed run can report an
     # attack without running it again.
-    def _record_path(self, attack_spec: str, seed: int, fingerprint: str) -> Path | None:
+    def _record_path(self, attack_spec: str, code: str, seed: int, fingerprint: str) -> Path | None:
         if self.root is None:
             return None
-        return self.root / f"attack-{self.key({'attack': attack_spec, 'seed': seed, 'model': fingerprint})}.json"
+        parts = {"attack": attack_spec, "code": code, "seed": seed, "model": fingerprint}
+        return self.root / f"attack-{self.key(parts)}.json"
 
-    def put_attack_record(self, attack_spec: str, seed: int, fingerprint: str, result: AttackResult) -> None:
-        path = self._record_path(attack_spec, seed, fingerprint)
+    def put_attack_record(self, attack_spec: str, code: str, seed: int, fingerprint: str, result: AttackResult) -> None:
+        path = self._record_path(attack_spec, code, seed, fingerprint)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, asdict(result))
 
-    def attack_record(self, attack_spec: str, seed: int, fingerprint: str) -> AttackResult | None:
-        path = self._record_path(attack_spec, seed, fingerprint)
+    def attack_record(self, attack_spec: str, code: str, seed: int, fingerprint: str) -> AttackResult | None:
+        path = self._record_path(attack_spec, code, seed, fingerprint)
         if path is None or not path.is_file():
             return None
         return _attack_result(json.loads(path.read_text()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.errors import UserError
-from auditor.plugins import Attack, Probe, parse_param_pairs
+from auditor.plugins import Attack, Probe, parse_param_pairs, parse_spec
 from auditor.registry import ATTACKS, PROBES
 from auditor.types import NO_ATTACK, AuditData, ProbeRoles
 
@@ -135,11 +135,9 @@ class Plan:
 
 def parse_attack(text: str) -> PlannedAttack:
     """``NAME[:k=v,...]`` -> an attack instance (parameters checked by the attack)."""
-    name, _, params = text.partition(":")
-    pairs = [p for p in params.split(",") if p.strip()] if params else []
-    values = parse_param_pairs(pairs)
-    instance = ATTACKS.get(name.strip())(**values)
-    canonical = name.strip() + (":" + ",".join(f"{k}={values[k]}" for k in sorted(values)) if values else "")
+    name, values = parse_spec(text)
+    instance = ATTACKS.get(name)(**values)
+    canonical = name + (":" + ",".join(f"{k}={values[k]}" for k in sorted(values)) if values else "")
     return PlannedAttack(canonical, instance)
 
 
@@ -192,9 +190,8 @@ def registered_probe(wanted) -> str:
 
 
 def parse_probe(text: str) -> Probe:
-    name, _, params = text.partition(":")
-    pairs = [p for p in params.split(",") if p.strip()] if params else []
-    return PROBES.get(name.strip())(**parse_param_pairs(pairs))
+    name, values = parse_spec(text)
+    return PROBES.get(name)(**values)
 
 
 def make_plan(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from auditor.lm.models import LoadedModel, save_model
 from auditor.plugins import RunContext, UnlearningMethod
+from auditor.provenance import code_digest, runtime_versions
 from auditor.types import AuditData, ItemSet
 
 
@@ -32,6 +34,27 @@ def qa_knowledge(loaded: LoadedModel, items: ItemSet, prompts, scores: list | No
         return round(sum(float(s.detail[key]) for s in scored) / max(1, len(scored)), 4)
 
     return {"n": len(scored), "accuracy": mean("correct"), "rouge_l": mean("rouge_l"), "prob": mean("prob")}
+
+
+def recipe_key(method: UnlearningMethod, source_fingerprint: str, measured: dict[str, ItemSet], seed: int) -> str:
+    """sha256 of what an unlearned model is made from: the method's name, parameters and code, the library
+    versions, the seed, the source model and the data; a model whose record holds another key is stale."""
+    recipe = {
+        "method": method.name,
+        "params": method.params,
+        "code": code_digest(type(method)),
+        "versions": runtime_versions(),
+        "seed": seed,
+        "source": source_fingerprint,
+        "data": {split: items.fingerprint for split, items in measured.items()},
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_current(out_dir: Path, key: str) -> bool:
+    """Whether ``out_dir`` holds a finished unlearned model made from the recipe ``key``."""
+    record = Path(out_dir) / "unlearning.json"
+    return record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("recipe_key") == key
 
 
 def unlearn_to_dir(
@@ -70,6 +93,8 @@ def unlearn_to_dir(
         "seed": ctx.seed,
         "source": {"model": loaded.spec.label, "fingerprint": loaded.fingerprint},
         "data": {split: items.fingerprint for split, items in measured.items()},
+        "code": code_digest(type(method)),
+        "recipe_key": recipe_key(method, loaded.fingerprint, measured, ctx.seed),
         "output_fingerprint": None,  # set once the weights are written
         "before": before,
         "after": after,

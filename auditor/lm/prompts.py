@@ -13,7 +13,7 @@ earlier turns of one conversation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from auditor.errors import UserError
@@ -40,6 +40,11 @@ class PromptFormat:
     def __post_init__(self) -> None:
         if "{question}" not in self.template:
             raise UserError(f"prompt template {self.template!r} has no {{question}} placeholder")
+
+    @property
+    def key(self) -> dict[str, str | None]:
+        """Every field, for the keys of cached results computed in this format."""
+        return asdict(self)
 
     def prompt(self, question: str) -> str:
         return self.template.replace("{question}", question)

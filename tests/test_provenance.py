@@ -1,0 +1,91 @@
+"""No stale result: cached pieces and unlearned models are keyed by the code that computed them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+PLUGIN = '''
+"""A user's probe from outside the package: the qa probe under another name."""
+from probes.qa import QAProbe
+
+
+class EchoQA(QAProbe):
+    """Exact-match QA, as the user wrote it first."""
+
+    name = "echo-qa"
+'''
+
+
+def install_plugin(root, source: str) -> None:
+    """``echo_plugin`` and a dist-info that registers its probe, on a folder the CLI gets on PYTHONPATH."""
+    (root / "echo_plugin").mkdir(parents=True, exist_ok=True)
+    (root / "echo_plugin" / "__init__.py").write_text(source)
+    info = root / "echo_plugin-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[unlearn_audit.probes]\necho-qa = echo_plugin:EchoQA\n")
+
+
+def pieces_of(folder) -> dict[str, tuple[str, int]]:
+    """Piece file -> (its probe, its modification time)."""
+    found = {}
+    for path in (folder / "cache" / "pieces").glob("*.json"):
+        if not path.name.startswith("attack-"):
+            found[path.name] = (json.loads(path.read_text())["probe"], path.stat().st_mtime_ns)
+    return found
+
+
+def test_an_edited_probe_recomputes_its_cells_and_nothing_else(world, tmp_path):
+    plugins = tmp_path / "plugins"
+    install_plugin(plugins, PLUGIN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")])}
+    sets = []
+    for name in ("forget", "retain", "holdout"):  # 60 items of each: the pieces, not the figures, are at stake
+        lines = world.file(name).read_text(encoding="utf-8").splitlines()[:60]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        sets += [f"--{name}", str(tmp_path / f"{name}.jsonl")]
+    out = tmp_path / "out"
+    audit = [
+        sys.executable, "-m", "auditor", "audit", "--original", str(world.original), "--unlearned",
+        str(world.original), *sets, "--preset", "quick", "--attack", "quant-rtn:bits=4",
+        "--probe", "qa", "--probe", "echo-qa", "--out", str(out), "--resume",
+    ]  # fmt: skip
+    first = subprocess.run(audit, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode in (0, 1, 3), first.stderr
+    before = pieces_of(out)
+    assert {probe for probe, _ in before.values()} == {"qa", "echo-qa"}
+
+    edited = PLUGIN.replace("as the user wrote it first", "after the user's edit")
+    install_plugin(plugins, textwrap.dedent(edited))
+    second = subprocess.run(audit, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == first.returncode, second.stderr
+    after = pieces_of(out)
+    kept = {name for name in before if after[name][1] == before[name][1]}
+    assert kept == set(before), "a finished piece was rewritten"
+    added = [probe for name, (probe, _) in after.items() if name not in before]
+    echo_pieces = sum(probe == "echo-qa" for probe, _ in before.values())
+    assert added == ["echo-qa"] * echo_pieces, "the edited probe's pieces, and only those, are recomputed"
+
+
+def test_an_unlearned_model_is_current_only_for_its_own_recipe(world, data, tmp_path, monkeypatch):
+    from auditor.engine import unlearn_runner
+    from auditor.engine.unlearn_runner import is_current, recipe_key, unlearn_to_dir
+    from auditor.lm.models import load_model
+    from auditor.plugins import RunContext
+    from auditor.registry import METHODS
+    from auditor.types import ItemSet, ModelSpec
+
+    forget, retain = (ItemSet(s.name, s.kind, s.items[:8], s.source, f"{s.name}-8") for s in (data.forget, data.retain))
+    original = load_model(ModelSpec(str(world.original)))
+    method, out = METHODS.get("noop")(), tmp_path / "noop"
+    unlearn_to_dir(method, original, forget, retain, out, RunContext(data=data, seed=0))
+    measured = {"forget": forget, "retain": retain}
+    assert is_current(out, recipe_key(method, original.fingerprint, measured, seed=0))
+    assert not is_current(out, recipe_key(method, original.fingerprint, measured, seed=1))
+    assert not is_current(out, recipe_key(method, original.fingerprint, {"forget": data.forget, "retain": retain}, 0))
+    monkeypatch.setattr(unlearn_runner, "code_digest", lambda cls: "edited")
+    assert not is_current(out, recipe_key(method, original.fingerprint, measured, seed=0))
