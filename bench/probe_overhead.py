@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from auditor.engine.demo import world_data
+from auditor.campaign.demo import world_data
 from auditor.lm.models import load_model
 from auditor.lm.scoring import ScoringModel, length_buckets
 from auditor.lm.tokens import encode_pair, encode_pairs, pad_token_id

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from auditor.engine.demo import world_data
-from auditor.engine.leaderboard import steps_text
+from auditor.campaign.demo import world_data
+from auditor.campaign.leaderboard import steps_text
 from auditor.lm.knowledge import qa_accuracy
 from auditor.lm.models import ModelSpec, load_model
 from auditor.lm.quant import rtn_copy

@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from auditor.campaign.demo import WORLD_AUDIT_FILES, world_data
+from auditor.campaign.unlearn_runner import unlearn_to_dir
 from auditor.engine.audit import run_audit
-from auditor.engine.demo import WORLD_AUDIT_FILES, world_data
 from auditor.engine.plan import DEMO_PRESET, make_plan
 from auditor.engine.records import AuditConfig
-from auditor.engine.unlearn_runner import unlearn_to_dir
 from auditor.lm.models import load_model
 from auditor.plugins import RunContext
 from auditor.registry import METHODS

@@ -118,7 +118,7 @@ def fragile(tmp_path_factory, make_tiny_llama):
     """A real-shaped case: a tiny model that knows 48 capitals as it states them ("The capital of X is Y."),
     audited on bare answers ("Y"). Like SmolLM2-135M-Instruct, a fine-tune on some bare answers teaches it to
     answer bare, and it then answers the held-out questions with its training fold's cities."""
-    from auditor.engine.unlearn_runner import unlearn_to_dir
+    from auditor.campaign.unlearn_runner import unlearn_to_dir
     from auditor.lm.models import load_model
     from auditor.lm.prompts import DEFAULT_FORMAT
     from auditor.lm.training import Example, TrainConfig, train

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import audit_world, show_cells
 
-from auditor.engine.demo import DEMO_METHODS, run_demo
+from auditor.campaign.demo import DEMO_METHODS, run_demo
 from auditor.engine.plan import DEMO_PRESET
 
 pytestmark = pytest.mark.slow  # every test here audits models of the embedded world

@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import audit_world, show_cells, world_data_args
 
+from auditor.campaign.unlearn_runner import unlearn_to_dir
 from auditor.engine.plan import make_plan
 from auditor.engine.records import AuditConfig
-from auditor.engine.unlearn_runner import unlearn_to_dir
 from auditor.lm.models import load_model
 from auditor.plugins import RunContext
 from auditor.registry import METHODS

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from auditor.engine.demo import world_data
+from auditor.campaign.demo import world_data
 from auditor.lm.models import LoadedModel, load_model
 from auditor.lm.scoring import ScoringModel, context_length
 from auditor.plugins import RunContext

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from auditor.campaign.unlearn_runner import qa_knowledge
 from auditor.cli.common import spec_of
 from auditor.data import load_items
-from auditor.engine.unlearn_runner import qa_knowledge
 from auditor.errors import UserError
 from auditor.lm.gguf import gguf_directory
 from auditor.lm.models import load_model

@@ -16,6 +16,7 @@ LAYERS = (
     ("auditor.data", "auditor.plugins", "auditor.registry"),
     ("auditor.world", "auditor.unlearning"),
     ("auditor.engine",),
+    ("auditor.campaign",),
     ("auditor.cli", "auditor.api", "auditor.__main__"),
 )
 PLUGIN_PACKAGES = {"attacks", "probes"}  # import the auditor core (up to the plugin API) and nothing of each other

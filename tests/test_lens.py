@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from auditor.engine.demo import world_data
+from auditor.campaign.demo import world_data
 from auditor.lm.lens import answer_ranks
 from auditor.lm.models import LoadedModel, load_model
 from auditor.lm.scoring import ScoringModel

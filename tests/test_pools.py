@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from auditor.engine.pools import worker_pool
+from auditor.campaign.pools import worker_pool
 from auditor.errors import UserError
 
 

@@ -15,7 +15,7 @@ import torch
 from rouge_score import rouge_scorer
 
 import auditor.lm.scoring
-from auditor.engine.demo import world_data
+from auditor.campaign.demo import world_data
 from auditor.errors import UserError
 from auditor.lm.models import load_model
 from auditor.lm.scoring import RoutedScoringModel, ScoringModel

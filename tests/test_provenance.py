@@ -72,8 +72,8 @@ def test_an_edited_probe_recomputes_its_cells_and_nothing_else(world, tmp_path):
 
 
 def test_an_unlearned_model_is_current_only_for_its_own_recipe(world, data, tmp_path, monkeypatch):
-    from auditor.engine import unlearn_runner
-    from auditor.engine.unlearn_runner import is_current, recipe_key, unlearn_to_dir
+    from auditor.campaign import unlearn_runner
+    from auditor.campaign.unlearn_runner import is_current, recipe_key, unlearn_to_dir
     from auditor.lm.models import load_model
     from auditor.plugins import RunContext
     from auditor.registry import METHODS

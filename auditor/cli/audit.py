@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
+from auditor.campaign.pools import ENGINES, require_ray
 from auditor.cli.common import cache_dir_option, ensure_new_dir, model_options, set_threads, show_progress, spec_of
 from auditor.cli.tools import prompt_format, prompt_options
 from auditor.engine.plan import DEMO_PRESET, PRESETS
-from auditor.engine.pools import ENGINES, require_ray
 from auditor.errors import UserError
 
 
@@ -258,7 +258,7 @@ def demo(
     By default: the known-answer controls (retrain, noop, idk, quant-hide) and one
     method of each family (ga-gd, npo-gd, ext-sub, prune); --all runs every method.
     """
-    from auditor.engine.demo import run_demo
+    from auditor.campaign.demo import run_demo
     from auditor.registry import METHODS
 
     if all_methods and methods:

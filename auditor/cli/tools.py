@@ -88,8 +88,8 @@ def prompt_format(tokenizer, options: dict):
 @model_options
 def score(model_path: str, item_files: tuple[str, ...], as_json: bool, keep_known, keep_unknown, **options) -> None:
     """Print what a model knows of each QA item set: accuracy, ROUGE-L recall, answer probability."""
+    from auditor.campaign.unlearn_runner import qa_item_scores, qa_knowledge
     from auditor.data import load_items
-    from auditor.engine.unlearn_runner import qa_item_scores, qa_knowledge
     from auditor.lm.models import load_model
 
     set_threads()
@@ -260,8 +260,8 @@ def attack(name, model_path, out, forget, retain, unrelated, params, seed, **opt
 @model_options
 def unlearn(method, model_path, forget, retain, forget_texts, neighbours, out, params, seed, lora, **options) -> None:
     """Produce an unlearned model with a bundled method; write it and unlearning.json."""
+    from auditor.campaign.unlearn_runner import unlearn_to_dir
     from auditor.data import load_items
-    from auditor.engine.unlearn_runner import unlearn_to_dir
     from auditor.lm.models import load_model
     from auditor.plugins import RunContext
     from auditor.registry import METHODS

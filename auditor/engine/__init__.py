@@ -1,7 +1,8 @@
-"""The audit engine: a plan of attacks and probes, run on the models (checkpointed), scored into results.json.
+"""The audit engine: run -> judge -> record.
 
-``plan`` (what runs), ``orchestrator`` (runs it, caching finished pieces), ``attack_runner`` and
-``unlearn_runner`` (one attack or one unlearning method, with their caches and records), ``results``
-(the results.json record), ``audit`` (one audit to its files), ``demo`` (the embedded world's leaderboard),
-``pools`` (where the demo's independent jobs run: local processes or Ray tasks) and ``progress`` (phase lines).
+``plan`` (what runs, and the adaptive searches), ``orchestrator`` (runs it, caching finished ``pieces``),
+``attack_runner`` (one attack, with its cache and record), ``early_stop``, ``adaptive`` (the searches' cross-fitted
+choice), ``cells`` and ``judge`` (scores, plan, policy and baseline -> one judgement), ``records`` and ``results``
+(results.json), ``findings``, ``audit`` (one audit to its files) and ``progress`` (phase lines). The demo, its
+leaderboard, the worker pools and the unlearning runner are ``auditor.campaign``.
 """

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from auditor.campaign.leaderboard import attack_table, knowledge_table, leaderboard_rows, markdown_table
+from auditor.campaign.pools import worker_pool
+from auditor.campaign.unlearn_runner import is_current, recipe_key, unlearn_to_dir
 from auditor.data import load_audit_data
 from auditor.engine.audit import run_audit
-from auditor.engine.leaderboard import attack_table, knowledge_table, leaderboard_rows, markdown_table
 from auditor.engine.plan import make_plan
-from auditor.engine.pools import worker_pool
 from auditor.engine.records import AuditConfig
-from auditor.engine.unlearn_runner import is_current, recipe_key, unlearn_to_dir
 from auditor.files import atomic_write
 from auditor.lm.models import fingerprint_dir, load_model
 from auditor.lm.quiet import quiet_libraries
@@ -57,7 +57,7 @@ def world_data_options(world) -> str:
 
 def knowledge(data: AuditData, models: dict) -> dict[str, dict[str, dict]]:
     """What each model knows of each QA split (``qa_knowledge``: direct questions, greedy answers)."""
-    from auditor.engine.unlearn_runner import qa_knowledge
+    from auditor.campaign.unlearn_runner import qa_knowledge
     from auditor.lm.prompts import DEFAULT_FORMAT
 
     given = (("forget", data.forget), ("retain", data.retain), ("holdout", data.holdout))
@@ -230,7 +230,7 @@ def _run_phases(
     job: DemoJob, names: list[str], before: dict, jobs: int, engine: str, log: Callable[[str], None]
 ) -> dict[str, dict]:
     """Each method's index entry, the two phases of ``run_demo`` run by ``jobs`` workers of ``engine``
-    (``auditor.engine.pools``; here when one local worker)."""
+    (``auditor.campaign.pools``; here when one local worker)."""
     import torch
 
     threads = torch.get_num_threads()
