@@ -114,3 +114,32 @@ def test_no_import_circle():
 def test_no_module_is_over_300_lines():
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+JUDGING = {"auditor.stats.outcome", "auditor.stats.gate", "auditor.stats.policy"}  # policy: checks removed < hidden
+
+
+def names_in(node: ast.AST) -> set[str]:
+    """Identifiers, attributes and string keys an expression reads."""
+    found = set()
+    for part in ast.walk(node):
+        if isinstance(part, ast.Name):
+            found.add(part.id)
+        elif isinstance(part, ast.Attribute):
+            found.add(part.attr)
+        elif isinstance(part, ast.Constant) and isinstance(part.value, str):
+            found.add(part.value)
+    return found
+
+
+def test_only_the_judging_modules_compare_with_a_threshold():
+    """One place judges: no comparison with the removed or hidden threshold outside stats.outcome and stats.gate
+    (whose judgement engine.judge records), the reports and the CLI included."""
+    found = []
+    for name, path in modules().items():
+        if name in JUDGING:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare) and {"removed", "hidden", "thresholds"} & names_in(node):
+                found.append(f"{name}:{node.lineno}")
+    assert not found, found

@@ -66,16 +66,16 @@ class PruneTarget:
 def find_targets(model: nn.Module, attention: bool = False) -> list[PruneTarget]:
     """Each MLP's output projection (a Linear from a wider dimension onto the hidden size) and its feeders;
     with ``attention``, each attention block's output projection as well."""
-    hidden = model.get_input_embeddings().embedding_dim
+    width = model.get_input_embeddings().embedding_dim
     targets = []
     for name, module in model.named_modules():
         linears = [child for child in module.children() if isinstance(child, nn.Linear)]
-        outputs = [lin for lin in linears if lin.out_features == hidden and lin.in_features > hidden]
+        outputs = [lin for lin in linears if lin.out_features == width and lin.in_features > width]
         for out in outputs:
             feeders = [lin for lin in linears if lin is not out and lin.out_features == out.in_features]
             targets.append(PruneTarget(f"{name}.mlp", out, feeders))
         is_attention = name.rsplit(".", 1)[-1] in ("self_attn", "attn", "attention", "self_attention")
-        if attention and is_attention and linears and linears[-1].out_features == hidden:
+        if attention and is_attention and linears and linears[-1].out_features == width:
             targets.append(PruneTarget(f"{name}.out", linears[-1]))
     if not any(t.name.endswith(".mlp") for t in targets):
         raise UserError("prune: found no MLP output projection (a Linear from a wider dimension to the hidden size)")
