@@ -18,7 +18,7 @@ import torch
 from attacks.common import calibration_texts, outcome, skipped, variant_label
 from auditor.errors import UserError
 from auditor.lm.adapters import shared_variant
-from auditor.lm.memory import LARGE_MODEL
+from auditor.lm.memory import room_for
 from auditor.lm.models import LoadedModel
 from auditor.lm.quant import RTNLinear, quantizable_linears, rtn_quantize_dequantize
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
@@ -47,8 +47,9 @@ class QuantRTN(Attack):
     ``storage=compact`` keeps each layer's integer levels and scales and rebuilds
     its float weight at each forward pass (``RTNLinear``: the same weights, bit for
     bit, in a quarter of the memory of float32 ones, probed 2-3x slower);
-    ``dense`` holds the float weights; ``auto`` is compact from
-    ``LARGE_MODEL`` parameters on."""
+    ``dense`` holds the float weights; ``auto`` is dense when four times the dense
+    copy is free on the layers' device (``lm.memory.room_for``; a 135M model's
+    quantized copy was probed 3.6x slower compact), else compact."""
 
     name = "quant-rtn"
     summary = "Round-to-nearest 8/4/3-bit weight quantization of the decoder Linear layers (plain torch)."
@@ -67,9 +68,13 @@ class QuantRTN(Attack):
                 f"{self.name}: storage must be one of {', '.join(STORAGES)}, got {self.params['storage']!r}"
             )
 
-    def _compact(self, model: torch.nn.Module) -> bool:
+    def _compact(self, modules: list[tuple[str, torch.nn.Linear]]) -> bool:
+        """Compact when asked, or (``auto``) when a dense float copy of the quantized layers would not leave room
+        to work in the memory free on their device."""
         if self.params["storage"] == "auto":
-            return sum(p.numel() for p in model.parameters()) >= LARGE_MODEL
+            weights = [linear.weight for _, linear in modules]
+            dense_bytes = sum(w.numel() * w.element_size() for w in weights)
+            return not room_for(dense_bytes, str(weights[0].device))
         return self.params["storage"] == "compact"
 
     @torch.no_grad()
@@ -80,7 +85,7 @@ class QuantRTN(Attack):
         modules = quantizable_linears(copy.model)
         if not modules:
             return skipped(self, loaded, "no Linear layers inside decoder blocks to quantize", started)
-        compact = self._compact(copy.model)
+        compact = self._compact(modules)
         weights = per_channel = 0
         change = 0.0
         for name, linear in modules:

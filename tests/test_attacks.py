@@ -202,11 +202,15 @@ def test_compact_rtn_gives_the_dense_model_in_less_memory(tiny, tmp_path):
         assert torch.equal(reloaded.model(input_ids=ids).logits, dense.model(input_ids=ids).logits)
 
 
-def test_rtn_storage_follows_the_model_size(tiny, monkeypatch):
+def test_rtn_storage_follows_the_free_memory(tiny, monkeypatch):
+    """Dense (fast) where the copy leaves room, compact where the memory the rule may count on is short."""
     loaded, ctx = tiny
-    assert QuantRTN().apply(loaded, ctx).result.applied["storage"].startswith("dense")  # a tiny model: speed
-    monkeypatch.setattr("attacks.quantization.LARGE_MODEL", 1)  # as a large model is
+    assert QuantRTN().apply(loaded, ctx).result.applied["storage"].startswith("dense")
+    monkeypatch.setenv("UNLEARN_AUDIT_MEMORY_BUDGET", "1K")  # as on a machine whose memory the models fill
     assert QuantRTN().apply(loaded, ctx).result.applied["storage"].startswith("compact")
+    monkeypatch.setenv("UNLEARN_AUDIT_MEMORY_BUDGET", "lots")
+    with pytest.raises(UserError, match="MEMORY_BUDGET"):
+        QuantRTN().apply(loaded, ctx)
     with pytest.raises(UserError, match="storage must be one of"):
         QuantRTN(storage="sparse")
 

@@ -27,6 +27,9 @@ MMAP_THRESHOLD = 256 << 10  # bytes: larger blocks are mapped on their own, and 
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 LARGE_MODEL = 50_000_000  # parameters: from here on, freed activations go back to the system
+ROOM_FACTOR = 4  # a fast path that holds N more bytes is taken when this many times N is free
+BUDGET_VARIABLE = "UNLEARN_AUDIT_MEMORY_BUDGET"  # bytes (or 512M, 8G) the memory rules may count on, at most
+UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def tune_allocator() -> None:
@@ -37,6 +40,40 @@ def tune_allocator() -> None:
     os.environ["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def memory_budget() -> int | None:
+    """``UNLEARN_AUDIT_MEMORY_BUDGET`` in bytes, when set."""
+    text = os.environ.get(BUDGET_VARIABLE, "").strip().upper().removesuffix("B")
+    if not text:
+        return None
+    unit = UNITS.get(text[-1], 1)
+    try:
+        return int(float(text[:-1] if text[-1] in UNITS else text) * unit)
+    except ValueError:
+        from auditor.errors import UserError
+
+        raise UserError(f"{BUDGET_VARIABLE}={os.environ[BUDGET_VARIABLE]!r}: expected bytes, e.g. 8G") from None
+
+
+def memory_available(device: str = "cpu") -> int:
+    """Bytes free for new tensors on ``device``: the GPU's free memory (``torch.cuda.mem_get_info``) or the
+    system's available memory (psutil), capped by ``UNLEARN_AUDIT_MEMORY_BUDGET``."""
+    import psutil
+
+    if str(device).startswith("cuda"):
+        import torch
+
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        free = psutil.virtual_memory().available
+    budget = memory_budget()
+    return free if budget is None else min(free, budget)
+
+
+def room_for(nbytes: int, device: str = "cpu") -> bool:
+    """Whether ``nbytes`` more (a dense copy, a merged adapter) leave room to work: ``ROOM_FACTOR`` times it free."""
+    return memory_available(device) >= ROOM_FACTOR * nbytes
 
 
 def free_memory() -> None:
