@@ -14,7 +14,9 @@ seconds and peak memory (the child's maximum resident set):
    The known capitals are dealt into forget, retain and neighbour sets (every
    third), the unknown ones are the holdout set;
 2. the quick preset on ``noop`` (the model audited against itself, no
-   reference: the holdout capitals give the floor; expected NOT_UNLEARNED);
+   reference: the holdout capitals give the floor; expected NOT_UNLEARNED),
+   with its cost ledger: per kind of phase its seconds, tokens and ratio to
+   the model's bare throughput;
 3. each method: forget, retain and neighbour accuracy before and after, steps
    and why it stopped.
 """
@@ -151,6 +153,20 @@ def audit_row(model: str, sets: dict[str, Path], work: Path) -> None:
     bound = verdict.get("certified_bound")
     summary = f"{verdict['label']}, certified bound {bound}, {statistics['resampling']} resampled"
     print(f"| audit noop, quick preset, no reference | {summary} | {seconds:.0f} | {peak} |")
+    print_cost(results["cost"])
+
+
+def print_cost(cost: dict) -> None:
+    """The audit's cost ledger: the bare rates, then per kind of phase its seconds, tokens and ratio to them."""
+    bare = cost["bare"]
+    print(f"\nbare throughput: forward {bare['forward']:.0f} tokens/s, forward+backward {bare['train']:.0f} tokens/s")
+    print("\n| phases | seconds | prefill | generated | trained | x bare |\n|---|---|---|---|---|---|")
+    for kind, row in cost["by_kind"].items():
+        tokens, ratio = row["tokens"], row["x_bare"]
+        shown = f"{ratio:.2f}" if ratio is not None else "-"
+        print(
+            f"| {kind} | {row['seconds']:.1f} | {tokens['prefill']} | {tokens['decoded']} | {tokens['trained']} | {shown} |"
+        )
 
 
 def unlearn_row(model: str, method: str, sets: dict[str, Path], work: Path) -> None:

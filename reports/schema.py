@@ -12,7 +12,7 @@ from jsonschema.exceptions import ValidationError
 
 from auditor.errors import UserError
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 _MAX_SHOWN = 5
 
 

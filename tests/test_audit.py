@@ -119,6 +119,26 @@ def test_a_small_forget_set_says_how_far_it_can_see(world, data, demo_run, tmp_p
     assert runs["quant-hide"]["verdict"]["label"] == "HIDDEN", show_cells(runs["quant-hide"])
 
 
+def test_the_cost_ledger_counts_the_tokens_of_every_phase(calibration):
+    """Each computed phase carries its tokens by kind and its ratio to the original's bare throughput."""
+    fine_tunes = 0
+    for results in calibration.values():
+        bare = results["cost"]["bare"]
+        assert bare["forward"] > bare["train"] > 0 and bare["tokens"] > 0
+        phases = results["phases"]
+        qa = [p for p in phases if p["phase"].startswith("probe qa on ")]
+        assert qa and all(p["tokens"]["prefill"] > 0 and p["tokens"]["trained"] == 0 and p["x_bare"] > 0 for p in qa)
+        for phase in phases:
+            if phase["phase"].startswith("attack relearn") and not phase["reused"]:
+                fine_tunes += 1
+                assert phase["tokens"]["trained"] > 0 and phase["tokens"]["decoded"] == 0, phase
+        loads = [p for p in phases if p["phase"].startswith("load ")]
+        assert loads and all(p["tokens"] == {"prefill": 0, "decoded": 0, "trained": 0} for p in loads)
+        totals = results["cost"]["by_kind"]["probe"]["tokens"]
+        assert totals["prefill"] == sum(p["tokens"]["prefill"] for p in phases if p["phase"].startswith("probe "))
+    assert fine_tunes > 0
+
+
 def test_results_validate_against_schema(calibration):
     from reports.schema import SCHEMA_VERSION, validate_results
 

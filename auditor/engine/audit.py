@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from auditor.engine.cells import power_lines
@@ -88,7 +88,8 @@ def run_audit(
     scores = orchestrator.run(on_plain=report_power)
     seconds = time.perf_counter() - start
     phases = orchestrator.phases.to_json()
-    results = build_results(config, data, scores, policy, command, options, baseline, seconds, phases, plain)
+    bare = asdict(orchestrator.phases.bare) if orchestrator.phases.bare is not None else None
+    results = build_results(config, data, scores, policy, command, options, baseline, seconds, phases, plain, bare)
     write_samples(out_dir, scores)
     write_json_atomic(out_dir / "results.json", results)
     files = {"results": out_dir / "results.json", **write_reports(results, out_dir)}

@@ -28,9 +28,10 @@ from auditor.engine.pieces import PieceStore
 from auditor.engine.plan import PlannedAttack, registered_probe
 from auditor.engine.progress import PhaseRecorder
 from auditor.engine.records import AuditConfig, AuditScores, ScoreKey, floor_data
+from auditor.lm.ledger import bare_rates
 from auditor.lm.memory import free_memory
 from auditor.lm.models import LoadedModel, check_compatible, load_model
-from auditor.lm.scoring import RoutedScoringModel, ScoringModel
+from auditor.lm.scoring import RoutedScoringModel, ScoringModel, context_length
 from auditor.plugins import Probe, RunContext
 from auditor.provenance import code_digest, runtime_versions
 from auditor.registry import PROBES
@@ -71,6 +72,10 @@ class Orchestrator:
                     self.models[role] = load_model(spec)
                 if role != "original":
                     check_compatible(self.models["original"], self.models[role], role)
+            with self.phases.phase("bare throughput of the original"):  # the cost ledger's yardstick
+                original = self.models["original"]
+                context = context_length(original.model, original.tokenizer)
+                self.phases.bare = bare_rates(original.model, context)
 
     def _context(self, seed: int, data: AuditData | None = None) -> RunContext:
         reference = self.models.get("reference")

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
+from auditor.lm.ledger import KINDS, BareRates, tokens_now
 from auditor.lm.memory import reset_window, window_peak
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ class Phase:
     seconds: float = 0.0
     reused: bool = False
     peak_rss_mb: float | None = None
+    tokens: dict[str, int] | None = None  # pushed through a model, by kind (``auditor.lm.ledger``), nested excluded
 
 
 def _clock_time() -> str:
@@ -48,6 +50,8 @@ class PhaseRecorder:
         self.phases: list[Phase] = []
         self._nested: list[float] = []  # per open phase: seconds spent in the phases nested in it
         self._peaks: list[int] = []  # per open phase: its peak memory (bytes) before a nested phase's window
+        self._nested_tokens: list[dict[str, int]] = []  # per open phase: tokens of the phases nested in it
+        self.bare: BareRates | None = None  # the model's bare throughput, once measured
 
     def _say(self, text: str) -> None:
         self.log(f"[{self.stamp()}] {text}")
@@ -64,15 +68,22 @@ class PhaseRecorder:
         if self._peaks:
             self._peaks[-1] = max(self._peaks[-1], window_peak() or 0)
         windowed = reset_window()
-        start = self.clock()
+        start, tokens_before = self.clock(), tokens_now()
         self._nested.append(0.0)
         self._peaks.append(0)
+        self._nested_tokens.append(dict.fromkeys(KINDS, 0))
         try:
             yield record
         finally:
             nested = self._nested.pop()
             earlier = self._peaks.pop()
+            nested_tokens = self._nested_tokens.pop()
         elapsed = self.clock() - start
+        spent = {k: v - tokens_before[k] for k, v in tokens_now().items()}
+        if self._nested_tokens:
+            for kind in KINDS:
+                self._nested_tokens[-1][kind] += spent[kind]
+        record.tokens = {kind: spent[kind] - nested_tokens[kind] for kind in KINDS}
         peak = window_peak() if windowed else None
         record.peak_rss_mb = round(max(earlier, peak) / 2**20, 1) if peak is not None else None
         if self._nested:
@@ -103,5 +114,12 @@ class PhaseRecorder:
             log(line)
 
     def to_json(self) -> list[dict]:
-        """The finished phases in order, seconds rounded to milliseconds, memory in MB."""
-        return [{**asdict(p), "seconds": round(p.seconds, 3)} for p in self.phases]
+        """The finished phases in order, seconds rounded to milliseconds, memory in MB, and with the bare
+        throughput measured: ``x_bare``, the phase's seconds over what its tokens would take at the bare rates."""
+
+        def row(p: Phase) -> dict:
+            bare_seconds = self.bare.seconds(p.tokens) if self.bare is not None and p.tokens else 0.0
+            x_bare = round(p.seconds / bare_seconds, 2) if bare_seconds > 0 else None
+            return {**asdict(p), "seconds": round(p.seconds, 3), "x_bare": x_bare}
+
+        return [row(p) for p in self.phases]

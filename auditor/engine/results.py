@@ -43,6 +43,25 @@ def environment() -> dict:
     }
 
 
+def cost_summary(phases: list[dict], bare: dict | None) -> dict:
+    """The cost ledger's totals: tokens by kind, the seconds of the phases that pushed them, and those seconds over
+    what the tokens would take at the bare rates (``x_bare``), per phase kind (load, attack, probe, ...)."""
+    by_kind: dict[str, dict] = {}
+    for phase in phases:
+        kind = phase["phase"].split()[0]
+        total = by_kind.setdefault(kind, {"seconds": 0.0, "bare_seconds": 0.0, "tokens": {}})
+        total["seconds"] += phase["seconds"]
+        for name, n in (phase.get("tokens") or {}).items():
+            total["tokens"][name] = total["tokens"].get(name, 0) + n
+        if phase.get("x_bare"):
+            total["bare_seconds"] += phase["seconds"] / phase["x_bare"]
+    for total in by_kind.values():
+        total["x_bare"] = round(total["seconds"] / total["bare_seconds"], 2) if total["bare_seconds"] > 0 else None
+        total["seconds"] = round(total["seconds"], 1)
+        del total["bare_seconds"]
+    return {"bare": bare, "by_kind": by_kind}
+
+
 def build_results(
     config: AuditConfig,
     data: AuditData,
@@ -54,10 +73,11 @@ def build_results(
     seconds: float | None = None,
     phases: list[dict] | None = None,
     plain: list[Cell] | None = None,
+    bare: dict | None = None,
 ) -> dict:
     """The whole record of an audit, as ``results.json`` holds it: what was run and the one judgement of it
     (``auditor.engine.judge``); ``phases`` from ``PhaseRecorder.to_json``, ``plain`` the plain cells judged
-    mid-run."""
+    mid-run, ``bare`` the original's bare throughput (``auditor.lm.ledger.BareRates``)."""
     judgement = judge(scores, config, data, policy, baseline, plain)
     results = {
         **_header(config, data, scores, command, options),
@@ -85,6 +105,7 @@ def build_results(
         "samples_dir": "samples",
         "timings": {"total_seconds": round(seconds, 1) if seconds is not None else None, **peak_memory()},
         "phases": phases or [],
+        "cost": cost_summary(phases or [], bare),
     }
     return json.loads(json.dumps(results, default=str))  # plain JSON types: what results.json will hold
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from auditor.errors import UserError
+from auditor.lm.ledger import watch
 from auditor.lm.memory import LARGE_MODEL, tune_allocator
 from auditor.lm.model_files import check_model_files, local_dir
 from auditor.types import ModelSpec
@@ -150,7 +151,7 @@ def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
     if sum(p.numel() for p in model.parameters()) >= LARGE_MODEL:
         tune_allocator()
     model.eval()
-    return LoadedModel(model, tokenizer, fingerprint, spec)
+    return LoadedModel(watch(model), tokenizer, fingerprint, spec)
 
 
 def _merge_adapter(model: torch.nn.Module, spec: ModelSpec) -> tuple[torch.nn.Module, str]:

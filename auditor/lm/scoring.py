@@ -21,6 +21,7 @@ import torch
 from auditor.lm.budget import automatic_token_cap
 from auditor.lm.generation import generate_scored, greedy_generate, stop_token_ids
 from auditor.lm.hooks import decoder_parts
+from auditor.lm.ledger import watch
 from auditor.lm.lens import answer_ranks
 from auditor.lm.teacher_forcing import (
     MAX_BATCH_ROWS,
@@ -63,6 +64,7 @@ class ScoringModel:
 
     def __init__(self, loaded, max_rows: int | None = None, max_tokens: int | None = None):
         self.loaded = loaded
+        watch(loaded.model)
         self._edit: Callable[[str], str] = getattr(loaded, "prompt_edit", None) or str
         rows = max_rows or getattr(getattr(loaded, "spec", None), "batch_size", None)
         self.halving = rows is None  # automatic batches: halved on out-of-memory, as lm-eval's batch_size=auto

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from auditor.lm.ledger import watch
 from auditor.lm.losses import default_loss
 from auditor.lm.memory import free_memory_of_large
 from auditor.lm.rollback import Rollback
@@ -146,7 +147,7 @@ def train(
     """
     torch.manual_seed(config.seed)
     samplers = _samplers(tokenizer, streams, config)
-    model, params = _trainable(model, config, trainable)
+    model, params = _trainable(watch(model), config, trainable)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     pad_id, device = pad_token_id(tokenizer), next(model.parameters()).device
