@@ -164,9 +164,8 @@ def print_cost(cost: dict) -> None:
     for kind, row in cost["by_kind"].items():
         tokens, ratio = row["tokens"], row["x_bare"]
         shown = f"{ratio:.2f}" if ratio is not None else "-"
-        print(
-            f"| {kind} | {row['seconds']:.1f} | {tokens['prefill']} | {tokens['decoded']} | {tokens['trained']} | {shown} |"
-        )
+        counts = " | ".join(str(tokens[k]) for k in ("prefill", "decoded", "trained"))
+        print(f"| {kind} | {row['seconds']:.1f} | {counts} | {shown} |")
 
 
 def unlearn_row(model: str, method: str, sets: dict[str, Path], work: Path) -> None:
