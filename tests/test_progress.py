@@ -35,7 +35,8 @@ def test_recorder_logs_stamped_lines_and_keeps_seconds():
         "probe qa on unlearned@quant: 3.5 s",  # 4 s less the 0.5 s of the attack run inside it
         "load original: 0.3 s",
     ]
-    assert [{k: v for k, v in p.items() if k != "peak_rss_mb"} for p in recorder.to_json()] == [
+    kept = ("phase", "seconds", "reused")  # memory, tokens and their ratio: tests of their own
+    assert [{k: v for k, v in p.items() if k in kept} for p in recorder.to_json()] == [
         {"phase": "attack quant on unlearned", "seconds": 0.5, "reused": True},
         {"phase": "probe qa on unlearned@quant", "seconds": 3.5, "reused": False},
         {"phase": "load original", "seconds": 0.3, "reused": False},
@@ -108,6 +109,7 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
         "load original",
         "load unlearned",
         "load reference",
+        "bare throughput of the original",  # the cost ledger's yardstick
         "probe qa on original (retain sample)",
         "probe qa on original",
         "probe qa on unlearned (retain sample)",
@@ -134,7 +136,8 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == run.returncode, resumed.stderr
     printed = [m.group("phase") for m in map(PHASE_LINE.match, resumed.stderr.splitlines()) if m]
-    assert printed == ["load original", "load unlearned", "load reference"], resumed.stderr  # every piece reused
+    loads = ["load original", "load unlearned", "load reference", "bare throughput of the original"]
+    assert printed == loads, resumed.stderr  # every piece reused
     assert "pieces computed 0, reused 8" in resumed.stderr  # 2 collateral, 3 plain, 3 attacked (the self-check too)
 
     shutil.rmtree(out / "cache" / "pieces")  # the probes run again; quantized copies are rebuilt, never stored
