@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,7 @@ def test_bnb_really_quantizes_or_says_why(tiny, mode):
     if out.result.status == "skipped":
         assert out.result.reason and not out.variants
         assert not _bnb_kernels_run(mode), f"bitsandbytes runs here, yet the attack was skipped: {out.result.reason}"
+        warnings.warn(f"quant-bnb {mode} skipped on this machine, as it said: {out.result.reason}", stacklevel=1)
         return
     model = out.variants[0].model.model
     kind = _bnb_types()[mode]
