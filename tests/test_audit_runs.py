@@ -84,7 +84,7 @@ def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-MEASURED = ("seconds", "peak_rss_mb")  # figures of the run, not of the models: they differ between runs
+MEASURED = ("seconds", "peak_rss_mb", "x_bare")  # figures of the run, not of the models: they differ between runs
 
 
 def without_times(value):
@@ -99,7 +99,7 @@ def without_times(value):
 def comparable(results: dict) -> dict:
     """results.json without what legitimately differs between runs (time, memory)."""
     out = without_times(json.loads(json.dumps(results)))
-    out.pop("created"), out.pop("timings")
+    out.pop("created"), out.pop("timings"), out["cost"].pop("bare")  # the tokens each phase counted stay
     return out
 
 
