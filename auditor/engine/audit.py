@@ -69,6 +69,7 @@ def run_audit(
     """Run the audit and write its outputs into ``out_dir``."""
     from reports import write_reports
     from reports.markdown import write_step_summary
+    from reports.schema import validate_results
 
     start = time.perf_counter()
     if config.cache_dir is not None and not resume and config.cache_dir == out_dir / "cache":
@@ -90,6 +91,7 @@ def run_audit(
     phases = orchestrator.phases.to_json()
     bare = asdict(orchestrator.phases.bare) if orchestrator.phases.bare is not None else None
     results = build_results(config, data, scores, policy, command, options, baseline, seconds, phases, plain, bare)
+    validate_results(results)  # before any file: a record the reports cannot read is never half written
     write_samples(out_dir, scores)
     write_json_atomic(out_dir / "results.json", results)
     files = {"results": out_dir / "results.json", **write_reports(results, out_dir)}
