@@ -74,8 +74,8 @@ class Relearn(Attack):
     The budget is in passes over the training examples, within a floor and a ceiling of steps: 40 steps of 16
     examples were 37 passes over a 17-subject fold of capitals, and taught a real 135M model its training fold's
     cities in place of the held-out ones. The adaptive search tries lower learning rates (SmolLM2-135M-Instruct
-    lost held-out capitals even at 1e-4 for 10 steps), fewer passes, then stronger fine-tunes: a higher rate, a
-    full fine-tune, more passes. Cost: examples seen (a full fine-tune counts twice: it steps every weight)."""
+    kept only 0.81 of its held-out capitals at 1e-4 for 5 steps), fewer passes, then stronger fine-tunes: a higher
+    rate, a full fine-tune, more passes. Cost: examples seen (a full fine-tune counts twice: it steps every weight)."""
 
     tier = "white-box-compute"
     family = "relearning"
@@ -84,7 +84,7 @@ class Relearn(Attack):
     search_space = (
         "epochs=1,learning_rate=0.0003",
         "learning_rate=0.0001",
-        "learning_rate=0.00003,epochs=6",
+        "learning_rate=0.00003",
         "learning_rate=0.003",
         "learning_rate=0.0001,mode=full",
         "epochs=9,steps=120",
