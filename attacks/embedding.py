@@ -102,7 +102,7 @@ class EmbeddingAttack(Attack):
             batch_size=p["batch_size"],
             lora=False,
             seed=ctx.seed,
-            checkpointing=checkpoints_by_default(loaded),
+            checkpointing=checkpoints_by_default(loaded, examples, p["batch_size"]),
         )
         edited = [replace(ex, prompt=edit(ex.prompt)) for ex in examples]
         report = train(

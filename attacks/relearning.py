@@ -32,16 +32,20 @@ from attacks.common import (
     variant_label,
 )
 from auditor.errors import UserError
-from auditor.lm.adapters import SMALL_MODEL, serving_model, shared_variant
+from auditor.lm.adapters import serving_model, shared_variant
+from auditor.lm.memory import LARGE_MODEL, room_for
 from auditor.lm.models import LoadedModel, clone
 from auditor.lm.training import Example, TrainConfig, train
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.types import AuditData, Item
 
 PAPER_DEEB = "https://arxiv.org/abs/2410.08827"
-# ``checkpointing=auto`` recomputes activations from this many parameters on: a 135M model's fine-tune
-# then peaks 1 GB lower; the embedded world's (656k) trains 1.5x slower with it, to save a few MB.
-CHECKPOINT_PARAMS = SMALL_MODEL
+# What one training step keeps for its backward pass, per token: each decoder layer about this many floats per
+# hidden unit, and the output head's logits about this many times (logits, log-softmax, gradient). On
+# SmolLM2-135M (30 layers of 576, 49,152 tokens) a batch of 16 capital questions comes to 1.2 GB; recomputing
+# activations saved 1 GB there, and made the embedded world's (656k-parameter) fine-tunes 1.5x slower.
+ACTIVATION_FLOATS = 16
+LOGIT_COPIES = 3
 PAPER_LUCKI = "https://arxiv.org/abs/2409.18025"
 
 BUDGET: dict[str, Any] = {
@@ -54,13 +58,32 @@ BUDGET: dict[str, Any] = {
     "lora_rank": 8,
     "lora_alpha": 16,
     "lora_targets": "all-linear",  # peft's "all-linear", or module names joined by "|" (e.g. "q_proj|v_proj")
-    "checkpointing": "auto",  # recompute activations in the backward pass: true, false, or auto (CHECKPOINT_PARAMS)
+    "checkpointing": "auto",  # recompute activations in the backward pass: true, false, or auto (when memory is short)
 }
 
 
-def checkpoints_by_default(loaded: LoadedModel) -> bool:
-    """Whether a fine-tune of ``loaded`` recomputes activations by default (``CHECKPOINT_PARAMS`` and more)."""
-    return sum(p.numel() for p in loaded.model.parameters()) >= CHECKPOINT_PARAMS
+def activation_bytes(loaded: LoadedModel, examples: Sequence[Example], batch_size: int) -> int | None:
+    """About what one training step on ``examples`` keeps for its backward pass without recomputing: every layer's
+    activations and the output head's logits for a batch of the longest example. None when the model's config
+    does not say its layers, width and vocabulary."""
+    config = loaded.model.config
+    shape = [getattr(config, name, None) for name in ("num_hidden_layers", "hidden_size", "vocab_size")]
+    if not examples or not all(isinstance(n, int) for n in shape):
+        return None
+    layers, width, vocabulary = shape
+    longest = max(len(loaded.tokenizer(e.prompt + e.completion)["input_ids"]) for e in examples)
+    weight = next(loaded.model.parameters())
+    per_token = layers * width * ACTIVATION_FLOATS + vocabulary * LOGIT_COPIES
+    return min(batch_size, len(examples)) * longest * per_token * weight.element_size()
+
+
+def checkpoints_by_default(loaded: LoadedModel, examples: Sequence[Example], batch_size: int) -> bool:
+    """Whether a fine-tune of ``loaded`` recomputes activations by default: when memory has no room for them
+    (``lm.memory.room_for``), or, where they cannot be estimated, from ``LARGE_MODEL`` parameters on."""
+    needed = activation_bytes(loaded, examples, batch_size)
+    if needed is None:
+        return sum(p.numel() for p in loaded.model.parameters()) >= LARGE_MODEL
+    return not room_for(needed, str(next(loaded.model.parameters()).device))
 
 
 def subjects(items: Sequence[Item]) -> frozenset[str]:
@@ -154,7 +177,9 @@ class Relearn(Attack):
         label, lora = variant_label(loaded, self, name), self.params["mode"] == "lora"
         copy = shared_variant(loaded, label) if lora else clone(loaded, label)
         config = replace(
-            self.config(ctx.seed, len(examples)), merge_lora=False, checkpointing=self._checkpointing(loaded)
+            self.config(ctx.seed, len(examples)),
+            merge_lora=False,
+            checkpointing=self._checkpointing(loaded, examples),
         )
         report = train(copy.model, copy.tokenizer, {"train": examples}, config, progress=ctx.progress)
         trained = report.model.eval()
@@ -162,10 +187,10 @@ class Relearn(Attack):
         variant = AttackedVariant(copy, name, groups, adapter=trained if lora else None)
         return variant, {"steps": report.steps, "examples": report.examples_seen["train"]}
 
-    def _checkpointing(self, loaded: LoadedModel) -> bool:
+    def _checkpointing(self, loaded: LoadedModel, examples: Sequence[Example]) -> bool:
         choice = str(self.params["checkpointing"]).lower()
         if choice == "auto":
-            return checkpoints_by_default(loaded)
+            return checkpoints_by_default(loaded, examples, self.params["batch_size"])
         return choice == "true"
 
     def single(self, loaded: LoadedModel, ctx: RunContext, items: Sequence[Item], what: str) -> AttackOutcome:

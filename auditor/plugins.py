@@ -143,8 +143,10 @@ class LanguageModel(Protocol):
         max_new_tokens: int = 32,
         stop: Sequence[str] = ("\n",),
         groups: Sequence[str] | None = None,
+        answer_margin: int | None = None,
     ) -> list[tuple[str, list[TokenStats]] | None]:
-        """Each prompt's greedy continuation and the statistics of its candidate answers, from one prefill."""
+        """Each prompt's greedy continuation and the statistics of its candidate answers, from one prefill; with
+        ``answer_margin``, at most the longest candidate's tokens plus that many new tokens."""
         ...
 
 

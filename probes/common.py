@@ -62,6 +62,13 @@ def check_positive(probe: Probe, *names: str) -> None:
             raise UserError(f"{probe.name}: {name} must be at least 1, got {probe.params[name]}")
 
 
+def check_at_least_zero(probe: Probe, *names: str) -> None:
+    """Raise ``UserError`` unless each named parameter is at least 0."""
+    for name in names:
+        if probe.params[name] < 0:
+            raise UserError(f"{probe.name}: {name} must be at least 0, got {probe.params[name]}")
+
+
 def check_choice(probe: Probe, name: str, choices: Sequence[str]) -> None:
     if probe.params[name] not in choices:
         raise UserError(f"{probe.name}: {name} must be one of {', '.join(choices)}, got {probe.params[name]!r}")
@@ -101,8 +108,13 @@ def score_answers(
     metric: str,
     max_new_tokens: int,
     truth: bool = False,
+    answer_margin: int | None = None,
 ) -> list[ItemScore]:
     """Generate greedily from each prompt and score the expected answer; K chosen by ``metric``.
+
+    With ``answer_margin``, a row stops after its longest scored answer's tokens
+    plus that many (a model that has not given the answer by then is not about
+    to), under ``max_new_tokens``.
 
     Detail per item: prompt, expected answer, greedy output, ``correct``
     (normalized containment), ``rouge_l`` (recall), ``prob`` (geometric-mean
@@ -113,7 +125,12 @@ def score_answers(
     truth = truth or metric == "truth"
     completions = [[ctx.prompts.completion(a) for a in _answers(r.item, truth)] for r in requests]
     answered = lm.generate_scored(
-        [r.prompt for r in requests], completions, max_new_tokens, stop=("\n",), groups=[r.item.key for r in requests]
+        [r.prompt for r in requests],
+        completions,
+        max_new_tokens,
+        stop=("\n",),
+        groups=[r.item.key for r in requests],
+        answer_margin=answer_margin,
     )
     scores = []
     for request, result in zip(requests, answered, strict=True):

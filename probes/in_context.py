@@ -26,7 +26,16 @@ from typing import ClassVar
 
 from auditor.plugins import LanguageModel, RunContext
 from auditor.types import Item, ProbeResult
-from probes.common import QA_METRICS, AnswerRequest, BaseProbe, check_choice, check_positive, qa_items, score_answers
+from probes.common import (
+    QA_METRICS,
+    AnswerRequest,
+    BaseProbe,
+    check_at_least_zero,
+    check_choice,
+    check_positive,
+    qa_items,
+    score_answers,
+)
 
 MODES = ("few-shot", "relearn")
 
@@ -45,12 +54,20 @@ class InContextProbe(BaseProbe):
     paper = "https://arxiv.org/abs/2402.16835"  # Lynch et al., eight methods to evaluate robust unlearning
     needs: ClassVar[tuple[str, ...]] = ("forget", "retain")
     aggregate = "mean"
-    defaults = {"mode": "few-shot", "k": 4, "metric": "correct", "max_new_tokens": 32, "separator": "\n\n"}
+    defaults = {
+        "mode": "few-shot",
+        "k": 4,
+        "metric": "correct",
+        "max_new_tokens": 32,
+        "answer_margin": 16,  # as qa's
+        "separator": "\n\n",
+    }
 
     def validate(self) -> None:
         check_choice(self, "mode", MODES)
         check_choice(self, "metric", QA_METRICS)
         check_positive(self, "k", "max_new_tokens")
+        check_at_least_zero(self, "answer_margin")
 
     @property
     def metric(self) -> str:
@@ -95,7 +112,12 @@ class InContextProbe(BaseProbe):
         if not requests:
             return self.skipped(model_label, f"no forget item has context items for mode {self.params['mode']}")
         scores = score_answers(
-            lm, ctx, requests, metric=self.params["metric"], max_new_tokens=self.params["max_new_tokens"]
+            lm,
+            ctx,
+            requests,
+            metric=self.params["metric"],
+            max_new_tokens=self.params["max_new_tokens"],
+            answer_margin=self.params["answer_margin"],
         )
         dropped = sum(r.detail["shots_dropped"] for r in requests)  # type: ignore[index]
         return self.mean_result(model_label, scores, mode=self.params["mode"], shots_dropped=dropped)

@@ -16,7 +16,16 @@ from typing import ClassVar
 
 from auditor.plugins import LanguageModel, RunContext
 from auditor.types import Item, ProbeResult
-from probes.common import QA_METRICS, AnswerRequest, BaseProbe, check_choice, check_positive, qa_items, score_answers
+from probes.common import (
+    QA_METRICS,
+    AnswerRequest,
+    BaseProbe,
+    check_at_least_zero,
+    check_choice,
+    check_positive,
+    qa_items,
+    score_answers,
+)
 
 
 class QAProbe(BaseProbe):
@@ -29,13 +38,15 @@ class QAProbe(BaseProbe):
     aggregate = "mean"
     direct_rank: ClassVar[int | None] = 0  # r(none, qa) is what a naive evaluation sees
     collateral_kind: ClassVar[str | None] = "qa"
-    defaults = {"metric": "correct", "max_new_tokens": 32, "truth_ratio": False}
+    # answer_margin: new tokens past the longest scored answer's before a row stops (see score_answers)
+    defaults = {"metric": "correct", "max_new_tokens": 32, "answer_margin": 16, "truth_ratio": False}
     source: ClassVar[str] = "forget"  # the AuditData field holding the items
     asks: ClassVar[str] = "question and answer"  # what an item needs, for the skip reason
 
     def validate(self) -> None:
         check_choice(self, "metric", QA_METRICS)
         check_positive(self, "max_new_tokens")
+        check_at_least_zero(self, "answer_margin")
 
     @property
     def metric(self) -> str:
@@ -57,6 +68,7 @@ class QAProbe(BaseProbe):
             metric=self.params["metric"],
             max_new_tokens=self.params["max_new_tokens"],
             truth=self.params["truth_ratio"],
+            answer_margin=self.params["answer_margin"],
         )
         return self.mean_result(model_label, scores)
 
@@ -84,5 +96,6 @@ class MultihopProbe(QAProbe):
     needs = ("multihop",)
     direct_rank = None  # composed questions, not the forget questions
     collateral_kind = None
-    defaults = {**QAProbe.defaults, "max_new_tokens": 48}  # room for a reasoning chain before the answer
+    # room for a reasoning chain before the answer, never cut shorter
+    defaults = {**QAProbe.defaults, "max_new_tokens": 48, "answer_margin": 48}
     source = "multihop"

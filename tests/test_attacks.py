@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import attacks.quantization as quantization
-from attacks.common import subject_folds
+from attacks.common import item_examples, subject_folds
 from attacks.gptq import QuantGPTQ
 from attacks.quantization import QuantBnB, QuantRTN
-from attacks.relearning import RelearnForget, RelearnRetain, RelearnUnrelated
+from attacks.relearning import RelearnForget, RelearnRetain, RelearnUnrelated, activation_bytes
 from auditor.data import load_items
 from auditor.engine.attack_runner import run_attack
 from auditor.errors import UserError
@@ -372,9 +372,9 @@ def _storage_bytes(modules) -> int:
 
 def test_relearning_variants_are_adapters_on_the_input_weights(tiny, tmp_path, monkeypatch):
     loaded, ctx = tiny
-    small = RelearnForget(steps=2).apply(loaded, ctx).variants[0].model.model  # a tiny model is served merged
-    assert not any("lora" in name for name, _ in small.named_modules())
-    monkeypatch.setattr("auditor.lm.adapters.SMALL_MODEL", 1)  # as a large model is
+    roomy = RelearnForget(steps=2).apply(loaded, ctx).variants[0].model.model  # with room: served merged
+    assert not any("lora" in name for name, _ in roomy.named_modules())
+    monkeypatch.setenv("UNLEARN_AUDIT_MEMORY_BUDGET", "1K")  # as on a machine whose memory the models fill
     before = fingerprint_module(loaded.model)
     out = RelearnForget(steps=2).apply(loaded, ctx)
     base = _storage_bytes([loaded.model])
@@ -516,11 +516,15 @@ def test_runner_on_world_reuses_and_keeps_inputs(world, world_setup, tmp_path, m
     assert _dir_digest(world.original) == before
 
 
-def test_checkpointing_follows_the_model_size(tiny, monkeypatch):
-    loaded, _ = tiny
-    assert not RelearnForget()._checkpointing(loaded)  # a tiny model trains faster without it
-    assert RelearnForget(checkpointing="true")._checkpointing(loaded)
-    monkeypatch.setattr("attacks.relearning.CHECKPOINT_PARAMS", 1)
-    assert RelearnForget()._checkpointing(loaded) and not RelearnForget(checkpointing="false")._checkpointing(loaded)
+def test_checkpointing_follows_the_free_memory(tiny, monkeypatch):
+    """Activations are recomputed when the memory the rule may count on has no room for them."""
+    loaded, ctx = tiny
+    examples = item_examples(ctx.data.forget.items, ctx.prompts)
+    assert 0 < activation_bytes(loaded, examples, 16) < 10 << 20  # a tiny model's batch: a few MB
+    assert not RelearnForget()._checkpointing(loaded, examples)  # room: it trains faster without
+    assert RelearnForget(checkpointing="true")._checkpointing(loaded, examples)
+    monkeypatch.setenv("UNLEARN_AUDIT_MEMORY_BUDGET", "1K")  # as on a machine whose memory the models fill
+    assert RelearnForget()._checkpointing(loaded, examples)
+    assert not RelearnForget(checkpointing="false")._checkpointing(loaded, examples)
     with pytest.raises(UserError):
         RelearnForget(checkpointing="sometimes")

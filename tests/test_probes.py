@@ -188,7 +188,9 @@ def test_qa_family_matches_plain_loop(tiny, probe, source, field, budget, truth_
     correct = []
     for item, score in zip(items, result.items, strict=True):
         prompt = f"Question: {getattr(item, field)}\nAnswer:"
-        output = _plain_generate(loaded, prompt, budget)
+        scored = [item.answer, *((item.paraphrased_answer, *item.perturbed_answers) if truth_ratio else ())]
+        longest = max(len(loaded.tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in scored if a)
+        output = _plain_generate(loaded, prompt, min(budget, longest + PROBES.get(probe).defaults["answer_margin"]))
         correct.append(contains_answer(output, item.answer))
         assert score.detail["output"] == output
         assert score.score == float(correct[-1])
@@ -451,6 +453,22 @@ def test_world_membership_inference(world_runs):
     assert original.extras["auc"]["loss"] > 0.8
     assert abs(reference.extras["auc"]["loss"] - 0.5) < 0.15
     assert original.value > 1.0 and abs(reference.value) < 0.1 * original.value
+
+
+@pytest.mark.slow
+def test_answer_caps_leave_the_world_figures_as_they_were(world, world_runs):
+    """A row stops 16 tokens past its longest answer (the default): every item scores as without the cap."""
+    data = world_data(world)
+    for label, path in (("original", world.original), ("reference", world.reference)):
+        lm = ScoringModel(load_model(ModelSpec(str(Path(path)))))
+        for name in ("qa", "paraphrase", "in-context"):
+            probe = PROBES.get(name)
+            uncapped = probe(answer_margin=probe.defaults["max_new_tokens"]).run(lm, RunContext(data=data), label)
+            capped = world_runs[label][name]
+            assert [i.score for i in capped.items] == [i.score for i in uncapped.items], (label, name)
+            tight = probe(answer_margin=0).run(lm, RunContext(data=data), label).items
+            pairs = zip(tight, uncapped.items, strict=True)
+            assert all(u.detail["output"].startswith(t.detail["output"]) for t, u in pairs)
 
 
 def test_a_probe_with_an_unknown_aggregate_is_refused_when_defined():

@@ -188,6 +188,18 @@ def test_generation_prefill_scores_answers_like_teacher_forcing(tiny, tok, monke
     assert sorted(fallback) == sorted((p, "n1") for p in cut)  # "\n" follows the prompt's own tokens
 
 
+def test_a_row_stops_at_its_own_limit(tiny, tok):
+    """Per-row caps on new tokens: each text is its uncapped text's first tokens, the scores unchanged."""
+    answers = [[a] for a in ANSWERS]
+    texts, stats = generate_scored(tiny, tok, PROMPTS, answers, max_new_tokens=8, stop=())
+    limits = [1 + i % 3 for i in range(len(PROMPTS))]
+    capped, capped_stats = generate_scored(tiny, tok, PROMPTS, answers, max_new_tokens=8, stop=(), limits=limits)
+    for text, short, limit in zip(texts, capped, limits, strict=True):
+        assert short == tok.decode(tok(text, add_special_tokens=False)["input_ids"][:limit])
+    for full, cut in zip(stats, capped_stats, strict=True):
+        np.testing.assert_array_equal(full[0].logprobs, cut[0].logprobs)
+
+
 def test_generation_prefill_scores_with_the_models_own_logits(tiny, tok):
     capped = ScaledLogits(tiny.config).eval()
     capped.load_state_dict(tiny.state_dict())

@@ -7,8 +7,8 @@ copy's tree only, the base weights stay frozen and nothing is merged. Two folds
 of ``relearn-forget`` therefore hold one base and two adapters, where deep
 copies with merged adapters held three models. Only the adapter is saved
 (``save_adapter``), and a variant is rebuilt from its input and that folder
-(``load_adapter``). Probes read ``serving_model``: the shared tree, or for a
-model under ``SMALL_MODEL`` parameters a merged copy, faster to run.
+(``load_adapter``). Probes read ``serving_model``: a merged copy, faster to run,
+where memory has room for one, else the shared tree.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import torch
 
-from auditor.lm.memory import LARGE_MODEL
+from auditor.lm.memory import room_for
 from auditor.lm.models import LoadedModel, fingerprint_module, fingerprint_tensors
-
-SMALL_MODEL = LARGE_MODEL  # parameters: below, variants are served merged (speed); from here on, shared (memory)
 
 
 def shared_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -40,11 +38,12 @@ def shared_variant(loaded: LoadedModel, label: str) -> LoadedModel:
 
 
 def serving_model(peft_model) -> torch.nn.Module:
-    """The module probes question: the adapter's own layers on the shared base, or, below ``SMALL_MODEL``
-    parameters, a merged copy (peft's per-layer Python made probing the embedded world's 656k-parameter models
-    4x slower; a copy of such a model costs a few MB)."""
+    """The module probes question: a merged copy of the variant where memory has room for one
+    (``lm.memory.room_for``), else the adapter's own layers on the shared base. peft's per-layer Python made
+    probing the embedded world's 656k-parameter models 4x slower than a merged copy."""
     base = peft_model.get_base_model()
-    if sum(p.numel() for p in base.parameters()) >= SMALL_MODEL:
+    weights = sum(t.numel() * t.element_size() for t in base.parameters())
+    if not room_for(weights, str(next(base.parameters()).device)):
         return base
     return copy.deepcopy(peft_model).merge_and_unload().eval()
 

@@ -109,25 +109,29 @@ def _decode(
     last: torch.Tensor,
     max_new_tokens: int,
     stop_ids: torch.Tensor,
+    limits: Sequence[int] | None = None,
 ):
     """New token ids per row, greedily from a prefilled cache; a row leaves the batch at a stop token.
 
     A row ends after emitting EOS or a token of ``stop_ids`` (kept in its
-    output); finished rows are dropped from the batch and the cache, so the
-    remaining rows run alone.
+    output), or after its own limit of new tokens (``limits``, at most
+    ``max_new_tokens``); finished rows are dropped from the batch and the
+    cache, so the remaining rows run alone.
     """
     alive = torch.arange(len(next_ids), device=next_ids.device)  # which input row each decoding row is
     keyword = cache_keyword(model)
+    limits = [min(max_new_tokens, n) for n in limits] if limits is not None else [max_new_tokens] * len(next_ids)
     tokens: list[list[int]] = [[] for _ in range(len(next_ids))]
     done = [False] * len(next_ids)
-    for step in range(max_new_tokens):
-        finished = torch.isin(next_ids, stop_ids)
-        for row, token, stops in zip(alive.tolist(), next_ids.tolist(), finished.tolist(), strict=True):
+    for _ in range(max(limits, default=0)):
+        stopped = torch.isin(next_ids, stop_ids)
+        for row, token, stops in zip(alive.tolist(), next_ids.tolist(), stopped.tolist(), strict=True):
             if not done[row]:
                 tokens[row].append(token)
-                done[row] = stops
-        if step == max_new_tokens - 1 or all(done):
+                done[row] = stops or len(tokens[row]) >= limits[row]
+        if all(done):
             break
+        finished = torch.tensor([done[row] for row in alive.tolist()], device=next_ids.device)
         if bool(finished.any()) and hasattr(cache, "batch_select_indices"):
             keep = (~finished).nonzero().squeeze(-1)
             cache.batch_select_indices(keep)
@@ -257,15 +261,18 @@ def generate_scored(
     max_rows: int = MAX_BATCH_ROWS,
     max_tokens: int = MAX_BATCH_TOKENS,
     stop_ids: torch.Tensor | None = None,
+    limits: Sequence[int] | None = None,
 ) -> tuple[list[str], list[list[TokenStats]]]:
     """``greedy_generate`` of each prompt and ``teacher_forced`` statistics of its answers, from one prefill.
 
     The prompt's KV cache from the generation prefill also scores its answers.
     An answer whose joint tokenization does not start with the prompt's own
     tokens, or a model whose cache cannot be copied row by row, falls back to
-    ``teacher_forced``; either way the numbers are the model's own.
+    ``teacher_forced``; either way the numbers are the model's own. ``limits``:
+    each prompt's own cap on new tokens, under ``max_new_tokens``.
     """
     encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"] if prompts else []
+    limits = list(limits) if limits is not None else [max_new_tokens] * len(encoded)
     joint = iter(_encoded(tokenizer, [(p, a) for p, ans in zip(prompts, answers, strict=True) for a in ans]))
     conts = [[_continuation(next(joint), ids) for _ in ans] for ids, ans in zip(encoded, answers, strict=True)]
     device = next(model.parameters()).device
@@ -286,7 +293,8 @@ def generate_scored(
                 scored = _score_continuations(model, cache, logits, attention, last, rows, chunk_conts)
                 for (_, i, j, _), item_stats in zip(chunk, scored, strict=True):
                     stats[i][j] = item_stats
-        new_tokens = _decode(model, cache, logits.argmax(-1), attention, last, max_new_tokens, stops)
+        row_limits = [limits[i] for i in bucket]
+        new_tokens = _decode(model, cache, logits.argmax(-1), attention, last, max_new_tokens, stops, row_limits)
         for i, tokens in zip(bucket, new_tokens, strict=True):
             texts[i] = _cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop)
     rest = [(i, j) for i, per in enumerate(stats) for j, st in enumerate(per) if st is None]

@@ -173,8 +173,10 @@ class ScoringModel:
         max_new_tokens: int = 32,
         stop: Sequence[str] = ("\n",),
         groups: Sequence[str] | None = None,
+        answer_margin: int | None = None,
     ) -> list[tuple[str, list[TokenStats]] | None]:
-        """Greedy continuation of each prompt and the statistics of its answers (memoized; one prefill serves both)."""
+        """Greedy continuation of each prompt and the statistics of its answers (memoized; one prefill serves both).
+        With ``answer_margin``, a prompt generates at most its longest answer's tokens plus that many."""
         prompts = [self._edit(p) for p in prompts]
         answered = iter(
             self.fits([p + a for p, prompt_answers in zip(prompts, answers, strict=True) for a in prompt_answers])
@@ -182,13 +184,27 @@ class ScoringModel:
         answers_fit = [all([next(answered) for _ in prompt_answers]) for prompt_answers in answers]
         fitting = [a and b for a, b in zip(self.fits(prompts, max_new_tokens), answers_fit, strict=True)]
         kept = [(p, a) for p, a, ok in zip(prompts, answers, fitting, strict=True) if ok]
-        done = self._generate_scored([p for p, _ in kept], [a for _, a in kept], max_new_tokens, stop)
+        done = self._generate_scored([p for p, _ in kept], [a for _, a in kept], max_new_tokens, stop, answer_margin)
         return _scatter(fitting, done)
 
+    def _limits(self, answers: Sequence[Sequence[str]], max_new_tokens: int, margin: int | None) -> list[int]:
+        """Each prompt's cap on new tokens: its longest answer's tokens plus ``margin``, at most ``max_new_tokens``."""
+        if margin is None:
+            return [max_new_tokens] * len(answers)
+        tokenizer = self._model_and_tokenizer[1]
+        lengths = [[len(ids) for ids in tokenizer(list(a), add_special_tokens=False)["input_ids"]] for a in answers]
+        return [min(max_new_tokens, max(n, default=0) + margin) for n in lengths]
+
     def _generate_scored(
-        self, prompts: Sequence[str], answers: Sequence[Sequence[str]], max_new_tokens: int, stop: Sequence[str]
+        self,
+        prompts: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        margin: int | None,
     ) -> list[tuple[str, list[TokenStats]]]:
-        keys = [(p, max_new_tokens, tuple(stop)) for p in prompts]
+        caps = self._limits(answers, max_new_tokens, margin)
+        keys = [(p, cap, tuple(stop)) for p, cap in zip(prompts, caps, strict=True)]  # a text is its prompt's and cap's
         todo = list(dict.fromkeys(k for k in keys if k not in self._texts))
         if todo:
             wanted: dict[str, list[str]] = {k[0]: [] for k in todo}
@@ -197,10 +213,11 @@ class ScoringModel:
                     new = (a for a in prompt_answers if (prompt, a) not in self._stats)
                     wanted[prompt] = list(dict.fromkeys([*wanted[prompt], *new]))
             prompts_todo, asked = [k[0] for k in todo], [wanted[k[0]] for k in todo]
+            limits = [k[1] for k in todo]
             stops = self._stops(stop)
             texts, stats = self._fitted(
                 lambda rows, tokens: generate_scored(
-                    *self._model_and_tokenizer, prompts_todo, asked, max_new_tokens, stop, rows, tokens, stops
+                    *self._model_and_tokenizer, prompts_todo, asked, max_new_tokens, stop, rows, tokens, stops, limits
                 )
             )
             self._texts.update(zip(todo, texts, strict=True))
@@ -279,12 +296,16 @@ class RoutedScoringModel:
     def generate(self, prompts, max_new_tokens: int = 32, stop=("\n",), groups=None) -> list[str | None]:
         return self._dispatch(list(prompts), groups, lambda s, reqs: s.generate(reqs, max_new_tokens, stop))
 
-    def generate_scored(self, prompts, answers, max_new_tokens: int = 32, stop=("\n",), groups=None) -> list:
+    def generate_scored(
+        self, prompts, answers, max_new_tokens: int = 32, stop=("\n",), groups=None, answer_margin=None
+    ) -> list:
         """As ``ScoringModel.generate_scored``; None for a request no variant may answer."""
         requests = list(zip(prompts, answers, strict=True))
 
         def call(scorer: ScoringModel, reqs: list) -> list:
-            return scorer.generate_scored([r[0] for r in reqs], [r[1] for r in reqs], max_new_tokens, stop)
+            return scorer.generate_scored(
+                [r[0] for r in reqs], [r[1] for r in reqs], max_new_tokens, stop, answer_margin=answer_margin
+            )
 
         return self._dispatch(requests, groups, call)
 
