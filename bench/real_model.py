@@ -16,7 +16,8 @@ seconds and peak memory (the child's maximum resident set):
 2. the quick preset on ``noop`` (the model audited against itself, no
    reference: the holdout capitals give the floor; expected NOT_UNLEARNED),
    with its cost ledger: per kind of phase its seconds, tokens and ratio to
-   the model's bare throughput;
+   the model's bare throughput, and each probe's seconds on the RTN copy
+   against the model as given;
 3. each method: forget, retain and neighbour accuracy before and after, steps
    and why it stopped.
 """
@@ -155,6 +156,7 @@ def audit_row(model: str, sets: dict[str, Path], work: Path) -> None:
     summary = f"{verdict['label']}, certified bound {bound}, {statistics['resampling']} resampled"
     print(f"| audit noop, quick preset, no reference | {summary} | {seconds:.0f} | {peak} |")
     print_cost(results["cost"])
+    print_rtn_probes(results["phases"])
 
 
 def print_cost(cost: dict) -> None:
@@ -167,6 +169,18 @@ def print_cost(cost: dict) -> None:
         shown = f"{ratio:.2f}" if ratio is not None else "-"
         counts = " | ".join(str(tokens[k]) for k in ("prefill", "decoded", "trained"))
         print(f"| {kind} | {row['seconds']:.1f} | {counts} | {shown} |")
+
+
+def print_rtn_probes(phases: list[dict]) -> None:
+    """Each probe's seconds on the original as given and on its 4-bit RTN copy (target: within 1.3x)."""
+    seconds = {p["phase"]: p["seconds"] for p in phases if not p["reused"]}
+    print("\n| probe of the original | as given, s | RTN copy, s | ratio |\n|---|---|---|---|")
+    for phase, plain in seconds.items():
+        if phase.startswith("probe ") and phase.endswith(" on original"):
+            probe = phase.split()[1]
+            rtn = seconds.get(f"probe {probe} on original@quant-rtn:bits=4")
+            if rtn is not None and plain > 0:
+                print(f"| {probe} | {plain:.1f} | {rtn:.1f} | {rtn / plain:.2f} |")
 
 
 def unlearn_row(model: str, method: str, sets: dict[str, Path], work: Path) -> None:

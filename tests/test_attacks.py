@@ -23,7 +23,8 @@ from auditor.errors import UserError
 from auditor.lm.adapters import adapter_bytes, variant_fingerprint
 from auditor.lm.models import clone, fingerprint_module, load_model
 from auditor.lm.quant import RTNLinear, quantizable_linears, rtn_bin_bounds, rtn_quantize_dequantize
-from auditor.lm.scoring import RoutedScoringModel, ScoringModel
+from auditor.lm.routing import RoutedScoringModel
+from auditor.lm.scoring import ScoringModel
 from auditor.plugins import ATTACK_TIERS, Attack, AttackOutcome, RunContext
 from auditor.registry import ATTACKS
 from auditor.stats.metrics import contains_answer

@@ -18,7 +18,8 @@ import auditor.lm.scoring
 from auditor.campaign.demo import world_data
 from auditor.errors import UserError
 from auditor.lm.models import load_model
-from auditor.lm.scoring import RoutedScoringModel, ScoringModel
+from auditor.lm.routing import RoutedScoringModel
+from auditor.lm.scoring import ScoringModel
 from auditor.lm.training import Example, TrainConfig, train
 from auditor.plugins import Probe, RunContext
 from auditor.registry import PROBES

@@ -14,7 +14,8 @@ from attacks.jailbreak import WRAPPERS, Jailbreak
 from auditor.errors import UserError
 from auditor.lm.models import LoadedModel, load_model
 from auditor.lm.prompts import PromptEdit, PromptFormat
-from auditor.lm.scoring import RoutedScoringModel, ScoringModel
+from auditor.lm.routing import RoutedScoringModel
+from auditor.lm.scoring import ScoringModel
 from auditor.lm.soft_prompt import SoftPromptEmbedding, soft_prompt_variant, soft_table
 from auditor.plugins import RunContext
 from auditor.types import ModelSpec

@@ -16,9 +16,9 @@ import auditor.lm.generation
 import auditor.lm.head
 from auditor.lm.budget import automatic_token_cap, kv_bytes_per_token
 from auditor.lm.generation import LIBRARY_CACHE_KEYWORD, cache_keyword
+from auditor.lm.routing import RoutedScoringModel
 from auditor.lm.scoring import (
     MAX_BATCH_TOKENS,
-    RoutedScoringModel,
     ScoringModel,
     generate_scored,
     greedy_generate,

@@ -31,7 +31,8 @@ from auditor.engine.records import AuditConfig, AuditScores, ScoreKey, floor_dat
 from auditor.lm.ledger import bare_rates
 from auditor.lm.memory import free_memory
 from auditor.lm.models import LoadedModel, check_compatible, load_model
-from auditor.lm.scoring import RoutedScoringModel, ScoringModel, context_length
+from auditor.lm.routing import RoutedScoringModel
+from auditor.lm.scoring import ScoringModel, context_length
 from auditor.plugins import Probe, RunContext
 from auditor.provenance import code_digest, runtime_versions
 from auditor.registry import PROBES

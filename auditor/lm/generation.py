@@ -24,12 +24,8 @@ from auditor.lm.tokens import EncodedPair, pad_token_id
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for marker in stop:
-        found = text.find(marker)
-        if found != -1:
-            cut = min(cut, found)
-    return text[:cut]
+    found = [i for i in (text.find(marker) for marker in stop) if i != -1]
+    return text[: min(found, default=len(text))]
 
 
 _TOKEN_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> the text of each token
@@ -113,10 +109,8 @@ def _decode(
 ):
     """New token ids per row, greedily from a prefilled cache; a row leaves the batch at a stop token.
 
-    A row ends after emitting EOS or a token of ``stop_ids`` (kept in its
-    output), or after its own limit of new tokens (``limits``, at most
-    ``max_new_tokens``); finished rows are dropped from the batch and the
-    cache, so the remaining rows run alone.
+    A row ends after emitting EOS or a token of ``stop_ids`` (kept in its output), or after its own limit of new
+    tokens (``limits``, at most ``max_new_tokens``); finished rows leave the batch and the cache.
     """
     alive = torch.arange(len(next_ids), device=next_ids.device)  # which input row each decoding row is
     keyword = cache_keyword(model)
