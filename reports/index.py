@@ -1,4 +1,5 @@
-"""The demo's leaderboard page: one row per unlearning method, linking to each method's report."""
+"""A campaign's index page: one row per audited model linking to its report, and a checkpoint campaign's
+trajectories."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from auditor.errors import UserError
 from reports.html import environment
 from reports.schema import validate_results
 from reports.text import finite
+from reports.trajectory import trajectory_charts
 from reports.view import VERDICT_COLOURS, cell_map, max_residual
 
 DIRECT = ("none", "qa")  # r(none, qa): what a naive evaluation sees
@@ -48,6 +50,18 @@ def _row(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render_index(entries: list[dict[str, Any]]) -> str:
-    """The index page; each entry is ``{"name", "href", "results"}`` with ``href`` relative to the page."""
-    return environment().get_template("index.html.j2").render(rows=[_row(entry) for entry in entries])
+def render_index(entries: list[dict[str, Any]], checkpoints: bool = False, first: str = "method") -> str:
+    """The index page; each entry is ``{"name", "href", "results"}`` with ``href`` relative to the page (and
+    ``step`` when ``checkpoints``: the page then draws the trajectories). ``first``: what a row is."""
+    rows = [_row(entry) for entry in entries]
+    trajectories = trajectory_charts(entries) if checkpoints else []
+    heading = (
+        "Checkpoints compared"
+        if checkpoints
+        else ("Unlearning methods compared" if first == "method" else "Models compared")
+    )
+    return (
+        environment()
+        .get_template("index.html.j2")
+        .render(rows=rows, trajectories=trajectories, heading=heading, first=first)
+    )

@@ -1,4 +1,5 @@
-"""The demo's leaderboard: what each model knows, and one summary row per audited method (README's table)."""
+"""A campaign's leaderboard: what each model knows, and one summary row per audited model (the demo's is the
+README's table)."""
 
 from __future__ import annotations
 
@@ -39,50 +40,57 @@ def steps_text(info: dict) -> str:
 
 
 def leaderboard_rows(entries: list[dict]) -> list[dict]:
-    """One summary row per audited method: the strongest knowledge cell and text-membership cell apart."""
+    """One summary row per audited model: the strongest knowledge cell and text-membership cell apart; the
+    forget/retain accuracy after unlearning and the steps where the model's ``unlearning.json`` says them."""
     rows = []
     for entry in entries:
         results = entry["results"]
         cells = [c for c in results["cells"] if c["residual"] is not None]
         direct = _direct(results, cells)
         membership = _membership(results)
-        info = entry["unlearning"].get("info", {})
+        unlearning = entry.get("unlearning") or {}
+        after = unlearning.get("after", {})
         rows.append(
             {
                 "method": entry["name"],
+                "step": entry.get("step"),
                 "verdict": results["verdict"]["label"],
+                "exit_code": results["verdict"]["exit_code"],
+                "gate_passed": results["verdict"]["gate_passed"],
+                "certified_bound": results["verdict"].get("certified_bound"),
                 "r_direct": direct["residual"] if direct else None,
                 "knowledge": _cell_text(_worst([c for c in cells if c["probe"] not in membership])),
                 "membership": _cell_text(_worst([c for c in cells if c["probe"] in membership])),
                 "collateral": results["collateral"]["drop"],
-                "forget_after": entry["unlearning"]["after"]["forget"]["accuracy"],
-                "retain_after": entry["unlearning"]["after"]["retain"]["accuracy"],
-                "steps": steps_text(info),
+                "forget_after": after.get("forget", {}).get("accuracy"),
+                "retain_after": after.get("retain", {}).get("accuracy"),
+                "steps": steps_text(unlearning.get("info", {})),
+                "report": entry["href"],
             }
         )
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], first: str = "method") -> str:
     """The leaderboard as a Markdown table (the README shows it)."""
 
     def num(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
     lines = [
-        "| method | verdict | r(none, qa) | max knowledge residual (cell) | max text-membership residual (cell) "
+        f"| {first} | verdict | r(none, qa) | max knowledge residual (cell) | max text-membership residual (cell) "
         "| collateral | forget / retain accuracy after | steps |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['verdict']} | {num(r['r_direct'])} | {r['knowledge']} | {r['membership']} | "
-            f"{r['collateral']:.1%} | {r['forget_after']:.2f} / {r['retain_after']:.2f} | {r['steps']} |"
+            f"{r['collateral']:.1%} | {num(r['forget_after'])} / {num(r['retain_after'])} | {r['steps']} |"
         )
     return "\n".join(lines)
 
 
-def attack_table(entries: list[dict]) -> str:
+def attack_table(entries: list[dict], first: str = "method") -> str:
     """Per method, the direct probe's residual under each attack of the plan (Markdown): which attack exposes what."""
     attacks: list[str] = []
     probe = None
@@ -95,7 +103,7 @@ def attack_table(entries: list[dict]) -> str:
         attacks.extend(a for a in residuals if a not in attacks)
         by_method.append((entry["name"], residuals))
     lines = [
-        "| method | " + " | ".join(f"r({a}, {probe})" for a in attacks) + " |",
+        f"| {first} | " + " | ".join(f"r({a}, {probe})" for a in attacks) + " |",
         "|---" * (len(attacks) + 1) + "|",
     ]
     for name, residuals in by_method:

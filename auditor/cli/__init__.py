@@ -1,4 +1,4 @@
-"""Command line: ``unlearn-audit {demo,world,score,attack,probe,unlearn,audit,report,compare,list}``.
+"""Command line: ``unlearn-audit {demo,world,score,attack,probe,unlearn,audit,campaign,report,compare,list}``.
 
 Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 inconclusive,
 4 runtime error. A ``UserError`` prints as one line; anything else as one line
@@ -156,9 +156,10 @@ def main() -> None:
 
 def _register_commands() -> None:
     from auditor.cli.audit import audit, compare, demo, report
+    from auditor.cli.campaign import campaign
     from auditor.cli.tools import attack, probe, score, unlearn
 
-    for command in (demo, audit, report, compare, score, probe, attack, unlearn):
+    for command in (demo, audit, campaign, report, compare, score, probe, attack, unlearn):
         cli.add_command(with_envvars(command))
     with_envvars(world_build, prefix="UNLEARN_AUDIT_WORLD")
 

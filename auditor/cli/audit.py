@@ -10,86 +10,29 @@ from pathlib import Path
 import click
 
 from auditor.campaign.pools import ENGINES, require_ray
+from auditor.cli.audit_options import (
+    audit_data,
+    config_option,
+    data_options,
+    engine_options,
+    opt,
+    plan_options,
+    workers,
+)
 from auditor.cli.common import cache_dir_option, ensure_new_dir, model_options, set_threads, show_progress, spec_of
 from auditor.cli.tools import prompt_format, prompt_options
 from auditor.engine.plan import DEMO_PRESET, PRESETS
 from auditor.errors import UserError
 
 
-def _load_config_file(ctx: click.Context, _param, path: str | None) -> None:
-    """``--config file.yaml``: keys are option names (dashes or underscores); command line and env win."""
-    if not path:
-        return
-    import yaml
-
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"config {path}: expected a mapping of option names to values")
-    known = {p.name for p in ctx.command.params}
-    defaults = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
-        if name not in known or name == "config":
-            raise UserError(f"config {path}: unknown option {key!r}")
-        defaults[name] = value
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-
-
-def _env(name: str) -> str:
-    return "UNLEARN_AUDIT_" + name.upper().replace("-", "_")
-
-
-def opt(name: str, *dest: str, **kwargs):
-    """An option that also reads ``UNLEARN_AUDIT_<NAME>``."""
-    return click.option(f"--{name}", *dest, envvar=_env(name), show_envvar=True, **kwargs)
-
-
 @click.command("audit")
-@click.option(
-    "--config",
-    envvar=_env("config"),
-    type=click.Path(dir_okay=False),
-    callback=_load_config_file,
-    is_eager=True,
-    expose_value=False,
-    help="YAML file whose keys are option names.",
-)
+@config_option
 @opt("original", required=True, help="The model before unlearning (directory, hub id, or base=...,adapter=...).")
 @opt("unlearned", required=True, help="The candidate model (same forms).")
 @opt("reference", help="A never-trained control (exact retrain, retain-only or base model). Strongly advised.")
-@opt("forget", required=True, type=click.Path(), help="What had to be removed (QA file).")
-@opt("retain", required=True, type=click.Path(), help="What must survive (QA file).")
-@opt(
-    "holdout",
-    type=click.Path(),
-    help="Same-distribution items no model saw (MIA non-members; floor without a reference).",
-)
-@opt("multihop", type=click.Path(), help="Multi-hop QA about the forget subjects.")
-@opt("forget-texts", type=click.Path(), help="Forget passages (verbatim probe, text MIA).")
-@opt("holdout-texts", type=click.Path(), help="Holdout passages (text MIA).")
-@opt("unrelated", type=click.Path(), help="Text unrelated to the forget set (benign fine-tuning attack).")
-@opt("field-map", help="Field mapping for QA files: question=q,answer=a,...")
-@opt("attack", "attacks", multiple=True, help="NAME[:k=v,...] (repeatable); replaces the preset's attacks.")
-@opt("probe", "probes", multiple=True, help="NAME[:k=v,...] (repeatable); replaces the preset's probes.")
-@opt(
-    "preset",
-    type=click.Choice(list(PRESETS)),
-    default="standard",
-    show_default=True,
-    help="Attacks and probes to run (`unlearn-audit list presets` shows them).",
-)
-@opt(
-    "attack-budget",
-    type=click.FloatRange(min=1.0),
-    help="Search each attack's strength within this multiple of its planned configuration's cost (1: the plan as "
-    "given, no search). Default: the preset's (4 for adaptive and thorough, else 1).",
-)
-@opt("policy", type=click.Path(dir_okay=False), help="Policy YAML: thresholds, overrides, collateral limit, fail_on.")
+@data_options
+@plan_options
 @opt("baseline", type=click.Path(dir_okay=False), help="A previous results.json: fail cells whose residual rose.")
-@opt("seed", default=0, show_default=True, type=click.IntRange(min=0))
 @opt("out", default="runs/audit", show_default=True, type=click.Path(file_okay=False))
 @opt("resume", is_flag=True, help="Reuse finished pieces in OUT/cache instead of starting afresh.")
 @opt(
@@ -98,6 +41,7 @@ def opt(name: str, *dest: str, **kwargs):
     help="Save the attacked models here for inspection (LoRA adapters as PEFT folders, quantized copies whole); "
     "by default no model weights are written.",
 )
+@engine_options
 @prompt_options
 @model_options
 def audit(**kw) -> None:
@@ -106,6 +50,10 @@ def audit(**kw) -> None:
     Certified bound: the largest upper bound (95% by default: the policy's confidence) over the informative cells
     (subjects resampled with their items); no attack of the plan recovers more than that share of what the
     original knew.
+
+    --engine ray or --jobs N: the independent pieces (each model as given, each attack x seed x model with its
+    probes) run in workers first, stored in OUT/cache, which every worker must reach (shared storage on a
+    cluster); the results are those of a local run.
 
     Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 inconclusive, 4 runtime error.
     """
@@ -116,6 +64,8 @@ def audit(**kw) -> None:
     from auditor.stats.policy import load_policy
 
     set_threads()
+    if kw["engine"] == "ray":
+        require_ray()
     original, unlearned = spec_of(kw["original"], kw), spec_of(kw["unlearned"], kw)
     reference = spec_of(kw["reference"], kw) if kw["reference"] else None
     prompts = prompt_format(load_tokenizer(original), kw)  # before anything is written: it may refuse
@@ -139,25 +89,18 @@ def audit(**kw) -> None:
     )
     options = {k: v for k, v in kw.items() if k not in ("allow_pickle", "trust_remote_code") or v}
     command = "unlearn-audit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    outputs = run_audit(
-        *(config, data, policy, out_dir),
-        command=command,
-        options=options,
-        baseline=baseline,
-        resume=kw["resume"],
-        log=lambda m: click.echo(m, err=True),
+    jobs = workers(kw["engine"], kw["jobs"])
+    run = dict(
+        command=command, options=options, baseline=baseline, resume=kw["resume"], log=lambda m: click.echo(m, err=True)
     )
+    if kw["engine"] == "local" and jobs == 1:
+        outputs = run_audit(config, data, policy, out_dir, **run)
+    else:
+        from auditor.campaign.pieces_on_workers import run_audit_on_workers
+
+        outputs = run_audit_on_workers(config, data, policy, out_dir, engine=kw["engine"], jobs=jobs, **run)
     print_verdict(outputs.results, outputs.files)
     sys.exit(outputs.exit_code)
-
-
-def audit_data(kw: dict):
-    """The item sets the audit options name, read and checked."""
-    from auditor.data import load_audit_data, parse_mapping
-
-    sets = ("holdout", "multihop", "forget_texts", "holdout_texts", "unrelated")
-    mapping = parse_mapping(kw["field_map"])
-    return load_audit_data(kw["forget"], kw["retain"], **{name: kw[name] for name in sets}, mapping=mapping)
 
 
 def print_verdict(results: dict, files: dict) -> None:

@@ -92,8 +92,12 @@ def _write_entry(entry: Path, outcome: AttackOutcome) -> None:
             save_adapter(variant.adapter, staging / VARIANTS_DIR / variant.name)
         (staging / RESULT_FILE).write_text(json.dumps(dataclasses.asdict(outcome.result), indent=1, sort_keys=True))
         if entry.exists():  # a stale or corrupt entry: replace it
-            shutil.rmtree(entry)
-        os.replace(staging, entry)
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            os.replace(staging, entry)
+        except OSError:  # another worker wrote the same entry meanwhile: a whole one stands
+            if not (entry / RESULT_FILE).is_file():
+                raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

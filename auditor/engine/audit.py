@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from auditor.engine.cells import power_lines
 from auditor.engine.judge import judge_plain
 from auditor.engine.orchestrator import Orchestrator
+from auditor.engine.progress import Phase
 from auditor.engine.records import AuditConfig, AuditScores
 from auditor.engine.results import build_results, write_samples
 from auditor.errors import UserError
@@ -65,8 +66,10 @@ def run_audit(
     baseline: dict | None = None,
     resume: bool = False,
     log: Callable[[str], None] = lambda _: None,
+    worker_phases: Sequence[dict] = (),
 ) -> AuditOutputs:
-    """Run the audit and write its outputs into ``out_dir``."""
+    """Run the audit and write its outputs into ``out_dir``; ``worker_phases``: the phases of pieces computed by
+    workers beforehand (``auditor.campaign.pieces_on_workers``), recorded first."""
     from reports import write_reports
     from reports.markdown import write_step_summary
     from reports.schema import validate_results
@@ -75,6 +78,7 @@ def run_audit(
     if config.cache_dir is not None and not resume and config.cache_dir == out_dir / "cache":
         shutil.rmtree(config.cache_dir, ignore_errors=True)
     orchestrator = Orchestrator(config, data, log)
+    orchestrator.phases.phases.extend(Phase(**phase) for phase in worker_phases)
     orchestrator.load()
 
     plain: list = []

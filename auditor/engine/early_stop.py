@@ -69,9 +69,9 @@ class EarlyStop:
         res = self.results
         seeds = self.plan.seeds_for(planned)
         attacked = [res.get(ScoreKey("unlearned", planned.id, s, probe)) for s in seeds]
-        if any(r is None or r.status != "ok" for r in attacked):
+        original = res.get(ScoreKey.plain("original", probe))  # absent in a piece run alone (``run_piece``)
+        if original is None or any(r is None or r.status != "ok" for r in attacked):
             return False
-        original = res[ScoreKey.plain("original", probe)]
         floor: ProbeResult | None = None
         attacked_floor: list[ProbeResult | None] | None = None
         if ScoreKey.plain("reference", probe) in res:

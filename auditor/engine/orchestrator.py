@@ -55,11 +55,10 @@ class Orchestrator:
         self._reference_lm: ScoringModel | None = None  # the reference's scorer, shared by its probes
         self._attack_code = {p.attack.spec: code_digest(type(p.attack)) for p in config.plan.configurations()}
 
-    def load(self, unlearned: bool = True) -> None:
-        """Load the models (the unlearned one unless told not to) and check that they can be compared.
-
-        Their lines are logged once all are loaded and checked, so a bad model gives one error line only.
-        """
+    def load(self, roles: tuple[str, ...] = ("original", "unlearned", "reference"), measure: bool = True) -> None:
+        """Load the models of ``roles`` that the audit has, check each against the original, and (``measure``)
+        time the original's bare throughput (the cost ledger's yardstick). Lines are logged once all are loaded and
+        checked, so a bad model gives one error line only."""
         specs = {
             "original": self.config.original,
             "unlearned": self.config.unlearned,
@@ -67,16 +66,16 @@ class Orchestrator:
         }
         with self.phases.held():
             for role, spec in specs.items():
-                if spec is None or (role == "unlearned" and not unlearned):
+                if spec is None or role not in roles:
                     continue
                 with self.phases.phase(f"load {role}"):
                     self.models[role] = load_model(spec)
-                if role != "original":
+                if role != "original" and "original" in self.models:
                     check_compatible(self.models["original"], self.models[role], role)
-            with self.phases.phase("bare throughput of the original"):  # the cost ledger's yardstick
-                original = self.models["original"]
-                context = context_length(original.model, original.tokenizer)
-                self.phases.bare = bare_rates(original.model, context)
+            if measure and "original" in self.models:
+                with self.phases.phase("bare throughput of the original"):
+                    original = self.models["original"]
+                    self.phases.bare = bare_rates(original.model, context_length(original.model, original.tokenizer))
 
     def _context(self, seed: int, data: AuditData | None = None) -> RunContext:
         reference = self.models.get("reference")
@@ -149,14 +148,21 @@ class Orchestrator:
         return AuditScores(results, floors, attacks, fingerprints, controlled, collateral, self.data.subjects())
 
     def run_shared(self, plain: bool = True, part: int = 0, parts: int = 1) -> None:
-        """Only the pieces every audit of this original against this reference shares (the original and
-        the reference as given unless not ``plain``; both under every ``parts``-th configuration of the plan from
-        ``part`` on), stored for the audits that follow."""
-        if self.config.reference is None:
-            raise ValueError("shared pieces need a reference model")
+        """Only the pieces every audit of this original (against this reference, if any) shares: those models as
+        given unless not ``plain``, and under every ``parts``-th configuration of the plan from ``part`` on, stored
+        for the audits that follow."""
+        roles = ("original", "reference") if self.config.reference is not None else ("original",)
         if not self.models:
-            self.load(unlearned=False)
-        self._run_roles(("original", "reference"), plain=plain, configs=self.config.plan.configurations()[part::parts])
+            self.load(roles)
+        self._run_roles(roles, plain=plain, configs=self.config.plan.configurations()[part::parts])
+
+    def run_piece(self, role: str, attack: str | None = None, seed: int | None = None) -> None:
+        """One independent piece, stored for the audit that follows: the model of ``role`` as given (its collateral
+        check and floor included) when no ``attack``, else under that configuration of the plan with ``seed``."""
+        if not self.models:
+            self.load((role, "reference"), measure=False)  # the reference's scorer serves some probes of each model
+        configs = tuple(c for c in self.config.plan.configurations() if c.id == attack)
+        self._run_roles((role,), plain=attack is None, collateral=True, configs=configs, seed=seed)
 
     def _run_roles(
         self,
@@ -165,11 +171,13 @@ class Orchestrator:
         plain: bool = True,
         collateral: bool = False,
         configs: tuple[PlannedAttack, ...] | None = None,
+        seed: int | None = None,
     ) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]], dict[str, ProbeResult]]:
         """Probe the models of ``roles`` as given (unless not ``plain``; with the ``collateral`` check first), then
-        run every configuration of the plan (or ``configs``): on the original first (the self-check), which is
-        then dropped, and on the reference and the unlearned model, probing each attacked model. A search stops
-        for the unlearned model once it has brought back the original's knowledge (``EarlyStop``)."""
+        run every configuration of the plan (or ``configs``; each with its seeds, or ``seed`` only): on the original
+        first (the self-check), which is then dropped, and on the reference and the unlearned model, probing each
+        attacked model. A search stops for the unlearned model once it has brought back the original's knowledge
+        (``EarlyStop``)."""
         from auditor.engine.attack_runner import run_attack
 
         self._reference_lm = ScoringModel(self.models["reference"]) if "reference" in self.models else None
@@ -194,8 +202,9 @@ class Orchestrator:
                 if role == "unlearned" and stop.skips(planned.id):
                     continue
                 attacks[planned.id][role] = [
-                    self._attack_and_probe(planned, seed, role, run_attack, results, floors, floor)
-                    for seed in self.config.plan.seeds_for(planned)
+                    self._attack_and_probe(planned, s, role, run_attack, results, floors, floor)
+                    for s in self.config.plan.seeds_for(planned)
+                    if seed is None or s == seed
                 ]
                 free_memory()  # the attacked models are dropped: one at a time
                 if role == "unlearned":

@@ -31,6 +31,7 @@ class Phase:
     reused: bool = False
     peak_rss_mb: float | None = None
     tokens: dict[str, int] | None = None  # pushed through a model, by kind (``auditor.lm.ledger``), nested excluded
+    worker: str | None = None  # host:pid of the worker process that ran it; None: this process
 
 
 def _clock_time() -> str:

@@ -1,0 +1,208 @@
+"""A campaign: many unlearned models (or the checkpoints of one run) audited against one original, one leaderboard.
+
+Every model gets its audit and reports as ``unlearn-audit audit`` writes them, in ``OUT/NAME/``. The pieces every
+audit shares (the original and the reference as given, and under every attack of the plan) are computed once into
+the campaign's piece store ``OUT/cache``, which each audit then reads; ``--resume`` keeps that store. Workers
+(``engine``: local processes or Ray tasks) first compute the shared pieces, split in parts, beside any side jobs
+(the demo's unlearning runs), then audit one model each. The campaign writes ``OUT/index.html``,
+``OUT/leaderboard.md`` and ``OUT/leaderboard.json``; its exit code is the worst gate (``worst_exit_code``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from auditor.campaign.pools import worker_pool
+from auditor.engine.audit import run_audit
+from auditor.engine.plan import Plan
+from auditor.engine.records import AuditConfig
+from auditor.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS, UserError
+from auditor.lm.prompts import PromptFormat
+from auditor.lm.quiet import quiet_libraries
+from auditor.stats.policy import Policy
+from auditor.types import AuditData, ModelSpec
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a model's folder under OUT: no separator, no leading dot
+STEP = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)  # step100, checkpoint-500, ckpt_3
+
+
+@dataclass(frozen=True)
+class CampaignModel:
+    """One audited model: its name (its folder under OUT), where it is, and its training step when a checkpoint."""
+
+    name: str
+    spec: ModelSpec
+    step: int | None = None
+
+
+def checked_models(models: Sequence[CampaignModel]) -> tuple[CampaignModel, ...]:
+    """The models, with names that are unique folder names; the step of each named ``stepN`` (``checkpoint-N``,
+    ``ckptN``) when none was given."""
+    seen: set[str] = set()
+    out = []
+    for model in models:
+        if not NAME.fullmatch(model.name) or model.name in ("cache", "models"):
+            raise UserError(f"model name {model.name!r}: use letters, digits, '.', '_' or '-' (not cache or models)")
+        if model.name in seen:
+            raise UserError(f"model name {model.name!r} is given twice")
+        seen.add(model.name)
+        named = STEP.fullmatch(model.name)
+        out.append(replace(model, step=int(named.group(1))) if model.step is None and named else model)
+    if not out:
+        raise UserError("a campaign needs at least one unlearned model")
+    return tuple(out)
+
+
+def _argument(spec: ModelSpec) -> str:
+    """``spec`` as a model argument of the command line."""
+    return f"base={spec.path},adapter={spec.adapter}" if spec.adapter else spec.path
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """Everything the audits of a campaign share; picklable for worker processes."""
+
+    original: ModelSpec
+    reference: ModelSpec | None
+    models: tuple[CampaignModel, ...]
+    plan: Plan
+    data: AuditData
+    out_dir: Path
+    policy: Policy = field(default_factory=Policy)
+    seed: int = 0
+    prompts: PromptFormat = PromptFormat()
+    options: dict = field(default_factory=dict)  # recorded in each results.json, with the model's name
+    audit_args: str = ""  # the data and plan as ``unlearn-audit audit`` options: each report's command
+
+    def command(self, model: CampaignModel) -> str:
+        """The ``unlearn-audit audit`` command that audits ``model`` alone, as recorded in its report."""
+        reference = f" --reference {_argument(self.reference)}" if self.reference else ""
+        return (
+            f"unlearn-audit audit --original {_argument(self.original)} --unlearned {_argument(model.spec)}{reference} "
+            f"{self.audit_args} --out {self.out_dir / model.name}"
+        ).replace("  ", " ")
+
+    def config(self, model: CampaignModel | None = None) -> AuditConfig:
+        """The audit of ``model`` (by default the first; the shared pieces do not depend on which)."""
+        unlearned = (model or self.models[0]).spec
+        return AuditConfig(
+            *(self.original, unlearned, self.reference, self.plan),
+            seed=self.seed,
+            prompts=self.prompts,
+            cache_dir=self.out_dir / "cache",
+        )
+
+    @property
+    def checkpoints(self) -> bool:
+        """Whether the models are checkpoints of one run: every one has a step, and there are two at least."""
+        return len(self.models) > 1 and all(model.step is not None for model in self.models)
+
+
+@dataclass(frozen=True)
+class SharedPart:
+    """Part ``part`` of ``parts`` of the shared pieces: part 0 probes the original and the reference as given; each
+    part runs every ``parts``-th configuration of the plan on them."""
+
+    campaign: Campaign
+    part: int
+    parts: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class ModelAudit:
+    """One model's audit in a worker with ``threads`` CPU threads."""
+
+    campaign: Campaign
+    model: CampaignModel
+    threads: int
+
+
+def _print_flushed(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def shared_part(job: SharedPart, log: Callable[[str], None] = _print_flushed) -> None:
+    """Compute and store one part of the shared pieces (see ``SharedPart``)."""
+    import torch
+
+    from auditor.engine.orchestrator import Orchestrator
+
+    torch.set_num_threads(job.threads)
+    start = time.perf_counter()
+    Orchestrator(job.campaign.config(), job.campaign.data).run_shared(job.part == 0, job.part, job.parts)
+    configs = job.campaign.plan.configurations()[job.part :: job.parts]
+    names = ", ".join(c.id for c in configs) or "no attack"
+    seconds = time.perf_counter() - start
+    log(f"[shared {job.part + 1}/{job.parts}] the original and the reference under {names} ({seconds:.0f} s)")
+
+
+def audit_model(job: ModelAudit, log: Callable[[str], None] = _print_flushed) -> dict:
+    """Audit one model of the campaign into ``OUT/NAME``; its index entry."""
+    import torch
+
+    torch.set_num_threads(job.threads)
+    campaign, model = job.campaign, job.model
+    out_dir = campaign.out_dir / model.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {**campaign.options, "campaign_model": model.name}
+    command = campaign.command(model)
+    start = time.perf_counter()
+    outputs = run_audit(
+        campaign.config(model), campaign.data, campaign.policy, out_dir, command=command, options=options, resume=True
+    )
+    log(f"[{model.name}] audited: {outputs.results['verdict']['label']} ({time.perf_counter() - start:.0f} s)")
+    record = Path(model.spec.path) / "unlearning.json"  # written by `unlearn-audit unlearn` and the demo
+    unlearning = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+    return {
+        "name": model.name,
+        "href": f"{model.name}/report.html",
+        "step": model.step,
+        "results": outputs.results,
+        "unlearning": unlearning,
+    }
+
+
+def worst_exit_code(entries: Sequence[dict]) -> int:
+    """The campaign's gate: 1 when any model failed its gate, else 3 when any audit was inconclusive, else 0."""
+    codes = {int(entry["results"]["verdict"]["exit_code"]) for entry in entries}
+    return next((code for code in (EXIT_GATE_FAILED, EXIT_INCONCLUSIVE) if code in codes), EXIT_PASS)
+
+
+def run_campaign(
+    campaign: Campaign,
+    engine: str = "local",
+    jobs: int = 1,
+    resume: bool = False,
+    log: Callable[[str], None] = _print_flushed,
+    side_jobs: Sequence[tuple[Callable, object]] = (),
+) -> list[dict]:
+    """Audit every model of the campaign; their index entries, in the campaign's order. ``side_jobs``:
+    ``(function, argument)`` pairs run beside the shared pieces, before any audit (the demo's unlearning)."""
+    import torch
+
+    if not resume:
+        shutil.rmtree(campaign.out_dir / "cache", ignore_errors=True)
+    threads = torch.get_num_threads()
+    workers = min(jobs, len(campaign.models) + len(side_jobs))
+    log(f"auditing {len(campaign.models)} model(s) in {workers} {engine} worker(s) ...")
+    if workers <= 1 and engine == "local":
+        shared_part(SharedPart(campaign, 0, 1, threads), log)
+        for function, argument in side_jobs:
+            function(argument, log)
+        return [audit_model(ModelAudit(campaign, model, threads), log) for model in campaign.models]
+    threads = max(1, threads // workers)
+    with worker_pool(engine, workers, threads, quiet_libraries) as submit:
+        first = [submit(shared_part, SharedPart(campaign, part, workers, threads)) for part in range(workers)]
+        first += [submit(function, argument) for function, argument in side_jobs]
+        for future in first:
+            future.result()
+        audits = [submit(audit_model, ModelAudit(campaign, model, threads)) for model in campaign.models]
+        return [future.result() for future in audits]
