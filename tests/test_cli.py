@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def run_cli(*args: str, threads: int | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a new process (with ``threads`` CPU threads when given)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     return subprocess.run(
         [sys.executable, "-m", "auditor", *args], capture_output=True, text=True, env=env, timeout=300
     )

@@ -1,0 +1,134 @@
+"""Campaigns: many models against one original, one leaderboard, and a checkpoint campaign's trajectories."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from conftest import audit_world, show_cells, world_data_args
+from test_cli import run_cli
+
+from auditor.campaign.campaign import CampaignModel, checked_models, worst_exit_code
+from auditor.errors import UserError
+from auditor.types import ModelSpec
+
+# A plan cheap enough for a test that still tells the three controls apart.
+PLAN = ("--attack", "quant-rtn:bits=4", "--attack", "relearn-forget:steps=10", "--probe", "qa", "--probe", "mia")
+MODELS = {"step0": "noop", "step100": "idk", "step200": "retrain"}  # names with steps: a checkpoint campaign
+
+
+@pytest.fixture(scope="module")
+def campaign_run(world, controls, tmp_path_factory):
+    """``unlearn-audit campaign`` over three controls named as the checkpoints of one run, in two local workers of
+    one thread each."""
+    out = tmp_path_factory.mktemp("campaign") / "out"
+    models = [arg for name, control in MODELS.items() for arg in ("--unlearned", f"{name}={controls[control]}")]
+    run = run_cli(
+        "campaign", "--original", str(world.original), "--reference", str(world.reference), *models,
+        *world_data_args(world), *PLAN, "--out", str(out), "--jobs", "2", threads=2,
+    )  # fmt: skip
+    return out, run
+
+
+def test_a_campaign_writes_the_index_the_leaderboards_and_a_report_per_model(campaign_run):
+    out, run = campaign_run
+    assert run.returncode == 1, run.stderr  # noop fails its gate: the campaign's gate is the worst
+    for name in MODELS:
+        assert (out / name / "report.html").is_file() and (out / name / "results.json").is_file()
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert [row["method"] for row in board["models"]] == list(MODELS) and board["exit_code"] == 1
+    assert board["checkpoints"] is True and [row["step"] for row in board["models"]] == [0, 100, 200]
+    table = (out / "leaderboard.md").read_text()
+    assert table.startswith("| model | verdict |") and all(f"| {name} |" in table for name in MODELS)
+    html = (out / "index.html").read_text()
+    assert all(f'href="{name}/report.html"' in html for name in MODELS)
+
+
+def test_each_model_gets_the_verdict_and_cells_of_its_own_audit(campaign_run, world, data, controls, tmp_path):
+    """The campaign shares pieces between its audits; a model audited alone, from nothing, with the thread each
+    campaign worker had, reads the same, bit for bit."""
+    out, _ = campaign_run
+    attacks, probes = tuple(PLAN[1:4:2]), tuple(PLAN[5::2])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each of the campaign's two workers had one of the machine's two threads
+    for name, control in MODELS.items():
+        campaign = json.loads((out / name / "results.json").read_text())
+        alone = audit_world(
+            world, data, controls[control], tmp_path / name, tmp_path / name / "cache", attacks=attacks, probes=probes
+        )
+        assert campaign["verdict"]["label"] == alone["verdict"]["label"], show_cells(campaign) + show_cells(alone)
+        assert campaign["cells"] == alone["cells"]
+    torch.set_num_threads(threads)
+    assert {json.loads((out / n / "results.json").read_text())["verdict"]["label"] for n in MODELS} == {
+        "NOT_UNLEARNED",
+        "HIDDEN",
+        "REMOVED",
+    }
+
+
+def test_a_checkpoint_campaign_draws_each_probes_trajectory_from_the_cells(campaign_run):
+    out, _ = campaign_run
+    html = (out / "index.html").read_text()
+    assert "Trajectory over the checkpoints" in html
+    for probe in ("qa", "mia"):
+        svg = re.search(rf'<svg [^>]*data-probe="{probe}".*?</svg>', html, re.S)
+        assert svg, f"no trajectory for {probe}"
+        drawn = {
+            (series, int(step)): float(value)
+            for series, step, value in re.findall(
+                r'data-series="(\w+)" data-step="(\d+)" data-value="([^"]+)"', svg.group(0)
+            )
+        }
+        for name, step in (("step0", 0), ("step100", 100), ("step200", 200)):
+            cells = json.loads((out / name / "results.json").read_text())["cells"]
+            plain = next(c for c in cells if c["attack"] == "none" and c["probe"] == probe)
+            attacked = [
+                c["residual"]
+                for c in cells
+                if c["probe"] == probe and c["attack"] != "none" and c["residual"] is not None
+                if c["outcome"] not in ("self-check failed", "skipped")
+            ]
+            assert drawn[("plain", step)] == pytest.approx(plain["residual"])
+            assert drawn[("attacked", step)] == pytest.approx(max(attacked))
+
+
+def test_model_names_are_folders_and_steps_come_from_them():
+    spec = ModelSpec("m")
+    models = checked_models([CampaignModel("step100", spec), CampaignModel("checkpoint-5", spec)])
+    assert [m.step for m in models] == [100, 5]
+    assert checked_models([CampaignModel("ga", spec)])[0].step is None
+    for bad in ("../x", "cache", ".hidden"):
+        with pytest.raises(UserError, match="model name"):
+            checked_models([CampaignModel(bad, spec)])
+    with pytest.raises(UserError, match="given twice"):
+        checked_models([CampaignModel("a", spec), CampaignModel("a", spec)])
+
+
+def test_the_worst_gate_is_the_campaigns_exit_code():
+    def entry(code: int) -> dict:
+        return {"results": {"verdict": {"exit_code": code}}}
+
+    assert worst_exit_code([entry(0), entry(3)]) == 3
+    assert worst_exit_code([entry(3), entry(1), entry(0)]) == 1
+    assert worst_exit_code([entry(0)]) == 0
+
+
+BAD = {
+    "no model": [],
+    "a name twice": ["--unlearned", "a={original}", "--unlearned", "a={original}"],
+    "a missing model": ["--unlearned", "x={tmp}/missing"],
+    "a manifest row without a path": ["--manifest", "{manifest}"],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_campaign_input_exits_2_with_one_line(world, tmp_path, case):
+    manifest = tmp_path / "models.yaml"
+    manifest.write_text("models:\n  - name: a\n    step: 3\n")
+    args = [a.format(original=world.original, tmp=tmp_path, manifest=manifest) for a in BAD[case]]
+    run = run_cli("campaign", "--original", str(world.original), *args, *world_data_args(world), "--out", str(tmp_path / "o"))
+    assert run.returncode == 2, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error: "), run.stderr
+    assert not (tmp_path / "o" / "index.html").exists()
