@@ -128,7 +128,9 @@ def test_bad_campaign_input_exits_2_with_one_line(world, tmp_path, case):
     manifest = tmp_path / "models.yaml"
     manifest.write_text("models:\n  - name: a\n    step: 3\n")
     args = [a.format(original=world.original, tmp=tmp_path, manifest=manifest) for a in BAD[case]]
-    run = run_cli("campaign", "--original", str(world.original), *args, *world_data_args(world), "--out", str(tmp_path / "o"))
+    run = run_cli(
+        "campaign", "--original", str(world.original), *args, *world_data_args(world), "--out", str(tmp_path / "o")
+    )
     assert run.returncode == 2, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error: "), run.stderr
     assert not (tmp_path / "o" / "index.html").exists()

@@ -50,7 +50,11 @@ def local_results(world, data, controls, one_thread, tmp_path_factory):
 def config_for(world, data, unlearned, cache) -> AuditConfig:
     plan = make_plan(DEMO_PRESET, ATTACKS, PROBES, 0, data=data)
     return AuditConfig(
-        ModelSpec(str(world.original)), ModelSpec(str(unlearned)), ModelSpec(str(world.reference)), plan, cache_dir=cache
+        ModelSpec(str(world.original)),
+        ModelSpec(str(unlearned)),
+        ModelSpec(str(world.reference)),
+        plan,
+        cache_dir=cache,
     )
 
 
