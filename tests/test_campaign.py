@@ -1,21 +1,32 @@
-"""Campaigns: many models against one original, one leaderboard, and a checkpoint campaign's trajectories."""
+"""Campaigns: many models against one original, one leaderboard, and a checkpoint campaign's trajectories; and
+``--engine ray`` on a local Ray instance with two workers: the local engine's results.json cells, bit for bit, for
+one audit and for a campaign, and the same again when a worker is killed in the middle of a piece."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 
+import psutil
 import pytest
 import torch
 from conftest import audit_world, show_cells, world_data_args
 from test_cli import run_cli
 
-from auditor.campaign.campaign import CampaignModel, checked_models, worst_exit_code
+from auditor.campaign.campaign import Campaign, run_campaign, worst_exit_code
+from auditor.campaign.pieces_on_workers import run_audit_on_workers
+from auditor.campaign.roster import CampaignModel, checked_models
+from auditor.engine.plan import DEMO_PRESET, make_plan
+from auditor.engine.records import AuditConfig
 from auditor.errors import UserError
+from auditor.stats.policy import Policy
 from auditor.types import ModelSpec
 
 # A plan cheap enough for a test that still tells the three controls apart.
-PLAN = ("--attack", "quant-rtn:bits=4", "--attack", "relearn-forget:steps=10", "--probe", "qa", "--probe", "mia")
+ATTACKS, PROBES = ("quant-rtn:bits=4", "relearn-forget:steps=10"), ("qa", "mia")
+PLAN = (*(a for attack in ATTACKS for a in ("--attack", attack)), *(a for probe in PROBES for a in ("--probe", probe)))
 MODELS = {"step0": "noop", "step100": "idk", "step200": "retrain"}  # names with steps: a checkpoint campaign
 
 
@@ -47,16 +58,16 @@ def test_a_campaign_writes_the_index_the_leaderboards_and_a_report_per_model(cam
 
 
 def test_each_model_gets_the_verdict_and_cells_of_its_own_audit(campaign_run, world, data, controls, tmp_path):
-    """The campaign shares pieces between its audits; a model audited alone, from nothing, with the thread each
-    campaign worker had, reads the same, bit for bit."""
+    """The campaign shares pieces between its audits; each model audited alone (one after the other, pieces of
+    the original and the reference reused as `audit --resume` would), with the thread each campaign worker had,
+    reads the same, bit for bit."""
     out, _ = campaign_run
-    attacks, probes = tuple(PLAN[1:4:2]), tuple(PLAN[5::2])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # each of the campaign's two workers had one of the machine's two threads
     for name, control in MODELS.items():
         campaign = json.loads((out / name / "results.json").read_text())
         alone = audit_world(
-            world, data, controls[control], tmp_path / name, tmp_path / name / "cache", attacks=attacks, probes=probes
+            world, data, controls[control], tmp_path / name, tmp_path / "cache", attacks=ATTACKS, probes=PROBES
         )
         assert campaign["verdict"]["label"] == alone["verdict"]["label"], show_cells(campaign) + show_cells(alone)
         assert campaign["cells"] == alone["cells"]
@@ -134,3 +145,105 @@ def test_bad_campaign_input_exits_2_with_one_line(world, tmp_path, case):
     assert run.returncode == 2, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error: "), run.stderr
     assert not (tmp_path / "o" / "index.html").exists()
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """A local Ray instance with two CPUs, shared by the tests here (the engine uses a running instance)."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (make install installs it)")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_results(campaign_run):
+    """The local campaign's audit of the idk control."""
+    return json.loads((campaign_run[0] / "step100" / "results.json").read_text())
+
+
+def config_for(world, data, unlearned, cache) -> AuditConfig:
+    plan = make_plan(DEMO_PRESET, ATTACKS, PROBES, 0, data=data)
+    return AuditConfig(
+        ModelSpec(str(world.original)),
+        ModelSpec(str(unlearned)),
+        ModelSpec(str(world.reference)),
+        plan,
+        cache_dir=cache,
+    )
+
+
+def ray_audit(world, data, unlearned, out) -> dict:
+    """The audit with its pieces in two Ray workers of one thread each (the driver has two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = config_for(world, data, unlearned, out / "cache")
+        outputs = run_audit_on_workers(
+            config, data, Policy(), out, engine="ray", jobs=2, command="test", options={}, log=lambda _: None
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return outputs.results
+
+
+def test_an_audit_on_ray_workers_has_the_local_cells(world, data, controls, local_results, ray_instance, tmp_path):
+    results = ray_audit(world, data, controls["idk"], tmp_path)
+    assert results["cells"] == local_results["cells"], show_cells(results) + "\n" + show_cells(local_results)
+    assert results["verdict"] == local_results["verdict"]
+    workers = {phase.get("worker") for phase in results["phases"]} - {None}
+    assert len(workers) == 2, "the pieces ran in two worker processes"  # and the driver computed nothing:
+    assert not [p for p in results["phases"] if p.get("worker") is None and p["phase"].startswith("probe")]
+
+
+class WorkerKiller(threading.Thread):
+    """Kills the first Ray worker seen running a piece (``ray::_in_task``) once it has run ``after`` seconds."""
+
+    def __init__(self, after: float = 1.5):
+        super().__init__(daemon=True)
+        self.after, self.killed, self.stop = after, None, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and self.killed is None:
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    running = process.cmdline()[:1] == ["ray::_in_task"] or process.name() == "ray::_in_task"
+                except psutil.Error:
+                    continue
+                if running:
+                    time.sleep(self.after)
+                    process.kill()
+                    self.killed = process.pid
+                    return
+            time.sleep(0.1)
+
+
+def test_a_worker_killed_mid_piece_is_retried_with_the_same_results(
+    world, data, controls, local_results, ray_instance, tmp_path
+):
+    killer = WorkerKiller()
+    killer.start()
+    try:
+        results = ray_audit(world, data, controls["idk"], tmp_path)
+    finally:
+        killer.stop.set()
+    assert killer.killed is not None, "no Ray worker was seen running a piece"
+    assert not psutil.pid_exists(killer.killed) or psutil.Process(killer.killed).status() == psutil.STATUS_ZOMBIE
+    assert results["cells"] == local_results["cells"], show_cells(results) + "\n" + show_cells(local_results)
+
+
+def test_a_campaign_on_ray_workers_has_the_local_cells(world, data, controls, campaign_run, ray_instance, tmp_path):
+    names = ("step0", "step100")
+    models = tuple(CampaignModel(name, ModelSpec(str(controls[MODELS[name]]))) for name in names)
+    plan = make_plan(DEMO_PRESET, ATTACKS, PROBES, 0, data=data)
+    campaign = Campaign(ModelSpec(str(world.original)), ModelSpec(str(world.reference)), models, plan, data, tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        remote = run_campaign(campaign, "ray", jobs=2, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    for name, entry in zip(names, remote, strict=True):
+        local = json.loads((campaign_run[0] / name / "results.json").read_text())
+        assert entry["name"] == name and entry["results"]["cells"] == local["cells"], name
+        assert entry["results"]["verdict"]["label"] == local["verdict"]["label"]

@@ -20,26 +20,6 @@ def run_cli(*args: str, threads: int | None = None) -> subprocess.CompletedProce
     )
 
 
-# The CLI with model weights refused: a bad input must be answered before any model is loaded (exit 4 otherwise).
-WITHOUT_WEIGHTS = """
-import sys
-import transformers
-def refuse(*args, **kwargs):
-    raise RuntimeError("model weights were loaded")
-transformers.AutoModelForCausalLM.from_pretrained = refuse
-from auditor.cli import main
-sys.argv = ["unlearn-audit", *sys.argv[1:]]
-main()
-"""
-
-
-def run_cli_without_weights(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", WITHOUT_WEIGHTS, *args], capture_output=True, text=True, env=env, timeout=300
-    )
-
-
 @pytest.fixture(scope="module")
 def broken_models(world, tmp_path_factory):
     """A model directory without safetensors, and one whose tokenizer differs from the original's."""
@@ -127,14 +107,57 @@ CASES = {
 }
 
 
+# Every bad-input case in one process (one start of torch and transformers, not one per case), weights refused.
+EACH_CASE = """
+import contextlib, io, json, sys
+import transformers
+def refuse(*args, **kwargs):
+    raise RuntimeError("model weights were loaded")
+transformers.AutoModelForCausalLM.from_pretrained = refuse
+from auditor.cli import main
+answers = []
+for args in json.loads(sys.stdin.read()):
+    sys.argv = ["unlearn-audit", *args]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+    answers.append([code, err.getvalue()])
+print(json.dumps(answers))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(world, broken_models, tmp_path_factory) -> dict[str, tuple[int, str, Path]]:
+    """Case -> exit code, stderr and output folder of the audit command with that bad input."""
+    runs = {}
+    for case, overrides in CASES.items():
+        root = tmp_path_factory.mktemp("bad")
+        runs[case] = (audit_args(world, root / "out", **overrides(world, root, broken_models)), root / "out")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", EACH_CASE],
+        input=json.dumps([args for args, _ in runs.values()]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout.splitlines()[-1])
+    return {case: (code, err, out) for (case, (_, out)), (code, err) in zip(runs.items(), answers, strict=True)}
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_exits_2_with_one_line_before_any_work(world, broken_models, tmp_path, case):
+def test_bad_input_exits_2_with_one_line_before_any_work(bad_input_runs, case):
     """One line on stderr, exit 2, no output folder, and no model loaded (the weights loader refuses to run)."""
-    out = tmp_path / "out"
-    result = run_cli_without_weights(*audit_args(world, out, **CASES[case](world, tmp_path, broken_models)))
-    assert result.returncode == 2, (case, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    code, stderr, out = bad_input_runs[case]
+    assert code == 2, (case, stderr)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
     assert not out.exists()  # refused while the options are read, before the output folder is made
 
 

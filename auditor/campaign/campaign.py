@@ -11,53 +11,23 @@ the campaign's piece store ``OUT/cache``, which each audit then reads; ``--resum
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.campaign.pools import worker_pool
+from auditor.campaign.roster import CampaignModel
 from auditor.engine.audit import run_audit
 from auditor.engine.plan import Plan
 from auditor.engine.records import AuditConfig
-from auditor.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS, UserError
+from auditor.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS
 from auditor.lm.prompts import PromptFormat
 from auditor.lm.quiet import quiet_libraries
 from auditor.stats.policy import Policy
 from auditor.types import AuditData, ModelSpec
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a model's folder under OUT: no separator, no leading dot
-STEP = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)  # step100, checkpoint-500, ckpt_3
-
-
-@dataclass(frozen=True)
-class CampaignModel:
-    """One audited model: its name (its folder under OUT), where it is, and its training step when a checkpoint."""
-
-    name: str
-    spec: ModelSpec
-    step: int | None = None
-
-
-def checked_models(models: Sequence[CampaignModel]) -> tuple[CampaignModel, ...]:
-    """The models, with names that are unique folder names; the step of each named ``stepN`` (``checkpoint-N``,
-    ``ckptN``) when none was given."""
-    seen: set[str] = set()
-    out = []
-    for model in models:
-        if not NAME.fullmatch(model.name) or model.name in ("cache", "models"):
-            raise UserError(f"model name {model.name!r}: use letters, digits, '.', '_' or '-' (not cache or models)")
-        if model.name in seen:
-            raise UserError(f"model name {model.name!r} is given twice")
-        seen.add(model.name)
-        named = STEP.fullmatch(model.name)
-        out.append(replace(model, step=int(named.group(1))) if model.step is None and named else model)
-    if not out:
-        raise UserError("a campaign needs at least one unlearned model")
-    return tuple(out)
 
 
 def _argument(spec: ModelSpec) -> str:

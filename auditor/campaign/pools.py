@@ -57,7 +57,8 @@ def worker_pool(engine: str, workers: int, threads: int, initializer: Callable[[
     elif started:
         ray.init(num_cpus=workers * threads, include_dashboard=False)
     gpus = ray.cluster_resources().get("GPU", 0)
-    task = ray.remote(_in_task).options(num_cpus=threads, num_gpus=gpus / workers if gpus else 0)
+    # a task whose worker dies (a node lost, a process killed) runs again: its finished pieces are kept
+    task = ray.remote(_in_task).options(num_cpus=threads, num_gpus=gpus / workers if gpus else 0, max_retries=3)
     try:
         yield lambda fn, *args: task.remote(initializer, fn, *args).future()
     finally:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from auditor.campaign.campaign import NAME, CampaignModel
 from auditor.campaign.pools import require_ray
+from auditor.campaign.roster import NAME, CampaignModel
 from auditor.cli.audit_options import (
     audit_data,
     config_option,
@@ -134,8 +134,9 @@ def campaign(**kw) -> None:
     Exit code, the worst gate: 1 when a model failed its gate, else 3 when an audit was inconclusive, else 0;
     2 usage or input error, 4 runtime error.
     """
-    from auditor.campaign.campaign import Campaign, checked_models, run_campaign, worst_exit_code
+    from auditor.campaign.campaign import Campaign, run_campaign, worst_exit_code
     from auditor.campaign.outputs import write_campaign_outputs
+    from auditor.campaign.roster import checked_models
     from auditor.engine.plan import make_plan
     from auditor.lm.models import check_comparable_files, load_tokenizer
     from auditor.stats.policy import load_policy
