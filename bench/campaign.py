@@ -26,8 +26,10 @@ CONTROLS = ("noop", "idk", "retrain")
 def make_models(work: Path) -> tuple[object, Path]:
     """The world and the folder of the three controls (each unlearned once)."""
     from auditor.campaign.demo import UnlearnJob, unlearn_method, world_data
+    from auditor.lm.quiet import quiet_libraries
     from auditor.world import build_world
 
+    quiet_libraries()
     world = build_world(retrains=(1,), progress=lambda _: None)
     data = world_data(world)
     for name in CONTROLS:
@@ -91,8 +93,8 @@ def main() -> None:
             out = work / f"{task}-{engine}-{jobs}"
             seconds, load, code = run([*command, "--engine", engine, "--jobs", jobs], out)
             seconds_of[spec] = seconds
-            found = {p.parent.name: cells(p) for p in sorted(out.glob("**/results.json"))}
-            verdicts = ", ".join(f"{k}: {v['verdict']}" for k, v in found.items())
+            found = {str(p.parent.relative_to(out)): cells(p) for p in sorted(out.glob("**/results.json"))}
+            verdicts = ", ".join(f"{k}: {v['verdict']}" if k != "." else v["verdict"] for k, v in found.items())
             same = "(the first run)" if first is None else compare(first, found)
             timing = f"{seconds:.1f} s (load {load:.2f}), exit {code}"
             print(f"{task} --engine {engine} --jobs {jobs}: {timing}; {verdicts}; {same}")

@@ -51,6 +51,7 @@ def worker_pool(engine: str, workers: int, threads: int, initializer: Callable[[
     if engine != "ray":
         raise UserError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
     ray = require_ray()
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker's progress line reaches the driver, none folded
     started = not ray.is_initialized()
     if started and os.environ.get("RAY_ADDRESS"):
         ray.init()  # the cluster's own resources
