@@ -241,3 +241,13 @@ def test_a_campaign_on_ray_workers_has_the_local_cells(world, data, controls, ca
         local = json.loads((campaign_run[0] / name / "results.json").read_text())
         assert entry["name"] == name and entry["results"]["cells"] == local["cells"], name
         assert entry["results"]["verdict"]["label"] == local["verdict"]["label"]
+
+
+def test_a_self_audit_has_no_pieces_of_its_own_for_the_unlearned_model(world, data):
+    """The unlearned model given as the original: its pieces are the original's, which workers compute once."""
+    from auditor.campaign.pieces_on_workers import independent_pieces
+
+    config = config_for(world, data, world.original, None)
+    assert {piece.role for piece in independent_pieces(config)} == {"original", "reference"}
+    other = independent_pieces(config_for(world, data, world.reference, None))
+    assert sum(piece.role == "unlearned" for piece in other) == len(other) // 3

@@ -40,9 +40,12 @@ class Piece:
 
 
 def independent_pieces(config: AuditConfig) -> list[Piece]:
-    """Every piece a worker can compute on its own, the fine-tunes first (the longest: workers stay busy)."""
+    """Every piece a worker can compute on its own, the fine-tunes first (the longest: workers stay busy). An
+    unlearned model given as the original itself (a self-audit) has the original's pieces: none of its own."""
     plan = config.plan
     roles = [role for role in ROLES if getattr(config, role) is not None]
+    if config.unlearned == config.original:
+        roles.remove("unlearned")
     planned = {p.id for p in plan.attacks}
     attacked = [
         (c.attack.tier != "white-box-compute", Piece(role, c.id, seed))
