@@ -49,7 +49,7 @@ def test_a_campaign_writes_the_index_the_leaderboards_and_a_report_per_model(cam
     for name in MODELS:
         assert (out / name / "report.html").is_file() and (out / name / "results.json").is_file()
     board = json.loads((out / "leaderboard.json").read_text())
-    assert [row["method"] for row in board["models"]] == list(MODELS) and board["exit_code"] == 1
+    assert [row["name"] for row in board["models"]] == list(MODELS) and board["exit_code"] == 1
     assert board["checkpoints"] is True and [row["step"] for row in board["models"]] == [0, 100, 200]
     table = (out / "leaderboard.md").read_text()
     assert table.startswith("| model | verdict |") and all(f"| {name} |" in table for name in MODELS)

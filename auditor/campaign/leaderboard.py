@@ -52,7 +52,7 @@ def leaderboard_rows(entries: list[dict]) -> list[dict]:
         after = unlearning.get("after", {})
         rows.append(
             {
-                "method": entry["name"],
+                "name": entry["name"],
                 "step": entry.get("step"),
                 "verdict": results["verdict"]["label"],
                 "exit_code": results["verdict"]["exit_code"],
@@ -84,7 +84,7 @@ def markdown_table(rows: list[dict], first: str = "method") -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['verdict']} | {num(r['r_direct'])} | {r['knowledge']} | {r['membership']} | "
+            f"| {r['name']} | {r['verdict']} | {num(r['r_direct'])} | {r['knowledge']} | {r['membership']} | "
             f"{r['collateral']:.1%} | {num(r['forget_after'])} / {num(r['retain_after'])} | {r['steps']} |"
         )
     return "\n".join(lines)
