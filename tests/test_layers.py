@@ -10,7 +10,7 @@ ROOT = Path(__file__).parents[1]
 PACKAGES = ("auditor", "attacks", "probes", "reports")
 # docs/CONTRACTS.md's layer table, lowest first: a module imports from its own layer or those below only.
 LAYERS = (
-    ("auditor", "auditor.errors", "auditor.files", "auditor.types", "auditor.provenance"),
+    ("auditor", "auditor.errors", "auditor.files", "auditor.types", "auditor.provenance", "auditor.hub_code"),
     ("auditor.stats",),
     ("auditor.lm",),
     ("auditor.data", "auditor.plugins", "auditor.registry"),

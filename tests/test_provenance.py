@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+from auditor.lm.models import fingerprint_dir
 
 PLUGIN = '''
 """A user's probe from outside the package: the qa probe under another name."""
@@ -89,3 +93,19 @@ def test_an_unlearned_model_is_current_only_for_its_own_recipe(world, data, tmp_
     assert not is_current(out, recipe_key(method, original.fingerprint, {"forget": data.forget, "retain": retain}, 0))
     monkeypatch.setattr(unlearn_runner, "code_digest", lambda cls: "edited")
     assert not is_current(out, recipe_key(method, original.fingerprint, measured, seed=0))
+
+
+def test_a_copy_saved_by_another_transformers_release_is_the_same_model(world, tmp_path):
+    """The fingerprint (every cache key's model part) ignores who saved a config, not what it sets: the demo's
+    noop copy, saved by the installed transformers, reuses the original's audit pieces."""
+
+    def copy_with(name: str, **changes) -> Path:
+        target = tmp_path / name
+        shutil.copytree(world.original, target)
+        config = json.loads((target / "config.json").read_text())
+        (target / "config.json").write_text(json.dumps({**config, **changes}, indent=1))
+        return target
+
+    original = fingerprint_dir(world.original)
+    assert fingerprint_dir(copy_with("resaved", transformers_version="0.0.0-other")) == original
+    assert fingerprint_dir(copy_with("changed", rms_norm_eps=1e-3)) != original

@@ -3,9 +3,10 @@
 Every model gets its audit and reports as ``unlearn-audit audit`` writes them, in ``OUT/NAME/``. The pieces every
 audit shares (the original and the reference as given, and under every attack of the plan) are computed once into
 the campaign's piece store ``OUT/cache``, which each audit then reads; ``--resume`` keeps that store. Workers
-(``engine``: local processes or Ray tasks) first compute the shared pieces, split in parts, beside any side jobs
-(the demo's unlearning runs), then audit one model each. The campaign writes ``OUT/index.html``,
-``OUT/leaderboard.md`` and ``OUT/leaderboard.json``; its exit code is the worst gate (``worst_exit_code``).
+(``engine``: local processes or Ray tasks) compute the shared pieces, split in parts, beside the jobs that make
+models (the demo's unlearning runs), and audit each model as soon as the shared pieces and its maker are done.
+The campaign writes ``OUT/index.html``, ``OUT/leaderboard.md`` and ``OUT/leaderboard.json``; its exit code is the
+worst gate (``worst_exit_code``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,27 +154,37 @@ def run_campaign(
     jobs: int = 1,
     resume: bool = False,
     log: Callable[[str], None] = _print_flushed,
-    side_jobs: Sequence[tuple[Callable, object]] = (),
+    makers: Mapping[str, tuple[Callable, object]] | None = None,
 ) -> list[dict]:
-    """Audit every model of the campaign; their index entries, in the campaign's order. ``side_jobs``:
-    ``(function, argument)`` pairs run beside the shared pieces, before any audit (the demo's unlearning)."""
+    """Audit every model of the campaign; their index entries, in the campaign's order. ``makers``: model name ->
+    ``(function, argument)``, the job that writes that model (the demo's unlearning), run beside the shared
+    pieces. A model's audit starts as soon as the shared pieces and its maker are done."""
     import torch
 
+    makers = makers or {}
     if not resume:
         shutil.rmtree(campaign.out_dir / "cache", ignore_errors=True)
     threads = torch.get_num_threads()
-    workers = min(jobs, len(campaign.models) + len(side_jobs))
+    workers = min(jobs, len(campaign.models) + len(makers))
     log(f"auditing {len(campaign.models)} model(s) in {workers} {engine} worker(s) ...")
     if workers <= 1 and engine == "local":
         shared_part(SharedPart(campaign, 0, 1, threads), log)
-        for function, argument in side_jobs:
+        for function, argument in makers.values():
             function(argument, log)
         return [audit_model(ModelAudit(campaign, model, threads), log) for model in campaign.models]
     threads = max(1, threads // workers)
     with worker_pool(engine, workers, threads, quiet_libraries) as submit:
-        first = [submit(shared_part, SharedPart(campaign, part, workers, threads)) for part in range(workers)]
-        first += [submit(function, argument) for function, argument in side_jobs]
-        for future in first:
-            future.result()
-        audits = [submit(audit_model, ModelAudit(campaign, model, threads)) for model in campaign.models]
-        return [future.result() for future in audits]
+        shared = [submit(shared_part, SharedPart(campaign, part, workers, threads)) for part in range(workers)]
+        made = {name: submit(function, argument) for name, (function, argument) in makers.items()}
+        audits: dict[str, Future] = {}
+        while len(audits) < len(campaign.models):
+            for model in campaign.models:
+                needed = [*shared, *([made[model.name]] if model.name in made else [])]
+                if model.name not in audits and all(future.done() for future in needed):
+                    for future in needed:
+                        future.result()  # a failed job fails the campaign here
+                    audits[model.name] = submit(audit_model, ModelAudit(campaign, model, threads))
+            waiting = [future for future in [*shared, *made.values()] if not future.done()]
+            if waiting and len(audits) < len(campaign.models):
+                wait(waiting, return_when=FIRST_COMPLETED)
+        return [audits[model.name].result() for model in campaign.models]

@@ -144,10 +144,11 @@ def run_demo(
     log(knowledge_table(known))
     before = {split: known["original"][split] for split in ("forget", "retain")}
     campaign = demo_campaign(world, data, names, preset, out_dir)
-    unlearning = [
-        (unlearn_method, UnlearnJob(name, world.original, data, out_dir / "models" / name, before)) for name in names
-    ]
-    entries = run_campaign(campaign, engine, jobs, resume=True, log=log, side_jobs=unlearning)
+    unlearning = {
+        name: (unlearn_method, UnlearnJob(name, world.original, data, out_dir / "models" / name, before))
+        for name in names
+    }
+    entries = run_campaign(campaign, engine, jobs, resume=True, log=log, makers=unlearning)
     table = write_campaign_outputs(out_dir, entries, checkpoints=False, first="method")
     log("\n" + table)
     return out_dir / "index.html"

@@ -198,7 +198,7 @@ def demo(
 ) -> None:
     """Install the embedded world, unlearn it with the bundled methods, audit each, write an index report.
 
-    By default: the known-answer controls (retrain, noop, idk, quant-hide) and one
+    By default: the known-answer controls (retrain, noop, idk, quant-hide, quant-hide-3bit) and one
     method of each family (ga-gd, npo-gd, ext-sub, prune); --all runs every method.
     """
     from auditor.campaign.demo import run_demo

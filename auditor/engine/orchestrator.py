@@ -29,7 +29,7 @@ from auditor.engine.plan import PlannedAttack, registered_probe
 from auditor.engine.progress import PhaseRecorder
 from auditor.engine.records import AuditConfig, AuditScores, ScoreKey, floor_data
 from auditor.lm.ledger import bare_rates
-from auditor.lm.memory import free_memory
+from auditor.lm.memory import free_memory, is_large
 from auditor.lm.models import LoadedModel, check_compatible, load_model
 from auditor.lm.routing import RoutedScoringModel
 from auditor.lm.scoring import ScoringModel, context_length
@@ -206,7 +206,8 @@ class Orchestrator:
                     for s in self.config.plan.seeds_for(planned)
                     if seed is None or s == seed
                 ]
-                free_memory()  # the attacked models are dropped: one at a time
+                if is_large(self.models[role].model):
+                    free_memory()  # the attacked models are dropped: one at a time
                 if role == "unlearned":
                     stop.update(planned)
             self._release("original")  # the self-check is done: no attack runs on it again
@@ -233,7 +234,7 @@ class Orchestrator:
 
     def _release(self, role: str) -> None:
         """Drop a model nothing will use again, and hand its memory back now."""
-        if self.models.pop(role, None) is not None:
+        if role in self.models and is_large(self.models.pop(role).model):
             free_memory()
 
     def _collateral(self, role: str) -> ProbeResult:

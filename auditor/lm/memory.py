@@ -87,11 +87,18 @@ def free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def is_large(model) -> bool:
+    """Whether ``model`` has ``LARGE_MODEL`` parameters or more: only then is its garbage (a dropped copy, the
+    activations of a fine-tune) worth a collection. A smaller model's garbage is a few MB, and a collection
+    (0.1-0.25 s in a process holding transformers) after each step of an embedded-world audit costs more than
+    it frees."""
+    return sum(p.numel() for p in model.parameters()) >= LARGE_MODEL
+
+
 def free_memory_of_large(model) -> None:
-    """``free_memory`` when ``model`` has ``LARGE_MODEL`` parameters or more: after a step that left
-    garbage the size of activations (a fine-tune, an attack). A smaller model's garbage is a few MB, and a
-    collection (0.1-0.2 s) after every step of the embedded world's demo would cost more than it frees."""
-    if sum(p.numel() for p in model.parameters()) >= LARGE_MODEL:
+    """``free_memory`` when ``model`` is large (``is_large``): after a step that left garbage the size of
+    activations (a fine-tune, an attack)."""
+    if is_large(model):
         free_memory()
 
 

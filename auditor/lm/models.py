@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -71,6 +72,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+UNFINGERPRINTED_KEYS = ("transformers_version",)  # config keys that say who saved a model, not what it computes
+
+
+def _content_sha256(file: Path) -> str:
+    """sha256 of a file's bytes; of a JSON config's content without ``UNFINGERPRINTED_KEYS``, so that a copy
+    saved by another transformers release is the same model (and reuses its audit pieces)."""
+    if file.suffix == ".json" and file.name != "tokenizer.json":
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return file_sha256(file)
+        if isinstance(config, dict):
+            kept = {key: value for key, value in config.items() if key not in UNFINGERPRINTED_KEYS}
+            return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+    return file_sha256(file)
+
+
 def fingerprint_dir(path: str | Path) -> str:
     """sha256 over the weight files and config of a model or adapter directory."""
     root = Path(path)
@@ -78,7 +96,7 @@ def fingerprint_dir(path: str | Path) -> str:
     for file in sorted(root.iterdir()):
         if file.is_file() and (file.suffix in WEIGHT_SUFFIXES or file.name in FINGERPRINTED):
             digest.update(file.name.encode())
-            digest.update(file_sha256(file).encode())
+            digest.update(_content_sha256(file).encode())
     return digest.hexdigest()
 
 
@@ -104,18 +122,42 @@ def _hub_options(spec: ModelSpec) -> dict:
     }
 
 
+_TOKENIZERS: OrderedDict = OrderedDict()  # the last TOKENIZERS_KEPT tokenizers loaded, by source and file stamps
+TOKENIZERS_KEPT = 8
+
+
+def _stamps(source: str) -> tuple:
+    """Name, size and modification time of each file in a local ``source`` (a changed file is another key);
+    nothing for a hub id, which ``revision`` pins."""
+    root = Path(source)
+    if not root.is_dir():
+        return ()
+    return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in root.iterdir() if f.is_file()))
+
+
 def load_tokenizer(spec: ModelSpec):
-    """The tokenizer of the adapter directory if it has one, else of the base."""
+    """The tokenizer of the adapter directory if it has one, else of the base. Loaded once per process and
+    files (0.2 s each; an audit asks for its models' tokenizers several times, a campaign for the same ones in
+    every audit); nothing the auditor does changes a tokenizer."""
     from transformers import AutoTokenizer
 
     check_model_files(spec)
     source = spec.path
     if spec.adapter and (Path(spec.adapter) / "tokenizer_config.json").is_file():
         source = spec.adapter
+    options = _hub_options(spec)
+    key = (str(Path(source).resolve()) if Path(source).is_dir() else source, _stamps(source), *options.values())
+    if key in _TOKENIZERS:
+        _TOKENIZERS.move_to_end(key)
+        return _TOKENIZERS[key]
     try:
-        return AutoTokenizer.from_pretrained(source, **_hub_options(spec))
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the tokenizer of {source}: {str(exc).splitlines()[0]}") from None
+    _TOKENIZERS[key] = tokenizer
+    if len(_TOKENIZERS) > TOKENIZERS_KEPT:
+        _TOKENIZERS.popitem(last=False)
+    return tokenizer
 
 
 def load_model(spec: ModelSpec, *, quantization_config=None) -> LoadedModel:
