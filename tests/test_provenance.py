@@ -10,7 +10,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+from auditor.engine.orchestrator import Orchestrator
+from auditor.engine.plan import make_plan
+from auditor.engine.records import AuditConfig
 from auditor.lm.models import fingerprint_dir
+from auditor.types import ModelSpec
+from probes.qa import QAProbe
 
 PLUGIN = '''
 """A user's probe from outside the package: the qa probe under another name."""
@@ -109,3 +114,15 @@ def test_a_copy_saved_by_another_transformers_release_is_the_same_model(world, t
     original = fingerprint_dir(world.original)
     assert fingerprint_dir(copy_with("resaved", transformers_version="0.0.0-other")) == original
     assert fingerprint_dir(copy_with("changed", rms_norm_eps=1e-3)) != original
+
+
+def test_pieces_and_attacks_of_another_dtype_are_other_cache_entries(world, data, tmp_path):
+    """The same weights in bfloat16 give other figures: a --resume in another dtype reuses nothing."""
+    plan = make_plan("quick", (), (), 0, data=data)
+
+    def key(dtype: str) -> str:
+        spec = ModelSpec(str(world.original), dtype=dtype)
+        orchestrator = Orchestrator(AuditConfig(spec, spec, None, plan, cache_dir=tmp_path), data)
+        return orchestrator._piece_key(fingerprint_dir(world.original), "none", None, QAProbe(), data)
+
+    assert key("float32") == key("auto") != key("bfloat16")  # auto is float32 on a CPU

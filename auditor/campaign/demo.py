@@ -95,15 +95,17 @@ def unlearn_method(job: UnlearnJob, log: Callable[[str], None] = print) -> None:
 DEMO_METHODS = ("retrain", "noop", "idk", "quant-hide", "quant-hide-3bit", "ga-gd", "npo-gd", "ext-sub", "prune")
 
 
-def demo_campaign(world, data: AuditData, names: list[str], preset: str, out_dir: Path) -> Campaign:
+def demo_campaign(
+    world, data: AuditData, names: list[str], preset: str, out_dir: Path, dtype: str = "auto"
+) -> Campaign:
     """The campaign of the demo: each method's model (``OUT/models/NAME``) against the world's original and
-    reference, pieces in ``OUT/cache``."""
-    models = tuple(CampaignModel(name, ModelSpec(str(out_dir / "models" / name))) for name in names)
+    reference, loaded as ``dtype``, pieces in ``OUT/cache``."""
+    models = tuple(CampaignModel(name, ModelSpec(str(out_dir / "models" / name), dtype=dtype)) for name in names)
     plan = make_plan(preset, (), (), 0, data=data)
-    reference = ModelSpec(str(world.reference))
-    audit_args = f"{world_data_options(world)} --preset {preset}"
+    reference = ModelSpec(str(world.reference), dtype=dtype)
+    audit_args = f"{world_data_options(world)} --preset {preset}" + ("" if dtype == "auto" else f" --dtype {dtype}")
     return Campaign(
-        ModelSpec(str(world.original)),
+        ModelSpec(str(world.original), dtype=dtype),
         reference,
         models,
         plan,
@@ -122,11 +124,13 @@ def run_demo(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     engine: str = "local",
+    dtype: str = "auto",
 ) -> Path:
     """Run the whole demo and return the path of the index report.
 
     A campaign (``auditor.campaign.campaign``) over the methods' models, in ``jobs`` workers of ``engine``
-    (``local`` or ``ray``): the methods' unlearning runs go beside the shared pieces, then one audit per method.
+    (``local`` or ``ray``): the methods' unlearning runs (in float32) go beside the shared pieces, then one audit
+    per method, its models loaded as ``dtype``.
     The pieces and the unlearned models are kept, so a second run only reads them.
     """
     from auditor.world import WorldSpec, build_world
@@ -143,7 +147,7 @@ def run_demo(
     log("What the embedded models know (direct questions):")
     log(knowledge_table(known))
     before = {split: known["original"][split] for split in ("forget", "retain")}
-    campaign = demo_campaign(world, data, names, preset, out_dir)
+    campaign = demo_campaign(world, data, names, preset, out_dir, dtype)
     unlearning = {
         name: (unlearn_method, UnlearnJob(name, world.original, data, out_dir / "models" / name, before))
         for name in names

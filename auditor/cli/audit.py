@@ -193,8 +193,24 @@ def compare(baseline_file: str, results_file: str, policy: str | None) -> None:
     show_default=True,
     help="What runs the workers: local processes, or Ray tasks (the ray extra; a cluster when RAY_ADDRESS is set).",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "bfloat16"]),
+    default="auto",
+    show_default=True,
+    envvar="UNLEARN_AUDIT_DTYPE",
+    help="The audits' weights: auto (bf16 on a GPU that has it, else fp32) or forced; the methods unlearn in "
+    "float32 either way.",
+)
 def demo(
-    out: str, preset: str, methods: tuple[str, ...], all_methods: bool, cache_dir: str | None, jobs: int, engine: str
+    out: str,
+    preset: str,
+    methods: tuple[str, ...],
+    all_methods: bool,
+    cache_dir: str | None,
+    jobs: int,
+    engine: str,
+    dtype: str,
 ) -> None:
     """Install the embedded world, unlearn it with the bundled methods, audit each, write an index report.
 
@@ -211,5 +227,5 @@ def demo(
     methods = tuple(METHODS.names()) if all_methods else methods
     set_threads()
     out_dir = ensure_new_dir(out)
-    index = run_demo(out_dir, preset, methods, cache_dir, jobs=jobs, log=click.echo, engine=engine)
+    index = run_demo(out_dir, preset, methods, cache_dir, jobs=jobs, log=click.echo, engine=engine, dtype=dtype)
     click.echo(f"\nindex report: {index.resolve()}")

@@ -31,7 +31,7 @@ from typing import Any
 
 from auditor.lm.adapters import load_adapter, save_adapter, variant_fingerprint
 from auditor.lm.memory import free_memory_of_large
-from auditor.lm.models import LoadedModel, save_model
+from auditor.lm.models import LoadedModel, numerics, save_model
 from auditor.lm.quant import dense_rtn
 from auditor.plugins import Attack, AttackedVariant, AttackOutcome, RunContext
 from auditor.provenance import code_digest, runtime_versions
@@ -144,7 +144,7 @@ def run_attack(
 def _cached_or_applied(attack: Attack, loaded: LoadedModel, ctx: RunContext, cache_dir: Path | None) -> AttackOutcome:
     if cache_dir is None:
         return attack.apply(loaded, ctx)
-    entry = Path(cache_dir) / cache_key(attack, loaded.fingerprint, ctx)
+    entry = Path(cache_dir) / cache_key(attack, loaded.fingerprint + numerics(loaded.spec), ctx)  # weights, dtype
     cached = _load_entry(entry, loaded)
     if cached is not None:
         return cached

@@ -30,7 +30,7 @@ from auditor.engine.progress import PhaseRecorder
 from auditor.engine.records import AuditConfig, AuditScores, ScoreKey, floor_data
 from auditor.lm.ledger import bare_rates
 from auditor.lm.memory import free_memory, is_large
-from auditor.lm.models import LoadedModel, check_compatible, load_model
+from auditor.lm.models import LoadedModel, check_compatible, load_model, numerics
 from auditor.lm.routing import RoutedScoringModel
 from auditor.lm.scoring import ScoringModel, context_length
 from auditor.plugins import Probe, RunContext
@@ -54,6 +54,7 @@ class Orchestrator:
         self.models: dict[str, LoadedModel] = {}
         self._reference_lm: ScoringModel | None = None  # the reference's scorer, shared by its probes
         self._attack_code = {p.attack.spec: code_digest(type(p.attack)) for p in config.plan.configurations()}
+        self._numerics = numerics(config.original, config.unlearned, config.reference)
 
     def load(self, roles: tuple[str, ...] = ("original", "unlearned", "reference"), measure: bool = True) -> None:
         """Load the models of ``roles`` that the audit has, check each against the original, and (``measure``)
@@ -97,7 +98,7 @@ class Orchestrator:
                 "seed": seed,
                 "probe": probe.spec,
                 "code": {"probe": code_digest(type(probe)), "attack": self._attack_code.get(attack)},
-                "versions": runtime_versions(),
+                "versions": {**runtime_versions(), "numerics": self._numerics},
                 "data": {name: getattr(data, name).fingerprint for name in data.available()},
                 "prompt": self.config.prompts.key,
             }
@@ -293,7 +294,8 @@ class Orchestrator:
             )
             for name, result in probed.items():
                 out[ScoreKey(role, planned.id, seed, name)] = result
-        record = (planned.attack.spec, self._attack_code[planned.attack.spec], seed, loaded.fingerprint)
+        keyed = loaded.fingerprint + self._numerics  # the weights, and the dtype and device they ran in
+        record = (planned.attack.spec, self._attack_code[planned.attack.spec], seed, keyed)
         if "outcome" in state:
             self.store.put_attack_record(*record, state["outcome"].result)
             return state["outcome"].result

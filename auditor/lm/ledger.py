@@ -18,8 +18,9 @@ import torch
 KINDS = ("prefill", "decoded", "trained")
 TOKENS: Counter[str] = Counter()
 _HOOKED = "_unlearn_audit_ledger"
-BARE_TOKENS = 2048  # tokens of each bare measurement: a second or two on a 135M model on 2 CPU cores
+BARE_TOKENS = 2048  # tokens of the bare forward: 5 s on a 135M model on 2 CPU cores
 BARE_ROWS = 8
+SHORT_FORWARD_SECONDS = 0.5  # a slower bare forward: the forward and backward is timed on a quarter of its rows
 
 
 def _tokens(args: tuple, kwargs: dict) -> tuple[str, int]:
@@ -81,7 +82,8 @@ class BareRates:
 
 def bare_rates(model: torch.nn.Module, context: int | None) -> BareRates:
     """Time a batched forward over ``BARE_TOKENS`` random tokens, and a forward and backward (gradients through
-    every layer to the input embeddings, as a LoRA fine-tune takes them), without counting them in ``TOKENS``."""
+    every layer to the input embeddings, as a LoRA fine-tune takes them) over the same rows, or a quarter of them
+    when the forward took ``SHORT_FORWARD_SECONDS`` or more; without counting them in ``TOKENS``."""
     sequence = max(8, min(256, context or 256, BARE_TOKENS // BARE_ROWS))
     rows = max(1, BARE_TOKENS // sequence)
     embed = model.get_input_embeddings()
@@ -93,7 +95,8 @@ def bare_rates(model: torch.nn.Module, context: int | None) -> BareRates:
         start = time.perf_counter()
         model(input_ids=ids, use_cache=False)
         forward = time.perf_counter() - start
-    embeds = embed(ids).detach().requires_grad_()
+    train_rows = rows if forward < SHORT_FORWARD_SECONDS else max(1, rows // 4)  # a 135M model: 4 s, not 16
+    embeds = embed(ids[:train_rows]).detach().requires_grad_()
     with torch.enable_grad():
         start = time.perf_counter()
         model(inputs_embeds=embeds, use_cache=False).logits.float().mean().backward()
@@ -101,4 +104,4 @@ def bare_rates(model: torch.nn.Module, context: int | None) -> BareRates:
     TOKENS.clear()
     TOKENS.update(before)
     n = rows * sequence
-    return BareRates(round(n / forward, 1), round(n / train, 1), n, sequence)
+    return BareRates(round(n / forward, 1), round(train_rows * sequence / train, 1), n, sequence)

@@ -64,6 +64,16 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)") from None
 
 
+def numerics(*specs: ModelSpec | None) -> str:
+    """The dtypes and device kinds ``specs`` run in (``float32@cpu``): part of every cache key, since the same
+    weights give other figures in bfloat16 or on a GPU."""
+    kinds = set()
+    for spec in filter(None, specs):
+        device = torch.device("cuda") if spec.device_map else resolve_device(spec.device)
+        kinds.add(f"{str(resolve_dtype(spec.dtype, device)).removeprefix('torch.')}@{device.type}")
+    return ",".join(sorted(kinds))
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
