@@ -283,10 +283,8 @@ class Orchestrator:
             return (result.reason or "attack skipped") if result.status == "skipped" else None
 
         label = f"{role}@{planned.id}"
-        with_floor = role in ("original", "unlearned")
         targets: list[tuple[AuditData, dict]] = [(self.data, results)]
-        if floor is not None and with_floor:
-            targets.append((floor, floors))
+        targets += [(floor, floors)] if floor is not None and role in ("original", "unlearned") else []
         for data, out in targets:
             phase_label = f"{role}@{tag}" + (" (holdout floor)" if data is floor else "")
             probed = self._probe_all(
