@@ -41,6 +41,7 @@ from capitals import CAPITALS, capital_item  # noqa: E402
 
 CHILD = (
     "import os, sys\n"
+    "import auditor\n"  # first: bitsandbytes (imported by peft) then fetches no kernel (auditor.hub_code)
     "import peft, torch, transformers\n"
     "from auditor.cli import main\n"
     "from auditor.lm.memory import peak_rss\n"
@@ -101,7 +102,7 @@ def real_setup(work: Path, steps: int) -> tuple[dict[str, Path], list[str]]:
         path.write_text("".join(json.dumps(item) + "\n" for item in items[k::3]), encoding="utf-8")
         arguments += [f"--{name}", str(path)]
     unrelated = work / "unrelated.jsonl"
-    texts = ["The river flows past the old mill.", "A recipe calls for flour, water and salt."] * 8
+    texts = [f"The river flows past mill {i}; a recipe there calls for {i + 2} cups of flour." for i in range(16)]
     unrelated.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     arguments += ["--unrelated", str(unrelated)]
     attacks = ["quant-rtn:bits=4", "quant-bnb:mode=nf4", *(f"{name}:steps={steps}" for name in STANDARD_RELEARNING)]
