@@ -29,7 +29,7 @@ from auditor.engine.plan import PlannedAttack, registered_probe
 from auditor.engine.progress import PhaseRecorder
 from auditor.engine.records import AuditConfig, AuditScores, ScoreKey, floor_data
 from auditor.lm.ledger import bare_rates
-from auditor.lm.memory import free_memory, is_large
+from auditor.lm.memory import free_memory, free_memory_of_large, is_large
 from auditor.lm.models import LoadedModel, check_compatible, load_model, numerics
 from auditor.lm.routing import RoutedScoringModel
 from auditor.lm.scoring import ScoringModel, context_length
@@ -207,8 +207,7 @@ class Orchestrator:
                     for s in self.config.plan.seeds_for(planned)
                     if seed is None or s == seed
                 ]
-                if is_large(self.models[role].model):
-                    free_memory()  # the attacked models are dropped: one at a time
+                free_memory_of_large(self.models[role].model)  # the attacked models are dropped: one at a time
                 if role == "unlearned":
                     stop.update(planned)
             self._release("original")  # the self-check is done: no attack runs on it again
