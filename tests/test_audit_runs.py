@@ -167,7 +167,7 @@ def test_resume_after_kill_matches_and_recomputes_nothing_finished(world, data, 
         str(out),
     ]
     pieces = out / "cache" / "pieces"
-    # 2 probes x (original, unlearned, reference), then 2 probes on the original under each attack (its self-check):
+    # 2 probes on the original, 2 on the original under each attack (its self-check), 2 x (unlearned, reference):
     # the reference's attacks are next.
     before_relearning = 10
     # the CLI computes with as many threads as this process did the uninterrupted run (float reductions differ)

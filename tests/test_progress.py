@@ -112,11 +112,11 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
         "bare throughput of the original",  # the cost ledger's yardstick
         "probe qa on original (retain sample)",
         "probe qa on original",
+        "attack quant-rtn:bits=4 on original",  # the self-check, before the other models' weights are read
+        "probe qa on original@quant-rtn:bits=4",  # then the original is dropped
         "probe qa on unlearned (retain sample)",
         "probe qa on unlearned",
         "probe qa on reference",
-        "attack quant-rtn:bits=4 on original",  # the self-check, after which the original is dropped
-        "probe qa on original@quant-rtn:bits=4",
         "attack quant-rtn:bits=4 on reference",
         "probe qa on reference@quant-rtn:bits=4",
         "attack quant-rtn:bits=4 on unlearned",
@@ -124,8 +124,8 @@ def test_audit_without_a_terminal_prints_phase_lines_and_records_their_seconds(w
     ], run.stderr
     lines = run.stderr.splitlines()
     power = [i for i, line in enumerate(lines) if line.startswith("power: qa: a zero residual would reach")]
-    first_attack = next(i for i, line in enumerate(lines) if "attack quant-rtn" in line)
-    assert power and power[0] < first_attack and "(40 items, 10 subjects)" in lines[power[0]], run.stderr
+    reference_attacked = next(i for i, line in enumerate(lines) if "attack quant-rtn:bits=4 on reference" in line)
+    assert power and power[0] < reference_attacked and "(40 items, 10 subjects)" in lines[power[0]], run.stderr
     assert "certified bound: " in run.stdout, run.stdout
     results = json.loads((out / "results.json").read_text())
     validate_results(results)

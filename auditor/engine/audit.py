@@ -84,7 +84,7 @@ def run_audit(
     plain: list = []
 
     def report_power(scores: AuditScores) -> None:
-        """The plain cells' power, as the final judgement will have it, before any attack runs."""
+        """The plain cells' power, as the final judgement will have it, before the unlearned model is attacked."""
         cells, power = judge_plain(scores, config, policy)
         plain.extend(cells)
         for line in power_lines(power):

@@ -9,11 +9,11 @@ recomputes nothing that finished, and an interrupted run resumed gives the same
 scores as an uninterrupted one. Every model load, attack and computed probe
 result is a timed phase (``auditor.engine.progress``); a reused piece is not.
 
-Memory: the original is dropped once its probes are done (attacks run on the
-unlearned model and the reference only), and an attack's models are dropped once
+Memory: the original is probed and attacked (the self-check) before the other
+models' weights are read, then dropped; an attack's models are dropped once
 probed; relearning variants are LoRA adapters on the attacked model's own
-weights. At most the unlearned model, the reference and one attacked copy are
-held at once (docs/MEMORY.md).
+weights. At most two models as given and one attacked copy are resident at once
+(docs/MEMORY.md).
 """
 
 from __future__ import annotations
@@ -36,12 +36,7 @@ from auditor.lm.scoring import ScoringModel, context_length
 from auditor.plugins import Probe, RunContext
 from auditor.provenance import code_digest, runtime_versions
 from auditor.registry import PROBES
-from auditor.types import (
-    NO_ATTACK,
-    AttackResult,
-    AuditData,
-    ProbeResult,
-)
+from auditor.types import NO_ATTACK, AttackResult, AuditData, ProbeResult
 
 
 class Orchestrator:
@@ -174,11 +169,11 @@ class Orchestrator:
         configs: tuple[PlannedAttack, ...] | None = None,
         seed: int | None = None,
     ) -> tuple[dict, dict, dict[str, dict[str, list[AttackResult]]], dict[str, ProbeResult]]:
-        """Probe the models of ``roles`` as given (unless not ``plain``; with the ``collateral`` check first), then
-        run every configuration of the plan (or ``configs``; each with its seeds, or ``seed`` only): on the original
-        first (the self-check), which is then dropped, and on the reference and the unlearned model, probing each
-        attacked model. A search stops for the unlearned model once it has brought back the original's knowledge
-        (``EarlyStop``)."""
+        """Probe the models of ``roles`` as given (unless not ``plain``; with the ``collateral`` check first) and run
+        every configuration of the plan (or ``configs``; each with its seeds, or ``seed`` only), probing each
+        attacked model: on the original right after its own probes (the self-check), which is then dropped, then on
+        the reference and the unlearned model once all are probed as given. A search stops for the unlearned model
+        once it has brought back the original's knowledge (``EarlyStop``)."""
         from auditor.engine.attack_runner import run_attack
 
         self._reference_lm = ScoringModel(self.models["reference"]) if "reference" in self.models else None
@@ -187,18 +182,11 @@ class Orchestrator:
         floors: dict = {}
         collateral_results: dict[str, ProbeResult] = {}
         floor = floor_data(self.data) if "reference" not in self.models else None
-        for role in roles if plain else ():
-            collateral_results.update(self._probe_as_given(role, results, floors, floor, collateral))
-        if on_plain is not None:
-            on_plain(
-                AuditScores(results, floors, {}, fingerprints, "reference" in self.models, {}, self.data.subjects())
-            )
         configs = self.config.plan.configurations() if configs is None else configs
         attacks: dict[str, dict[str, list[AttackResult]]] = {c.id: {} for c in configs}
         stop = EarlyStop(self.config.plan, self.data, self.config.seed, results, floors)
-        for role in ("original", "reference", "unlearned"):
-            if role not in roles:
-                continue
+
+        def attack(role: str) -> None:
             for planned in configs:
                 if role == "unlearned" and stop.skips(planned.id):
                     continue
@@ -211,6 +199,16 @@ class Orchestrator:
                 if role == "unlearned":
                     stop.update(planned)
             self._release("original")  # the self-check is done: no attack runs on it again
+
+        for role in roles if plain else ():
+            collateral_results.update(self._probe_as_given(role, results, floors, floor, collateral))
+            if role == "original":
+                attack(role)  # the self-check, before the other models' weights are read (docs/MEMORY.md)
+        if on_plain is not None:
+            controlled = "reference" in self.models
+            on_plain(AuditScores(results, floors, {}, fingerprints, controlled, {}, self.data.subjects()))
+        for role in (r for r in ("original", "reference", "unlearned") if r in roles and r in self.models):
+            attack(role)
         return results, floors, attacks, collateral_results
 
     def _probe_as_given(
