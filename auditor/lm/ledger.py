@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
+from auditor.lm.head import LOGIT_CHUNK_BYTES
+
 KINDS = ("prefill", "decoded", "trained")
 TOKENS: Counter[str] = Counter()
 _HOOKED = "_unlearn_audit_ledger"
 BARE_TOKENS = 2048  # tokens of the bare forward: 5 s on a 135M model on 2 CPU cores
 BARE_ROWS = 8
-SHORT_FORWARD_SECONDS = 0.5  # a slower bare forward: the forward and backward is timed on a quarter of its rows
 
 
 def _tokens(args: tuple, kwargs: dict) -> tuple[str, int]:
@@ -82,21 +83,23 @@ class BareRates:
 
 def bare_rates(model: torch.nn.Module, context: int | None) -> BareRates:
     """Time a batched forward over ``BARE_TOKENS`` random tokens, and a forward and backward (gradients through
-    every layer to the input embeddings, as a LoRA fine-tune takes them) over the same rows, or a quarter of them
-    when the forward took ``SHORT_FORWARD_SECONDS`` or more; without counting them in ``TOKENS``."""
+    every layer to the input embeddings, as a LoRA fine-tune takes them) over the rows of one pass; without
+    counting them in ``TOKENS``. A pass takes as many rows as keep its logits within ``LOGIT_CHUNK_BYTES``
+    (a 135M model's vocabulary: one row of 256 tokens, 50 MB), so the yardstick never holds more than a probe."""
     sequence = max(8, min(256, context or 256, BARE_TOKENS // BARE_ROWS))
     rows = max(1, BARE_TOKENS // sequence)
     embed = model.get_input_embeddings()
-    device, vocab = embed.weight.device, embed.weight.shape[0]
+    device, (vocab, _) = embed.weight.device, embed.weight.shape
+    per_pass = max(1, min(rows, LOGIT_CHUNK_BYTES // (sequence * vocab * embed.weight.element_size())))
     ids = torch.randint(0, vocab, (rows, sequence), generator=torch.Generator().manual_seed(0)).to(device)
     before = Counter(TOKENS)
     with torch.no_grad():
         model(input_ids=ids[:1, :8], use_cache=False)  # warm-up: first-call allocations
         start = time.perf_counter()
-        model(input_ids=ids, use_cache=False)
+        for first in range(0, rows, per_pass):
+            model(input_ids=ids[first : first + per_pass], use_cache=False)
         forward = time.perf_counter() - start
-    train_rows = rows if forward < SHORT_FORWARD_SECONDS else max(1, rows // 4)  # a 135M model: 4 s, not 16
-    embeds = embed(ids[:train_rows]).detach().requires_grad_()
+    embeds = embed(ids[:per_pass]).detach().requires_grad_()
     with torch.enable_grad():
         start = time.perf_counter()
         loss = model(inputs_embeds=embeds, use_cache=False).logits.float().mean()
@@ -105,4 +108,4 @@ def bare_rates(model: torch.nn.Module, context: int | None) -> BareRates:
     TOKENS.clear()
     TOKENS.update(before)
     n = rows * sequence
-    return BareRates(round(n / forward, 1), round(train_rows * sequence / train, 1), n, sequence)
+    return BareRates(round(n / forward, 1), round(per_pass * sequence / train, 1), n, sequence)
