@@ -289,7 +289,7 @@ class Orchestrator:
             )
             for name, result in probed.items():
                 out[ScoreKey(role, planned.id, seed, name)] = result
-        keyed = loaded.fingerprint + self._numerics  # the weights, and the dtype and device they ran in
+        keyed = loaded.fingerprint + numerics(loaded.spec)  # the weights, their dtype and device: as the attack cache
         record = (planned.attack.spec, self._attack_code[planned.attack.spec], seed, keyed)
         if "outcome" in state:
             self.store.put_attack_record(*record, state["outcome"].result)
