@@ -327,15 +327,22 @@ def test_a_back_off_returns_to_the_last_passing_check_and_halves_the_learning_ra
     def weights() -> torch.Tensor:
         return torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
 
-    def check(_, done):
+    def record(_, step):
+        done = step + 1
         states[done] = weights()
         if done in (3, 5):  # one step after the check at 2, at the full rate, then at half of it
             moves[done] = float((states[done] - states[2]).norm())
-        return None if done <= 2 or done % 2 else BackOff("retain too low")
+
+    asked = []
+
+    def check(_, done):
+        asked.append(done)
+        return None if done <= 2 else BackOff("retain too low")
 
     streams = {"train": [Example(f"Q{i}", " A") for i in range(4)]}
     config = TrainConfig(steps=50, batch_size=4, lora=False, learning_rate=1e-3, check_every=2, max_backoffs=2)
-    report = train(model, loaded.tokenizer, streams, config, stop=check)
+    report = train(model, loaded.tokenizer, streams, config, after_step=record, stop=check)
+    assert asked == [2, 4, 6, 8]  # asked every check_every steps only
     assert report.steps == 8 and report.backoffs == 2 and report.cost["backoffs"] == 2
     assert report.stop_reason == "retain too low; back at the last passing check after 2 learning-rate halvings"
     assert torch.equal(weights(), states[2])  # every step after the last passing check undone
@@ -344,7 +351,7 @@ def test_a_back_off_returns_to_the_last_passing_check_and_halves_the_learning_ra
 
 def test_a_check_backs_off_under_the_retain_floor(tiny):
     loaded, forget, retain, ctx = tiny
-    goal = ForgetGoal(loaded, forget, ctx, start=0.8, target=0.2, every=2, retain=retain, retain_floor=0.5)
+    goal = ForgetGoal(loaded, forget, ctx, start=0.8, target=0.2, retain=retain, retain_floor=0.5)
     reason = goal(loaded.model, 2)  # a random model answers no retain question either: 0 < 0.5
     assert isinstance(reason, BackOff) and reason == "retain accuracy 0.00 < 0.50 after 2 steps"
     assert goal.history == [(2, 0.0, 0.0)] and goal.record()["retain_floor_accuracy"] == 0.5
@@ -377,8 +384,7 @@ def test_methods_stop_at_their_forget_goal(tiny):
     assert start == 0.0 and outcome.info["steps"] == 2
     assert outcome.info["stop_reason"].startswith("the input model answered no forget question")
     assert outcome.info["goal"]["checks"] == [(2, 0.0)]
-    goal = ForgetGoal(loaded, forget, ctx, start=0.8, target=0.2, every=2)  # as if it knew 80%: 0 meets 0.2
-    assert goal(loaded.model, 1) is None and goal.history == []  # not a check step
+    goal = ForgetGoal(loaded, forget, ctx, start=0.8, target=0.2)  # as if it knew 80%: 0 meets 0.2
     assert goal(loaded.model, 2).startswith("goal reached: forget accuracy 0.00 <= 0.20 after 2 steps")
     assert goal.record()["forget_goal"] == 0.25 and goal.history == [(2, 0.0)]
     budget = METHODS.get("npo-gd")(steps=4, forget_goal=0).unlearn(loaded, forget, retain, ctx)

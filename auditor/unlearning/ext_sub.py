@@ -120,7 +120,7 @@ class ExtSub(FineTuneMethod):
         anti, anti_cost = self._adapter(loaded, examples(forget, ctx, self.name), ctx)
         if not expert.keys() & anti.keys():
             raise UserError("ext-sub: the two adapters share no weight matrix")
-        goal = forget_goal(loaded, forget, ctx, {**p, "check_every": 1})
+        goal = forget_goal(loaded, forget, ctx, p)
         weights = [p["lam"] * k / p["lam_steps"] for k in range(1, p["lam_steps"] + 1)] if goal else [p["lam"]]
         guard = sample_items(retain, RETAIN_CHECK_ITEMS, ctx.seed)
         retain_floor = p["retain_floor"] * qa_accuracy(loaded, guard, ctx.prompts)

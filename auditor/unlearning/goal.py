@@ -44,14 +44,14 @@ MAX_BACKOFFS = 6  # learning-rate halvings at most (1/64 of the method's rate)
 
 @dataclass
 class ForgetGoal:
-    """The stop check of one run: forget accuracy at or under ``target``, measured every ``every`` steps."""
+    """The stop check of one run: forget accuracy at or under ``target`` (the training loop asks it every
+    ``check_every`` steps; ext-sub at each weight it tries)."""
 
     loaded: LoadedModel  # the input model (its tokenizer and spec are reused for the model in training)
     forget: ItemSet
     ctx: RunContext
     start: float  # the input model's forget accuracy
     target: float
-    every: int
     retain: ItemSet | None = None  # the retain sample each check answers too
     retain_floor: float = 0.0  # the retain accuracy under which a check backs off
     history: list[tuple] = field(default_factory=list)  # (steps done, forget accuracy[, retain accuracy])
@@ -64,8 +64,6 @@ class ForgetGoal:
         return qa_accuracy(probe, self.forget if items is None else items, self.ctx.prompts)
 
     def __call__(self, model: torch.nn.Module, done: int) -> str | None:
-        if done % self.every:
-            return None
         accuracy = self.accuracy(model)
         kept = self.accuracy(model, self.retain) if self.retain is not None else None
         self.history.append((done, round(accuracy, 4)) + (() if kept is None else (round(kept, 4),)))
@@ -98,7 +96,7 @@ def forget_goal(
         return None
     checked = sample_items(forget, GOAL_CHECK_ITEMS, ctx.seed)
     start = qa_accuracy(loaded, checked, ctx.prompts)
-    goal = ForgetGoal(loaded, checked, ctx, start, fraction * start, params["check_every"])
+    goal = ForgetGoal(loaded, checked, ctx, start, fraction * start)
     if retain is not None and retain.kind == "qa" and params.get("retain_floor", 0):
         goal.retain = sample_items(retain, RETAIN_CHECK_ITEMS, ctx.seed)
         goal.retain_floor = params["retain_floor"] * qa_accuracy(loaded, goal.retain, ctx.prompts)
