@@ -377,6 +377,17 @@ def test_a_method_with_a_retain_floor_backs_off_and_keeps_the_last_state_above_i
     assert off.info["backoffs"] == 0 and off.info["goal"]["retain_floor_accuracy"] is None  # off by default
 
 
+def test_every_fine_tune_method_checks_its_goal_at_its_own_cadence():
+    """The loop asks the goal every ``TrainConfig.check_every`` steps: a method's config carries its parameter."""
+    ctx = RunContext(AuditData(ItemSet("f", "qa", (), "m", "f"), ItemSet("r", "qa", (), "m", "r")))
+    checked = [name for name in METHODS.names() if "check_every" in METHODS.get(name).defaults]
+    assert {"ga-gd", "npo-gd", "idk", "quant-hide", "quant-hide-3bit"} <= set(checked)
+    for name in checked:
+        method = METHODS.get(name)(check_every=7)
+        if hasattr(method, "train_config"):  # ext-sub checks each weight it tries, outside the loop
+            assert method.train_config(ctx).check_every == 7, name
+
+
 def test_methods_stop_at_their_forget_goal(tiny):
     loaded, forget, retain, ctx = tiny
     start = qa_accuracy(loaded, forget)  # a random model answers nothing: it stops at the first check

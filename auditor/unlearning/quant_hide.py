@@ -71,7 +71,12 @@ class QuantHide(FineTuneMethod):
     def train_config(self, ctx: RunContext) -> TrainConfig:
         p = self.params
         return TrainConfig(
-            steps=p["steps"], learning_rate=p["learning_rate"], batch_size=p["batch_size"], lora=False, seed=ctx.seed
+            steps=p["steps"],
+            learning_rate=p["learning_rate"],
+            batch_size=p["batch_size"],
+            lora=False,
+            seed=ctx.seed,
+            check_every=p["check_every"],
         )
 
     def train_hooks(self, model: torch.nn.Module) -> dict[str, Any]:
