@@ -84,20 +84,30 @@ def test_an_unlearned_model_is_current_only_for_its_own_recipe(world, data, tmp_
     from auditor.campaign import unlearn_runner
     from auditor.campaign.unlearn_runner import is_current, recipe_key, unlearn_to_dir
     from auditor.lm.models import load_model
+    from auditor.lm.prompts import PromptFormat
     from auditor.plugins import RunContext
     from auditor.registry import METHODS
     from auditor.types import ItemSet, ModelSpec
 
     forget, retain = (ItemSet(s.name, s.kind, s.items[:8], s.source, f"{s.name}-8") for s in (data.forget, data.retain))
+    texts = data.forget_texts
     original = load_model(ModelSpec(str(world.original)))
-    method, out = METHODS.get("noop")(), tmp_path / "noop"
-    unlearn_to_dir(method, original, forget, retain, out, RunContext(data=data, seed=0))
-    measured = {"forget": forget, "retain": retain}
-    assert is_current(out, recipe_key(method, original.fingerprint, measured, seed=0))
-    assert not is_current(out, recipe_key(method, original.fingerprint, measured, seed=1))
-    assert not is_current(out, recipe_key(method, original.fingerprint, {"forget": data.forget, "retain": retain}, 0))
+    method, out, prompts = METHODS.get("noop")(), tmp_path / "noop", PromptFormat()
+    unlearn_to_dir(method, original, forget, retain, out, RunContext(data=data, seed=0, prompts=prompts))
+    inputs = {"forget": forget, "retain": retain, "forget_texts": texts}
+
+    def current(inputs=inputs, seed=0, prompts=prompts) -> bool:
+        return is_current(out, recipe_key(method, original.fingerprint, inputs, seed, prompts))
+
+    assert texts is not None and current()
+    assert not current(seed=1)
+    assert not current({**inputs, "forget": data.forget})
+    fewer_texts = ItemSet(texts.name, texts.kind, texts.items[:1], texts.source, "one text")
+    assert not current({**inputs, "forget_texts": fewer_texts})  # methods train on the forget texts too
+    assert not current({"forget": forget, "retain": retain})
+    assert not current(prompts=PromptFormat(template="Q: {question}\nA:"))
     monkeypatch.setattr(unlearn_runner, "code_digest", lambda cls: "edited")
-    assert not is_current(out, recipe_key(method, original.fingerprint, measured, seed=0))
+    assert not current()
 
 
 def test_a_copy_saved_by_another_transformers_release_is_the_same_model(world, tmp_path):

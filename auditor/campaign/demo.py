@@ -17,7 +17,7 @@ from pathlib import Path
 from auditor.campaign.campaign import Campaign, CampaignModel, run_campaign
 from auditor.campaign.leaderboard import knowledge_table
 from auditor.campaign.outputs import write_campaign_outputs
-from auditor.campaign.unlearn_runner import is_current, recipe_key, unlearn_to_dir
+from auditor.campaign.unlearn_runner import is_current, recipe_inputs, recipe_key, unlearn_to_dir
 from auditor.data import load_audit_data
 from auditor.engine.plan import make_plan
 from auditor.lm.models import fingerprint_dir, load_model
@@ -78,10 +78,10 @@ def unlearn_method(job: UnlearnJob, log: Callable[[str], None] = print) -> None:
     code and parameters, data, source model, seed) is there."""
     data = job.data
     unlearner = METHODS.get(job.name)()
-    measured = {"forget": data.forget, "retain": data.retain}
-    if is_current(job.model_dir, recipe_key(unlearner, fingerprint_dir(job.original), measured, seed=0)):
-        return
     ctx = RunContext(data=data, seed=0)
+    inputs = recipe_inputs({"forget": data.forget, "retain": data.retain}, data)
+    if is_current(job.model_dir, recipe_key(unlearner, fingerprint_dir(job.original), inputs, 0, ctx.prompts)):
+        return
     original = load_model(ModelSpec(str(job.original)))
     record = unlearn_to_dir(unlearner, original, data.forget, data.retain, job.model_dir, ctx, before=job.before)
     log(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from auditor.lm.models import LoadedModel, save_model
+from auditor.lm.prompts import PromptFormat
 from auditor.plugins import RunContext, UnlearningMethod
 from auditor.provenance import code_digest, runtime_versions
 from auditor.types import AuditData, ItemSet
@@ -36,9 +37,18 @@ def qa_knowledge(loaded: LoadedModel, items: ItemSet, prompts, scores: list | No
     return {"n": len(scored), "accuracy": mean("correct"), "rouge_l": mean("rouge_l"), "prob": mean("prob")}
 
 
-def recipe_key(method: UnlearningMethod, source_fingerprint: str, measured: dict[str, ItemSet], seed: int) -> str:
+def recipe_inputs(measured: dict[str, ItemSet], data: AuditData) -> dict[str, ItemSet]:
+    """The item sets an unlearned model is made from or measured on: ``measured`` and, when given, the forget
+    texts that methods train on beside the forget answers (``data.forget_texts``)."""
+    return {**measured, **({"forget_texts": data.forget_texts} if data.forget_texts is not None else {})}
+
+
+def recipe_key(
+    method: UnlearningMethod, source_fingerprint: str, inputs: dict[str, ItemSet], seed: int, prompts: PromptFormat
+) -> str:
     """sha256 of what an unlearned model is made from: the method's name, parameters and code, the library
-    versions, the seed, the source model and the data; a model whose record holds another key is stale."""
+    versions, the seed, the source model, the data (``recipe_inputs``) and the prompt format its examples are
+    written in; a model whose record holds another key is stale."""
     recipe = {
         "method": method.name,
         "params": method.params,
@@ -46,7 +56,8 @@ def recipe_key(method: UnlearningMethod, source_fingerprint: str, measured: dict
         "versions": runtime_versions(),
         "seed": seed,
         "source": source_fingerprint,
-        "data": {split: items.fingerprint for split, items in measured.items()},
+        "data": {split: items.fingerprint for split, items in inputs.items()},
+        "prompts": prompts.key,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -87,14 +98,15 @@ def unlearn_to_dir(
     seconds = time.perf_counter() - start
     measured = {"forget": forget, "retain": retain, **({"neighbours": neighbours} if neighbours is not None else {})}
     after = {split: qa_knowledge(outcome.model, items, ctx.prompts) for split, items in measured.items()}
+    inputs = recipe_inputs(measured, ctx.data)
     record = {
         "method": method.name,
         "params": method.params,
         "seed": ctx.seed,
         "source": {"model": loaded.spec.label, "fingerprint": loaded.fingerprint},
-        "data": {split: items.fingerprint for split, items in measured.items()},
+        "data": {split: items.fingerprint for split, items in inputs.items()},
         "code": code_digest(type(method)),
-        "recipe_key": recipe_key(method, loaded.fingerprint, measured, ctx.seed),
+        "recipe_key": recipe_key(method, loaded.fingerprint, inputs, ctx.seed, ctx.prompts),
         "output_fingerprint": None,  # set once the weights are written
         "before": before,
         "after": after,
