@@ -17,12 +17,13 @@ class Rollback:
 
     def __init__(self, params: list[torch.nn.Parameter], optimizer, scheduler, config) -> None:
         self.params, self.optimizer, self.scheduler = params, optimizer, scheduler
-        self.max_backoffs, self.check_every = config.max_backoffs, config.check_every
+        self.max_backoffs = config.max_backoffs
         self.count = 0
         self.passed = self._snapshot()
 
-    def after_check(self, reason: str | None, done: int) -> str | None:
-        """Why to stop now, or None; a ``BackOff`` restores the passed state (and halves the rate while it may)."""
+    def after_check(self, reason: str | None) -> str | None:
+        """After a check: why to stop now, or None; a ``BackOff`` restores the passed state (and halves the rate
+        while it may), a pass becomes the state to return to."""
         if isinstance(reason, BackOff):
             self._restore()
             if self.count == self.max_backoffs:
@@ -30,7 +31,7 @@ class Rollback:
             self.count += 1
             self._halve_learning_rate()
             return None
-        if not reason and done % self.check_every == 0:
+        if not reason:
             self.passed = self._snapshot()
         return reason
 

@@ -168,8 +168,10 @@ def train(
         if after_step is not None:
             with torch.no_grad():
                 after_step(model, step)
-        reason = _check_stop(stop, model, done, config.check_every)
-        reason = rollback.after_check(reason, done) if rollback is not None else reason
+        if stop is None or done % config.check_every:
+            continue
+        reason = _check_stop(stop, model, done)
+        reason = rollback.after_check(reason) if rollback is not None else reason
         if reason:
             stop_reason = reason
             break
@@ -256,13 +258,9 @@ def _optimiser_step(model, loss: torch.Tensor, params, optimizer, scheduler, con
     return float(loss.detach())
 
 
-def _check_stop(stop: StopCheck | None, model: torch.nn.Module, done: int, every: int) -> str | None:
-    """Ask ``stop`` about the model in eval mode (LoRA layers active) when a check is due, then return to training.
-
-    Only then: each switch of a transformers model's mode re-walks its modules (about 3 ms on the embedded world).
-    """
-    if stop is None or done % every:
-        return None
+def _check_stop(stop: StopCheck, model: torch.nn.Module, done: int) -> str | None:
+    """Ask ``stop`` about the model in eval mode (LoRA layers active), then return to training. The loop asks only
+    when a check is due: each switch of a transformers model's mode re-walks its modules."""
     model.eval()
     try:
         with torch.no_grad():
